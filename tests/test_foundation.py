@@ -10,12 +10,11 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import tuban
 from affine import Affine
 from hypothesis import given
 from hypothesis import strategies as st
 from shapely.geometry import Polygon, box
-
-import tuban
 from tuban import OutputExistsError, VectorError
 from tuban.cli import app
 from tuban.imagery.crs import M2_PER_MU, areas_m2, utm_crs_for
