@@ -179,6 +179,60 @@ app.add_typer(flight_app, name="flight")
 
 # === section: uav + mission (issue 5) ========================================================
 
+import enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+class MissionFormatOpt(str, enum.Enum):
+    kml = "kml"
+    litchi = "litchi"
+    qgc = "qgc"
+    wpml = "wpml"
+
+
+def _parse_lon_lat(text: str | None, param: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lon, lat = (float(v) for v in text.split(","))
+    except ValueError:
+        usage_error(f"expected LON,LAT (e.g. 117.02,24.51), got {text!r}", param)
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        usage_error(f"({lon}, {lat}) is not a lon,lat position (longitude first)", param)
+    return lon, lat
+
+
+@mission_app.command("plan")
+@handles_errors
+def mission_plan(
+    patches: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Suspect patches (GeoJSON).")],
+    fmt: Annotated[MissionFormatOpt, typer.Option("--format", help="kml (Ovital/Google Earth), litchi CSV, qgc .plan, DJI wpml KMZ.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Mission file; several missions -> STEM_1, STEM_2 ... (kml: one Folder each).")],
+    altitude_m: Annotated[float, typer.Option("--altitude-m", min=2, max=500, help="Height above take-off, m.")] = 80.0,
+    takeoff: Annotated[str | None, typer.Option("--takeoff", help="Take-off LON,LAT (default: first patch).")] = None,
+    max_flight_min: Annotated[float, typer.Option("--max-flight-min", min=1, help="Usable minutes per battery.")] = 25.0,
+    speed_m_s: Annotated[float, typer.Option("--speed-m-s", min=0.5, max=25, help="Cruise speed, m/s.")] = 8.0,
+    hover_s: Annotated[float, typer.Option("--hover-s", min=0, help="Hover (photo) time per patch, s.")] = 5.0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Plan an inspection flight over suspect patches: nadir photo and hover at each centroid."""
+    from tuban.imagery.vector_io import read_vector
+    from tuban.pipelines.mission import MissionSettings, patch_targets, plan_missions
+    from tuban.pipelines.mission_formats import MissionFormat, write_plan
+
+    settings = MissionSettings(altitude_m=altitude_m, speed_m_s=speed_m_s, max_flight_min=max_flight_min,
+                               hover_s=hover_s, takeoff=_parse_lon_lat(takeoff, "--takeoff"))
+    targets = patch_targets(read_vector(patches), source=str(patches))
+    plan = plan_missions(targets, settings, name=out_path.stem)
+    paths = write_plan(plan, MissionFormat(fmt.value), out_path, overwrite=overwrite)
+    for m, p in zip(plan.missions, paths * len(plan.missions) if len(paths) == 1 else paths, strict=False):
+        info(f"{m.name}: {len(m.waypoints)} waypoints, {m.distance_m / 1000:.2f} km, "
+             f"~{m.flight_s / 60:.1f} min incl. reserve -> {p}")
+    for w in plan.warnings:
+        info(f"Warning: {w}")
+    out.print(f"{plan.n_waypoints} patches in {len(plan.missions)} mission(s) written to "
+              f"{', '.join(str(p) for p in paths)}", markup=False, highlight=False)
+
 # === end section: uav + mission ==============================================================
 
 
