@@ -174,6 +174,135 @@ app.add_typer(flight_app, name="flight")
 
 # === section: detect + model (issue 4) =======================================================
 
+import enum as _enum  # noqa: E402
+import pathlib as _pathlib  # noqa: E402
+
+
+class YoloModelOpt(str, _enum.Enum):
+    yolo11n = "yolo11n"
+    yolo11s = "yolo11s"
+    yolov8n = "yolov8n"
+    yolov8s = "yolov8s"
+    yolo11n_obb = "yolo11n-obb"
+    yolo11s_obb = "yolo11s-obb"
+    yolov8n_obb = "yolov8n-obb"
+
+
+def _check_bands(bands: str | None) -> None:
+    from tuban.imagery.slice_source import parse_band_spec
+
+    if bands is not None:
+        try:
+            parse_band_spec(bands)
+        except ValueError as exc:
+            usage_error(str(exc), "--bands")
+
+
+@app.command("detect")
+@handles_errors
+def detect_cmd(
+    raster: Annotated[list[str], typer.Argument(help="Raster(s): a GeoTIFF, several tiles / a folder / a glob (mosaicked), or a z/x/y tile folder.")],
+    out_path: Annotated[_pathlib.Path, typer.Option("--out", help="Detections GeoJSON (EPSG:4326 polygons).")],
+    model: Annotated[_pathlib.Path | None, typer.Option("--model", help="YOLO .pt weights (trusted file: it is unpickled). Default: the shipped pond model.")] = None,
+    tile_size_px: Annotated[int, typer.Option("--tile-size-px", min=32, help="Slice size, pixels.")] = 640,
+    overlap_px: Annotated[int, typer.Option("--overlap-px", min=0, help="Overlap between slices, pixels.")] = 64,
+    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum confidence.")] = 0.25,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Slices per model call.")] = 8,
+    bands: Annotated[str | None, typer.Option("--bands", help="R,G,B bands: 1-based indices (3,2,1) or names (r,g,b). Default: from band descriptions.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Detect objects (ponds) on a large georeferenced raster by slices; one feature per object."""
+    from tuban import BandError
+    from tuban.imagery.vector_io import check_output, write_geojson
+    from tuban.models.yolo import YoloSettings, load_detector
+    from tuban.pipelines.detect import DetectSettings, detect_raster
+
+    _check_bands(bands)
+    if overlap_px >= tile_size_px // 2:
+        usage_error("must be below half of --tile-size-px", "--overlap-px")
+    check_output(out_path, overwrite)
+    settings = DetectSettings(tile_size_px=tile_size_px, overlap_px=overlap_px, batch=batch, bands=bands)
+    detector = load_detector(model, YoloSettings(conf=conf))
+    with progress_bar("detect") as cb:
+        try:
+            gdf, stats = detect_raster(raster if len(raster) > 1 else raster[0], detector, settings, progress=cb)
+        except BandError as exc:
+            usage_error(str(exc), "--bands")
+    write_geojson(gdf, out_path, overwrite=overwrite)
+    info(f"{stats.slices_inferred}/{stats.slices_total} slices inferred ({stats.slices_skipped_nodata} nodata-only "
+         f"skipped), {stats.detections_raw} raw detections merged into {stats.detections_merged}, "
+         f"{stats.wall_s:.1f} s (model {stats.model_s:.1f} s)")
+    out.print(f"{len(gdf)} detections written to {out_path}", markup=False, highlight=False)
+
+
+@model_app.command("dataset")
+@handles_errors
+def model_dataset(
+    raster: Annotated[list[_pathlib.Path], typer.Argument(exists=True, help="Georeferenced rasters to cut into chips.")],
+    labels: Annotated[_pathlib.Path, typer.Option("--labels", exists=True, dir_okay=False, help="Polygon labels (GeoJSON; 'label' column, 'negative' = hard negative).")],
+    out_dir: Annotated[_pathlib.Path, typer.Option("--out", help="Dataset folder to create (images/, labels/, data.yaml).")],
+    tile_size_px: Annotated[int, typer.Option("--tile-size-px", min=32, help="Chip size, pixels.")] = 640,
+    obb: Annotated[bool, typer.Option("--obb", help="Oriented-box labels (for -obb models).")] = False,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.5, help="Share of each raster held out for validation (by area).")] = 0.2,
+    bands: Annotated[str | None, typer.Option("--bands", help="R,G,B bands (indices or names), as for detect.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Cut rasters into chips with YOLO labels, split train/val by area without leakage."""
+    from tuban.imagery.vector_io import read_vector
+    from tuban.models.dataset import DatasetSettings, build_dataset
+
+    _check_bands(bands)
+    gdf = read_vector(labels)
+    settings = DatasetSettings(tile_size_px=tile_size_px, obb=obb, val_fraction=val_fraction, bands=bands)
+    with progress_bar("chips") as cb:
+        s = build_dataset([(r, gdf) for r in raster], out_dir, settings, labels_path=labels,
+                          overwrite=overwrite, progress=cb)
+    out.print(f"{s.chips['train']} train / {s.chips['val']} val chips ({s.objects['train']} / "
+              f"{s.objects['val']} objects, {s.negative_chips} hard-negative chips, {s.guard_chips_dropped} "
+              f"guard chips dropped); classes {', '.join(s.names)} -> {s.data_yaml}", markup=False, highlight=False)
+
+
+@model_app.command("train")
+@handles_errors
+def model_train(
+    dataset: Annotated[_pathlib.Path, typer.Argument(exists=True, file_okay=False, help="Dataset folder from `tuban model dataset`.")],
+    out_path: Annotated[_pathlib.Path, typer.Option("--out", help="Output weights (.pt).")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 30,
+    model: Annotated[YoloModelOpt, typer.Option("--model", help="Architecture, built from yaml (no downloaded weights).")] = YoloModelOpt.yolo11n,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=32, help="Training image size, pixels.")] = 320,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per step.")] = 16,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, 0, 0,1 ... (default: GPU if present, else CPU).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a YOLO detector offline from a model yaml; copies the best checkpoint to --out."""
+    from tuban.models.train import TrainSettings, train
+
+    if out_path.suffix.lower() != ".pt":
+        usage_error("weights file must end in .pt", "--out")
+    settings = TrainSettings(model=model.value, epochs=epochs, imgsz_px=imgsz, batch=batch, device=device, seed=seed)
+    with progress_bar("epochs") as cb:
+        r = train(dataset, out_path, settings, overwrite=overwrite, progress=cb)
+    out.print(f"{r.epochs_run} epochs in {r.seconds:.0f} s -> {r.weights} ({r.size_bytes / 1e6:.1f} MB); "
+              f"val precision {r.val.precision:.3f} recall {r.val.recall:.3f} mAP50 {r.val.map50:.3f}",
+              markup=False, highlight=False)
+
+
+@model_app.command("eval")
+@handles_errors
+def model_eval(
+    weights: Annotated[_pathlib.Path, typer.Argument(help="YOLO .pt weights (trusted file).")],
+    dataset: Annotated[_pathlib.Path, typer.Argument(exists=True, help="Dataset folder (or its data.yaml).")],
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Image size (default: the training size).")] = None,
+) -> None:
+    """Print precision, recall and mAP50 of weights on a dataset's validation split."""
+    from tuban.models.train import evaluate
+
+    r = evaluate(weights, dataset, imgsz_px=imgsz)
+    print_table(f"{weights.name} on {dataset}", ["images", "precision", "recall", "mAP50", "mAP50-95"],
+                [[r.images, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.map50:.3f}", f"{r.map50_95:.3f}"]])
+
+
 # === end section: detect + model =============================================================
 
 

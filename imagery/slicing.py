@@ -1,0 +1,141 @@
+"""Cutting large rasters into model-sized slices, and stretching them to uint8 consistently.
+
+Pure functions: a raster's size in, pixel windows out; band arrays in, uint8 RGB out. The
+stretch is computed ONCE per raster from a decimated read (robust percentiles of valid pixels)
+and then applied to every slice, so a pond looks the same whichever slice it falls in, and
+chips written for training look like slices seen at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "compute_stretch", "to_uint8_rgb"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel window ``col_off, row_off, width, height`` (x before y)."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or self.col_off < 0 or self.row_off < 0:
+            raise ValueError(f"invalid window {self}")
+
+    @property
+    def bounds_px(self) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` in pixels of the full raster."""
+        return self.col_off, self.row_off, self.col_off + self.width, self.row_off + self.height
+
+
+def _starts(length: int, size: int, step: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, step))
+    starts.append(length - size)  # last slice flush with the edge, full size
+    return sorted(set(starts))
+
+
+def slice_windows(width_px: int, height_px: int, tile_size_px: int, overlap_px: int) -> list[Window]:
+    """Row-major windows of ``tile_size_px`` covering the raster, overlapping by ``overlap_px``.
+
+    Edge slices are shifted inward (never padded) so every slice has full size when the raster
+    is at least that big; a raster smaller than a slice gives one window of the raster's size.
+
+    Example:
+        >>> [w.col_off for w in slice_windows(1000, 500, 512, 64)][:2]
+        [0, 448]
+    """
+    if tile_size_px < 16:
+        raise ValueError("tile_size_px must be >= 16")
+    if not 0 <= overlap_px < tile_size_px:
+        raise ValueError("overlap_px must be >= 0 and smaller than tile_size_px")
+    if width_px <= 0 or height_px <= 0:
+        raise ValueError("raster has no pixels")
+    step = tile_size_px - overlap_px
+    out = []
+    for r in _starts(height_px, tile_size_px, step):
+        for c in _starts(width_px, tile_size_px, step):
+            out.append(Window(c, r, min(tile_size_px, width_px - c), min(tile_size_px, height_px - r)))
+    return out
+
+
+def iter_batches(items: list, batch: int) -> Iterator[list]:
+    """Consecutive chunks of ``batch`` items."""
+    for i in range(0, len(items), batch):
+        yield items[i:i + batch]
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Per-band linear stretch ``(value - low) / (high - low) * 255``, clipped to 0..255."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.low) != len(self.high):
+            raise ValueError("low and high need one value per band")
+
+
+def compute_stretch(sample: np.ndarray, valid: np.ndarray | None = None,
+                    percentiles: tuple[float, float] = (1.0, 99.0)) -> Stretch:
+    """Robust per-band percentiles of the valid pixels of a (decimated) ``(bands, rows, cols)`` read.
+
+    Args:
+        sample: a small read of the whole raster (e.g. ~1,000 px on the long side).
+        valid: boolean ``(rows, cols)``, True where pixels hold data; None = all valid.
+        percentiles: low and high percentile mapped to 0 and 255.
+
+    Example:
+        >>> s = compute_stretch(np.arange(100, dtype=float).reshape(1, 10, 10), percentiles=(0, 100))
+        >>> s.low, s.high
+        ((0.0,), (99.0,))
+    """
+    if sample.ndim != 3:
+        raise ValueError("sample must be (bands, rows, cols)")
+    mask = np.ones(sample.shape[1:], bool) if valid is None else valid.astype(bool)
+    lows, highs = [], []
+    for band in sample:
+        vals = band[mask]
+        vals = vals[np.isfinite(vals)] if np.issubdtype(vals.dtype, np.floating) else vals
+        if vals.size == 0:
+            lows.append(0.0)
+            highs.append(1.0)
+            continue
+        lo, hi = np.percentile(vals, percentiles)
+        if hi <= lo:  # flat band: keep it mid-grey rather than dividing by zero
+            hi = lo + 1.0
+        lows.append(float(lo))
+        highs.append(float(hi))
+    return Stretch(tuple(lows), tuple(highs))
+
+
+def to_uint8_rgb(bands: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
+    """Stretch a ``(3, rows, cols)`` array to a ``(rows, cols, 3)`` uint8 RGB image.
+
+    Invalid pixels (nodata) become 0 (black) so they never look like water or land.
+    """
+    if bands.shape[0] != len(stretch.low):
+        raise ValueError(f"{bands.shape[0]} bands but a stretch for {len(stretch.low)}")
+    lo = np.asarray(stretch.low, np.float32)[:, None, None]
+    scale = (255.0 / (np.asarray(stretch.high, np.float32) - np.asarray(stretch.low, np.float32)))[:, None, None]
+    work = bands.astype(np.float32, copy=True)
+    np.subtract(work, lo, out=work)
+    np.multiply(work, scale, out=work)
+    np.nan_to_num(work, copy=False, nan=0.0)
+    np.clip(work, 0.0, 255.0, out=work)
+    img = np.empty(bands.shape[1:] + (bands.shape[0],), np.uint8)
+    for i in range(bands.shape[0]):
+        np.rint(work[i], out=work[i])
+        img[..., i] = work[i]
+    if valid is not None:
+        img[~valid] = 0
+    return img
