@@ -1,0 +1,143 @@
+"""The synthetic UAV clip: video, SRT and truth agree with each other and with the camera model."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Point
+from tuban.imagery.crs import WGS84, transformer
+from tuban.sample_data.uav_clip import (
+    ClipSettings,
+    camera_to_ned,
+    generate_uav_clip,
+    local_crs,
+    true_footprint_m,
+)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    t0 = time.perf_counter()
+    paths = generate_uav_clip(out, seed=3)
+    return paths, time.perf_counter() - t0
+
+
+def _frames(path, wanted):
+    cap = cv2.VideoCapture(str(path))
+    got, i = {}, 0
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            got[i] = f[..., ::-1]  # RGB
+        i += 1
+    cap.release()
+    return got, i
+
+
+def test_clip_is_fast_and_complete(clip):
+    paths, seconds = clip
+    assert seconds < 30
+    s = ClipSettings()
+    _, n = _frames(paths.video, set())
+    assert n == s.n_frames == 270
+    cap = cv2.VideoCapture(str(paths.video))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (960, 540)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
+    meta = json.loads(paths.meta.read_text())
+    assert meta["n_frames"] == 270 and meta["camera_options"] == "--hfov-deg 70"
+
+
+def test_srt_is_enterprise_format_one_block_per_frame(clip):
+    paths, _ = clip
+    text = paths.srt.read_text()
+    blocks = text.strip().split("\n\n")
+    assert len(blocks) == 270
+    first = blocks[0]
+    for key in ("gb_yaw", "gb_pitch", "gb_roll", "drone_yaw", "drone_pitch", "drone_roll",
+                "rel_alt", "abs_alt", "focal_len", "FrameCnt: 1,"):
+        assert key in first
+    assert re.search(r"\[latitude: \d+\.\d{6}\] \[longitude: \d+\.\d{6}\]", first)
+    assert blocks[1].splitlines()[1] == "00:00:00,100 --> 00:00:00,200"
+
+
+def _srt_values(text, key):
+    return np.array([float(v) for v in re.findall(rf"{key}: (-?[\d.]+)", text)])
+
+
+def test_srt_noise_is_realistic_and_baro_offset_constant(clip):
+    paths, _ = clip
+    text = paths.srt.read_text()
+    lat, lon = _srt_values(text, r"\[latitude"), _srt_values(text, r"\[longitude")
+    rel, absalt = _srt_values(text, "rel_alt"), _srt_values(text, "abs_alt")
+    truth = gpd.read_file(paths.truth_footprints)
+    s = ClipSettings()
+    tr = transformer(WGS84, local_crs(s.origin_lon, s.origin_lat))
+    e_m, n_m = tr.transform(lon, lat)
+    e_t, n_t = tr.transform(truth["lon"].to_numpy(), truth["lat"].to_numpy())
+    err = np.hypot(e_m - e_t, n_m - n_t)
+    assert 0.3 < np.sqrt(np.mean(err**2)) < 2.5  # GNSS-like, not exact and not wild
+    assert np.std(absalt - rel) < 0.002  # barometric offset is one constant
+    assert abs(np.mean(absalt - rel)) > 1.0
+    assert np.abs(rel - truth["alt_m"].to_numpy()).max() < 1.0
+
+
+def test_truth_ponds_and_footprints(clip):
+    paths, _ = clip
+    ponds = gpd.read_file(paths.truth_ponds)
+    fps = gpd.read_file(paths.truth_footprints)
+    assert len(fps) == 270 and list(fps["frame"]) == list(range(270))
+    assert ponds["fully_seen"].sum() >= 8 and (~ponds["fully_seen"]).sum() >= 1
+    utm = fps.estimate_utm_crs()
+    nadir = fps[fps["gimbal_pitch_deg"] == -90].to_crs(utm)
+    # nadir footprint from 80 m with HFOV 70 deg: 112 m x 63 m (altitude wanders +-1.5 m)
+    assert nadir.area.median() == pytest.approx(2 * 80 * np.tan(np.radians(35)) * 2 * 80 * np.tan(np.radians(35)) * 540 / 960, rel=0.05)
+    oblique = fps[fps["gimbal_pitch_deg"] == -55].to_crs(utm)
+    assert len(oblique) > 100 and oblique.area.median() > 1.8 * nadir.area.median()
+
+
+def test_rendered_frames_show_water_where_truth_ponds_project(clip):
+    """Project each seen pond's centroid with the true pose: the video pixel there is water."""
+    paths, _ = clip
+    s = ClipSettings()
+    lcrs = local_crs(s.origin_lon, s.origin_lat)
+    ponds = gpd.read_file(paths.truth_ponds).to_crs(lcrs)
+    fps = gpd.read_file(paths.truth_footprints).to_crs(lcrs)
+    wanted = {40, 60, 200, 240}
+    frames, _ = _frames(paths.video, wanted)
+    k = np.array([[s.fx_px, 0, s.width_px / 2], [0, s.fx_px, s.height_px / 2], [0, 0, 1]])
+    e0, n0 = transformer(WGS84, lcrs).transform(fps["lon"].to_numpy(), fps["lat"].to_numpy())
+    checked = 0
+    for i in wanted:
+        row = fps.iloc[i]
+        r = camera_to_ned(row["gimbal_yaw_deg"], row["gimbal_pitch_deg"], row["gimbal_roll_deg"])
+        for pond in ponds.geometry:
+            c = pond.centroid
+            if not row.geometry.contains(pond.buffer(-3)):
+                continue
+            ned = np.array([c.y - n0[i], c.x - e0[i], row["alt_m"]])
+            u, v, w = k @ r.T @ ned
+            rgb = frames[i][int(v / w), int(u / w)].astype(float)
+            assert (rgb[1] + rgb[2]) / 2 - rgb[0] > 20, (i, rgb)  # water: blue/green over red
+            checked += 1
+    assert checked >= 10
+
+
+def test_true_footprint_nadir_geometry():
+    s = ClipSettings()
+    fp = true_footprint_m((0.0, 0.0), 80.0, (90.0, -90.0, 0.0), s)
+    minx, miny, maxx, maxy = fp.bounds
+    half_w = 80 * np.tan(np.radians(35))  # across track (north-south) when heading east
+    assert (maxy - miny) == pytest.approx(2 * half_w, rel=1e-6)
+    assert (maxx - minx) == pytest.approx(2 * half_w * 540 / 960, rel=1e-6)
+    assert fp.contains(Point(0, 0))
+    with pytest.raises(ValueError):
+        true_footprint_m((0.0, 0.0), 80.0, (0.0, -10.0, 0.0), s)  # sees the horizon
