@@ -164,10 +164,161 @@ app.add_typer(flight_app, name="flight")
 
 # === section: sample + demo (issue 2) ========================================================
 
+from pathlib import Path  # noqa: E402  (typer resolves the annotations below at import time)
+
+
+@app.command("sample")
+@handles_errors
+def sample_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the county into.", file_okay=False)],
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); same seed, identical files.")] = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write the synthetic sample county: two-date satellite pairs, pond truth, village grids."""
+    from tuban.sample_data.county import generate_county, read_manifest
+
+    with progress_bar("Generating sample county") as progress:
+        files = generate_county(out_dir, seed, overwrite=overwrite, progress=progress)
+    manifest = read_manifest(files.root)
+    counts = manifest["counts"]
+    kinds = ["pond", "new_pond", "removed_pond", "drained_pond"]
+    rows = [[k, counts["ponds"][k], counts["ponds_in_s2"][k], counts["ponds_in_hr"][k]] for k in kinds]
+    rows.append(["total", counts["ponds_total"], sum(counts["ponds_in_s2"].values()),
+                 sum(counts["ponds_in_hr"].values())])
+    print_table(f"Sample county (seed {seed}): ponds by kind", ["kind", "county", "in s2", "in hr"], rows)
+    out.print(f"{counts['grids']} village grids; dates {manifest['dates']['before']} -> {manifest['dates']['after']}",
+              markup=False, highlight=False)
+    for rel in sorted(manifest["files"]):
+        out.print(f"  {files.root / rel}", markup=False, highlight=False)
+    out.print(f"Sample county written to {files.root}", markup=False, highlight=False)
+
+
 # === end section: sample + demo ==============================================================
 
 
 # === section: change + eval (issue 3) ========================================================
+
+import enum as _c_enum  # noqa: E402
+from pathlib import Path as _CPath  # noqa: E402
+
+
+class ChangeSensor(str, _c_enum.Enum):
+    sentinel2 = "sentinel2"
+    landsat8 = "landsat8"
+    landsat9 = "landsat9"
+    landsat_tm = "landsat-tm"
+    naip = "naip"
+    gaofen2 = "gaofen2"
+    planetscope = "planetscope"
+
+
+class ChangeFormat(str, _c_enum.Enum):
+    geojson = "geojson"
+    gpkg = "gpkg"
+
+
+def _date_inputs(text: str) -> list[str]:
+    """One date: a file, folder or glob; several as a comma list or ``@list.txt``."""
+    if text.startswith("@"):
+        lines = _CPath(text[1:]).read_text(encoding="utf-8").splitlines()
+        return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _band_option(text: str | None, flag: str) -> dict[str, int] | None:
+    from tuban.imagery.bands import parse_band_spec
+
+    try:
+        return parse_band_spec(text) or None
+    except ValueError as exc:
+        usage_error(str(exc), flag)
+        return None
+
+
+@app.command("change")
+@handles_errors
+def change_cmd(
+    before: Annotated[str, typer.Argument(help="Before date: GeoTIFF/COG/VRT, folder or glob of tiles, Landsat band folder, comma list or @list.txt.")],
+    after: Annotated[str, typer.Argument(help="After date, same forms as BEFORE (grid, CRS and resolution may differ).")],
+    out: Annotated[_CPath, typer.Option("--out", help="Patches GeoJSON (EPSG:4326, one Polygon per patch).")],
+    bands: Annotated[str | None, typer.Option("--bands", help="Band roles for both dates, 1-based: green=2,nir=4[,red=3,blue=1,swir1=5,qa=6].")] = None,
+    bands_after: Annotated[str | None, typer.Option("--bands-after", help="Band roles of AFTER if they differ from --bands.")] = None,
+    sensor: Annotated[ChangeSensor | None, typer.Option("--sensor", help="Sensor preset for band roles (both dates).")] = None,
+    sensor_after: Annotated[ChangeSensor | None, typer.Option("--sensor-after", help="Sensor preset of AFTER if it differs.")] = None,
+    fmt: Annotated[ChangeFormat, typer.Option("--format", help="geojson, or gpkg to also write a GeoPackage beside --out.")] = ChangeFormat.geojson,
+    report: Annotated[_CPath | None, typer.Option("--report", help="JSON report: shift, thresholds, normalisation, counts.")] = None,
+    mask: Annotated[_CPath | None, typer.Option("--mask", exists=True, dir_okay=False, help="Exclusion polygons (GeoJSON/GPKG); nothing is reported inside.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker threads.")] = 1,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask distributed scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    block_size_px: Annotated[int, typer.Option("--block-size-px", min=64, help="Processing block edge, pixels.")] = 1024,
+    min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Smallest pond, m² (default 0.05 ha).")] = 500.0,
+    max_area_m2: Annotated[float, typer.Option("--max-area-m2", min=0.0, help="Largest pond, m² (default 10 ha).")] = 100_000.0,
+    no_shift_correction: Annotated[bool, typer.Option("--no-shift-correction", help="Measure but do not correct misregistration.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Find new, removed and drained ponds (and other water change) between two dates."""
+    from tuban.imagery.ponds import ShapeSettings
+    from tuban.imagery.vector_io import check_output, read_vector
+    from tuban.pipelines.change import ChangeSettings, run_change
+    from tuban.pipelines.change_output import change_outputs, write_change
+
+    if scheduler is not None and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://")):
+        usage_error("expected an address such as tcp://HOST:PORT", "--scheduler")
+    if max_area_m2 <= min_area_m2:
+        usage_error("must be larger than --min-area-m2", "--max-area-m2")
+    for p in change_outputs(out, fmt.value, report):
+        check_output(p, overwrite)
+    b_roles = _band_option(bands, "--bands")
+    a_roles = _band_option(bands_after, "--bands-after") or b_roles
+    geoms = tuple(read_vector(mask).to_crs(4326).geometry) if mask else ()
+    settings = ChangeSettings(
+        bands_before=b_roles, bands_after=a_roles,
+        sensor_before=sensor.value if sensor else None,
+        sensor_after=(sensor_after or sensor).value if (sensor_after or sensor) else None,
+        block_px=block_size_px, workers=workers, scheduler=scheduler,
+        correct_shift=not no_shift_correction,
+        shapes=ShapeSettings(min_area_m2=min_area_m2, max_area_m2=max_area_m2), mask_geoms=geoms,
+    )
+    with progress_bar("change") as cb:
+        result = run_change(_date_inputs(before), _date_inputs(after), settings, progress=cb)
+    shift = result.stats["shift_px"]
+    info(f"misregistration: dx={shift['dx']:+.2f} px, dy={shift['dy']:+.2f} px "
+         f"({result.stats['shift_m']} m, {'corrected' if shift['applied'] else 'not resampled'})")
+    written = write_change(result, out, fmt=fmt.value, report=report, overwrite=overwrite)
+    counts = result.stats["patches"]
+    print_table(f"change {result.dates[0] or '?'} -> {result.dates[1] or '?'}", ["kind", "patches"],
+                [[k, v] for k, v in counts.items()])
+    info("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command("eval")
+@handles_errors
+def eval_cmd(
+    pred: Annotated[_CPath, typer.Argument(exists=True, dir_okay=False, help="Predicted patches (GeoJSON/GPKG).")],
+    truth: Annotated[_CPath, typer.Argument(exists=True, dir_okay=False, help="Truth polygons (GeoJSON/GPKG).")],
+    iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU needed for a match (0-1].")] = 0.25,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only predictions of this kind (repeatable), e.g. new_pond.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+) -> None:
+    """Object-level precision, recall and F1 of predicted patches against truth polygons."""
+    import json as _json
+
+    from tuban.imagery.vector_io import read_vector
+    from tuban.pipelines.evaluate import score_objects
+
+    if iou <= 0:
+        usage_error("must be > 0", "--iou")
+    p = read_vector(pred)
+    t = read_vector(truth)
+    if kind:
+        if "kind" not in p.columns:
+            usage_error(f"{pred} has no 'kind' property", "--kind")
+        p = p[p["kind"].isin(kind)]
+    s = score_objects(p, t, iou_threshold=iou).as_dict()
+    if as_json:
+        out.print_json(_json.dumps(s))
+        return
+    print_table(f"{pred.name} vs {truth.name} (IoU >= {iou})", list(s), [list(s.values())])
 
 # === end section: change + eval ==============================================================
 
@@ -366,6 +517,235 @@ def mission_plan(
 
 
 # === section: triage + tasks + cases + report + watch (issue 6) ===============================
+
+import enum as _t_enum  # noqa: E402
+from pathlib import Path as _TPath  # noqa: E402
+
+_LedgerOpt = Annotated[_TPath, typer.Option("--ledger", help="Case ledger (GeoPackage).", dir_okay=False)]
+
+
+class CasesFormat(str, _t_enum.Enum):
+    table = "table"
+    json = "json"
+    geojson = "geojson"
+
+
+class WatchSensor(str, _t_enum.Enum):
+    sentinel2 = "sentinel2"
+    landsat8 = "landsat8"
+    landsat9 = "landsat9"
+    landsat_tm = "landsat-tm"
+    naip = "naip"
+    gaofen2 = "gaofen2"
+    planetscope = "planetscope"
+
+
+@app.command("triage")
+@handles_errors
+def triage_cmd(
+    inputs: Annotated[list[_TPath], typer.Argument(help="PATCHES.geojson, then any DETECTIONS.geojson.", exists=True, dir_okay=False)],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    grids: Annotated[_TPath, typer.Option("--grids", help="Grid cells (grid_id, name, admin_code, officer, phone).", exists=True, dir_okay=False)] = ...,  # type: ignore[assignment]
+    evidence: Annotated[_TPath | None, typer.Option("--evidence", help="Drone frame footprints (tuban uav index).", exists=True, dir_okay=False)] = None,
+    protected: Annotated[_TPath | None, typer.Option("--protected", help="Protected zones (raise priority).", exists=True, dir_okay=False)] = None,
+    min_iou: Annotated[float, typer.Option("--min-iou", min=0.01, max=1.0, help="IoU at which a patch joins an existing case.")] = 0.3,
+    join_distance_m: Annotated[float, typer.Option("--join-distance-m", min=0.0, help="Centroid distance at which a patch joins a case.")] = 30.0,
+) -> None:
+    """Fuse patches, detections and drone frames into cases (stable case ids, priorities, grid officers)."""
+    from tuban.imagery.vector_io import read_vector
+    from tuban.pipelines.triage import TriageSettings, read_frames, read_patches, triage
+
+    patches, rasters = read_patches(inputs[0])
+    with progress_bar("triage") as cb:
+        result = triage(ledger, patches, read_vector(grids), detections=[read_vector(p) for p in inputs[1:]],
+                        frames=read_frames(evidence) if evidence else None,
+                        protected=read_vector(protected) if protected else None, rasters=rasters,
+                        inputs={"patches": str(inputs[0]), "detections": [str(p) for p in inputs[1:]],
+                                "evidence": str(evidence) if evidence else None, "grids": str(grids)},
+                        settings=TriageSettings(min_iou=min_iou, join_distance_m=join_distance_m), progress=cb)
+    for w in result.warnings:
+        info(f"warning: {w}")
+    if result.unchanged:
+        info(f"{ledger}: these inputs were already triaged; nothing changed")
+    out.print(f"{len(result.new_cases)} new cases, {len(result.joined_cases)} joined existing cases, "
+              f"{result.frames_attached} drone frames attached -> {ledger}", markup=False, highlight=False)
+
+
+@tasks_app.command("export")
+@handles_errors
+def tasks_export_cmd(
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    out_dir: Annotated[_TPath, typer.Option("--out", help="Folder for the pack zips.", file_okay=False)] = ...,  # type: ignore[assignment]
+    grid: Annotated[str | None, typer.Option("--grid", help="Only this grid_id.")] = None,
+    max_per_pack: Annotated[int, typer.Option("--max-per-pack", min=1, help="Split a grid into packs of at most N tasks.")] = 500,
+    gcj02: Annotated[bool, typer.Option("--gcj02", help="Also write GCJ-02 (offset) KML/TXT for Ovital.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write one task pack zip per grid cell for every open or restocked case; mark them dispatched."""
+    from tuban.pipelines.tasks_export import ExportSettings, export_packs
+
+    settings = ExportSettings(grid_id=grid, max_per_pack=max_per_pack, gcj02=gcj02, overwrite=overwrite)
+    with progress_bar("packing tasks") as cb:
+        packs = export_packs(ledger, out_dir, settings, progress=cb)
+    if not packs:
+        info("no open or restocked cases to dispatch")
+    for p in packs:
+        out.print(f"{p.path}  {len(p.task_ids)} tasks (grid {p.grid_id})", markup=False, highlight=False)
+
+
+@tasks_app.command("import")
+@handles_errors
+def tasks_import_cmd(
+    returned: Annotated[_TPath, typer.Argument(help="Returned GeoJSON, zip pack or CSV.", exists=True, dir_okay=False)],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    from_gcj02: Annotated[bool, typer.Option("--from-gcj02", help="Returned points are GCJ-02 (edited in Ovital/Amap).")] = False,
+    max_photo_distance_m: Annotated[float, typer.Option("--max-photo-distance-m", min=0.0, help="Flag photos farther than this from the patch.")] = 300.0,
+) -> None:
+    """Import officers' verdicts (idempotent; unknown tasks and bad verdicts are rejected by name)."""
+    from tuban.pipelines.tasks_import import ImportSettings, import_verdicts
+
+    settings = ImportSettings(from_gcj02=from_gcj02, max_photo_distance_m=max_photo_distance_m)
+    with progress_bar("importing verdicts") as cb:
+        res = import_verdicts(returned, ledger, settings, progress=cb)
+    for w in res.warnings:
+        info(f"warning: {w}")
+    for task_id, flag in res.flagged:
+        info(f"flagged {task_id}: {flag}")
+    out.print(f"{res.applied} verdicts applied, {res.duplicates} already imported, {res.blank} blank, "
+              f"{len(res.review_cases)} cases sent to review", markup=False, highlight=False)
+
+
+@cases_app.command("list")
+@handles_errors
+def cases_list_cmd(
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    status: Annotated[str | None, typer.Option("--status", help="Only cases with this status.")] = None,
+    grid: Annotated[str | None, typer.Option("--grid", help="Only cases of this grid_id.")] = None,
+    fmt: Annotated[CasesFormat, typer.Option("--format", help="Output format.")] = CasesFormat.table,
+) -> None:
+    """List cases of the ledger."""
+    import json
+
+    from tuban.imagery.vector_io import geojson_dict
+    from tuban.pipelines.cases import STATUSES, list_cases
+
+    if status is not None and status not in STATUSES:
+        usage_error(f"unknown status {status!r}; one of: {', '.join(STATUSES)}", "--status")
+    cases = list_cases(ledger, status=status, grid_id=grid)
+    cols = ["case_id", "status", "priority", "kind", "area_mu", "grid_id", "officer", "verdict", "review_reason"]
+    if fmt is CasesFormat.geojson:
+        out.print(json.dumps(geojson_dict(cases.drop(columns="fid")), ensure_ascii=False), markup=False, highlight=False)
+    elif fmt is CasesFormat.json:
+        rows = json.loads(cases.drop(columns=["fid", "geometry"]).to_json(orient="records", force_ascii=False))
+        out.print(json.dumps(rows, ensure_ascii=False, indent=1), markup=False, highlight=False)
+    else:
+        rows = [["" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else v) for v in r]
+                for r in cases[cols].itertuples(index=False, name=None)]
+        print_table(f"{len(cases)} cases", cols, rows)
+
+
+@cases_app.command("show")
+@handles_errors
+def cases_show_cmd(
+    case_id: Annotated[str, typer.Argument(help="Case id, e.g. 350181-00001.")],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+) -> None:
+    """Everything about one case: fields, evidence, tasks, verdict history, status history."""
+    import json
+
+    from tuban.pipelines.cases import show_case
+
+    d = show_case(ledger, case_id)
+    case = {k: v for k, v in d.case.items() if k not in ("geometry", "fid")}
+    doc = {"case": case, "evidence": d.evidence, "tasks": d.tasks, "verdicts": d.verdicts, "events": d.events}
+    out.print(json.dumps(doc, ensure_ascii=False, indent=1, default=str), markup=False, highlight=False)
+
+
+@cases_app.command("close")
+@handles_errors
+def cases_close_cmd(
+    case_id: Annotated[str, typer.Argument(help="Case id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the case is closed (销号).")],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+) -> None:
+    """Close a case (销号); closed cases are re-watched against re-stocking."""
+    from tuban.pipelines.cases import close_case
+
+    before = close_case(ledger, case_id, reason)
+    out.print(f"{case_id}: {before} -> closed", markup=False, highlight=False)
+
+
+@cases_app.command("reopen")
+@handles_errors
+def cases_reopen_cmd(
+    case_id: Annotated[str, typer.Argument(help="Case id.")],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    reason: Annotated[str, typer.Option("--reason", help="Why it is reopened.")] = "reopened by user",
+) -> None:
+    """Reopen a case: it goes into the next task packs."""
+    from tuban.pipelines.cases import reopen_case
+
+    before = reopen_case(ledger, case_id, reason=reason)
+    out.print(f"{case_id}: {before} -> open", markup=False, highlight=False)
+
+
+@app.command("report")
+@handles_errors
+def report_cmd(
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    out_path: Annotated[_TPath, typer.Option("--out", help="Report HTML file.", dir_okay=False)] = _TPath("report.html"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Offline HTML report: counts by status, grid and verdict, precision, time to verdict, map."""
+    from tuban.pipelines.report import write_report
+
+    data = write_report(ledger, out_path, overwrite=overwrite)
+    prec = "n/a" if data.precision is None else f"{data.precision:.1%}"
+    out.print(f"{out_path}: {len(data.cases)} cases, triage precision {prec}", markup=False, highlight=False)
+
+
+@app.command("watch")
+@handles_errors
+def watch_cmd(
+    new_image: Annotated[_TPath, typer.Argument(help="New image (GeoTIFF with green and nir bands).", exists=True, dir_okay=False)],
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    sensor: Annotated[WatchSensor | None, typer.Option("--sensor", help="Sensor preset for band roles.")] = None,
+    bands: Annotated[str | None, typer.Option("--bands", help="Band roles, e.g. green=2,nir=4 (1-based).")] = None,
+    min_water_fraction: Annotated[float, typer.Option("--min-water-fraction", min=0.0, max=1.0, help="Water share of a polygon that reopens it.")] = 0.5,
+) -> None:
+    """Re-watch closed/rectified cases: water back -> reopened as restocked (防复养)."""
+    from tuban.imagery.bands import parse_band_spec
+    from tuban.pipelines.watch import WatchSettings, watch
+
+    try:
+        band_map = parse_band_spec(bands)
+    except ValueError as exc:
+        usage_error(str(exc), "--bands")
+    settings = WatchSettings(bands=band_map or None, sensor=sensor.value if sensor else None,
+                             min_water_fraction=min_water_fraction)
+    with progress_bar("watching") as cb:
+        res = watch(ledger, new_image, settings, progress=cb)
+    if res.unchanged:
+        info(f"{new_image}: already watched with these settings; nothing changed")
+    for case_id, why in res.skipped:
+        info(f"skipped {case_id}: {why}")
+    out.print(f"{len(res.checked)} cases checked (NDWI threshold {res.threshold_ndwi:.3f}), "
+              f"{len(res.reopened)} reopened as restocked: {', '.join(res.reopened) or '-'}", markup=False, highlight=False)
+
+
+@model_app.command("labels")
+@handles_errors
+def model_labels_cmd(
+    ledger: _LedgerOpt = _TPath("tuban.gpkg"),
+    out_path: Annotated[_TPath, typer.Option("--out", help="labels.geojson", dir_okay=False)] = _TPath("labels.geojson"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Verified cases as training labels (confirmed = pond, false_change/legal = hard negative)."""
+    from tuban.pipelines.labels import write_labels
+
+    labels = write_labels(ledger, out_path, overwrite=overwrite)
+    n_pos = int(labels["positive"].sum())
+    out.print(f"{out_path}: {n_pos} positives, {len(labels) - n_pos} hard negatives", markup=False, highlight=False)
 
 # === end section: triage + tasks + cases + report + watch ====================================
 

@@ -1,0 +1,138 @@
+"""Pixels that must not be compared: nodata, clouds, cloud shadows, QA flags, user masks.
+
+Cloud and shadow heuristics are relative to the scene (multiples of the scene's median land
+brightness), so they work for reflectance, DN, uint8 stretches and float inputs alike:
+
+* cloud: visible brightness and NIR both far above the scene's land median, spectrally flat;
+* shadow: every band darker than the land median by a large factor, and close to a cloud
+  (shadows without a cloud in the scene are not guessed);
+* Landsat QA bands (pre-collection BQA, Collection 1 BQA, Collection 2 QA_PIXEL) are decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["SceneBrightness", "scene_brightness", "cloud_shadow_mask", "qa_mask", "nodata_mask",
+           "user_mask"]
+
+_VISIBLE = ("blue", "green", "red")
+
+
+def _visible(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    vis = [bands[r] for r in _VISIBLE if r in bands]
+    if len(vis) == 1:
+        return np.asarray(vis[0], dtype=np.float32)
+    return np.mean(np.stack(vis).astype(np.float32, copy=False), axis=0)
+
+
+@dataclass(frozen=True)
+class SceneBrightness:
+    """Scene reference levels (medians over clear land) used by the cloud/shadow heuristics."""
+
+    visible: float
+    nir: float
+    visible_floor: float
+    nir_floor: float
+
+
+def scene_brightness(bands: Mapping[str, np.ndarray], valid: np.ndarray) -> SceneBrightness:
+    """Median visible and NIR brightness, and their 1st percentiles, over valid pixels."""
+    vis = _visible(bands)[valid]
+    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)[valid]
+    if vis.size == 0:
+        return SceneBrightness(1.0, 1.0, 0.0, 0.0)
+    return SceneBrightness(float(np.nanmedian(vis)), float(np.nanmedian(nir)),
+                           float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
+
+
+def cloud_shadow_mask(
+    bands: Mapping[str, np.ndarray],
+    ref: SceneBrightness,
+    *,
+    cloud_factor: float = 2.5,
+    shadow_factor: float = 0.5,
+    shadow_reach_px: int = 40,
+    dilate_px: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(cloud, shadow)`` masks of one date (see module docstring).
+
+    Args:
+        bands: role -> 2-D arrays on the comparison grid (after scaling).
+        ref: scene brightness levels of this date.
+        cloud_factor: cloud if visible and NIR exceed ``floor + factor * (median - floor)``.
+        shadow_factor: shadow if visible and NIR are below ``floor + factor * (median - floor)``.
+        shadow_reach_px: shadows are only looked for this close to a cloud.
+        dilate_px: both masks grow by this many pixels (soft cloud edges).
+    """
+    vis = _visible(bands)
+    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
+    vis_cloud = ref.visible_floor + cloud_factor * (ref.visible - ref.visible_floor)
+    nir_cloud = ref.nir_floor + 0.6 * cloud_factor * (ref.nir - ref.nir_floor)
+    cloud = (vis > vis_cloud) & (nir > nir_cloud)
+    if "green" in bands and "nir" in bands:
+        g = np.asarray(bands["green"], dtype=np.float32)
+        n = np.asarray(bands["nir"], dtype=np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            flat = np.abs(g - n) < 0.35 * (g + n)  # clouds are white: green ~ nir
+        cloud &= flat
+    # Speckles of a few pixels are bright roofs or sand, not clouds.
+    cloud = ndimage.binary_opening(cloud, iterations=1)
+    shadow = np.zeros_like(cloud)
+    if cloud.any():
+        near = ndimage.binary_dilation(cloud, iterations=shadow_reach_px)
+        dark = (vis < ref.visible_floor + shadow_factor * (ref.visible - ref.visible_floor)) & \
+               (nir < ref.nir_floor + shadow_factor * (ref.nir - ref.nir_floor))
+        shadow = dark & near & ~cloud
+        cloud = ndimage.binary_dilation(cloud, iterations=dilate_px)
+        shadow = ndimage.binary_dilation(shadow, iterations=dilate_px) & ~cloud
+    return cloud, shadow
+
+
+def qa_mask(qa: np.ndarray, kind: str | None) -> np.ndarray:
+    """True where a Landsat QA band flags fill, cloud (medium/high), cirrus (high) or shadow.
+
+    Args:
+        qa: integer QA band.
+        kind: ``landsat-pre`` (pre-collection BQA), ``landsat-c1`` or ``landsat-c2`` (QA_PIXEL).
+    """
+    q = np.asarray(qa).astype(np.uint32)
+    if kind == "landsat-pre":
+        fill = (q & 1) > 0
+        cloud_conf = (q >> 14) & 3
+        cirrus_conf = (q >> 12) & 3
+        return fill | (cloud_conf >= 2) | (cirrus_conf == 3)
+    if kind == "landsat-c1":
+        fill = (q & 1) > 0
+        cloud = (q >> 4) & 1
+        shadow_conf = (q >> 7) & 3
+        cirrus_conf = (q >> 11) & 3
+        return fill | (cloud > 0) | (shadow_conf == 3) | (cirrus_conf == 3)
+    # Collection 2 QA_PIXEL: fill, dilated cloud, cirrus, cloud, cloud shadow.
+    return (q & 0b11111) > 0
+
+
+def nodata_mask(bands: Mapping[str, np.ndarray], nodata: float | None) -> np.ndarray:
+    """True where any band is NaN or equals ``nodata``."""
+    arrays = [np.asarray(b) for r, b in bands.items() if r != "qa"]
+    bad = np.zeros(arrays[0].shape, dtype=bool)
+    for a in arrays:
+        if np.issubdtype(a.dtype, np.floating):
+            bad |= np.isnan(a)
+        if nodata is not None and not np.isnan(nodata):
+            bad |= a == nodata
+    return bad
+
+
+def user_mask(geometries, window_transform, shape: tuple[int, int]) -> np.ndarray:
+    """True inside user-given exclusion geometries (already in the grid CRS)."""
+    from rasterio.features import geometry_mask
+
+    geoms = list(geometries)
+    if not geoms:
+        return np.zeros(shape, dtype=bool)
+    return geometry_mask(geoms, out_shape=shape, transform=window_transform, invert=True)

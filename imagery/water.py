@@ -1,0 +1,196 @@
+"""Water indices, radiometric normalisation between dates, and per-scene thresholds.
+
+Everything here is pure: arrays in, arrays or numbers out. Thresholds are always derived from
+the scene at hand (Otsu on the joint histogram of both normalised dates), never fixed.
+
+* NDWI (McFeeters) = (green - nir) / (green + nir); MNDWI = (green - swir1) / (green + swir1)
+  when both dates carry a SWIR band.
+* Relative radiometric normalisation maps the second date onto the first with one gain/offset
+  per band, fitted on pseudo-invariant pixels (pixels whose rank in every band hardly changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "normalized_difference",
+    "water_index_name",
+    "water_index",
+    "BandGain",
+    "fit_normalisation",
+    "otsu_threshold",
+    "WaterThresholds",
+    "water_thresholds",
+    "robust_scale",
+]
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``(a - b) / (a + b)`` in float32; NaN where ``a + b`` is 0 or an input is NaN.
+
+    Example:
+        >>> float(normalized_difference(np.array([3.0]), np.array([1.0]))[0])
+        0.5
+    """
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    den = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.subtract(a, b, out=out)
+        np.divide(out, den, out=out)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def water_index_name(roles_before: Mapping[str, int], roles_after: Mapping[str, int]) -> str:
+    """``"mndwi"`` when both dates have green and swir1, else ``"ndwi"``."""
+    if all("swir1" in r and "green" in r for r in (roles_before, roles_after)):
+        return "mndwi"
+    return "ndwi"
+
+
+def water_index(bands: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """The water index ``name`` (ndwi or mndwi) from role -> array."""
+    other = "swir1" if name == "mndwi" else "nir"
+    return normalized_difference(bands["green"], bands[other])
+
+
+@dataclass(frozen=True)
+class BandGain:
+    """``before_like = gain * after + offset`` for one band."""
+
+    gain: float = 1.0
+    offset: float = 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    r = np.empty(x.size, dtype=np.float32)
+    r[order] = np.linspace(0.0, 1.0, x.size, dtype=np.float32)
+    return r
+
+
+def fit_normalisation(
+    before: Mapping[str, np.ndarray],
+    after: Mapping[str, np.ndarray],
+    valid: np.ndarray,
+    *,
+    invariant_fraction: float = 0.3,
+    min_pixels: int = 200,
+    max_samples: int = 200_000,
+) -> dict[str, BandGain]:
+    """Per-band gain/offset mapping ``after`` onto ``before`` using pseudo-invariant pixels.
+
+    Pixels are ranked per band in both dates; those whose worst rank change over all bands is in
+    the lowest ``invariant_fraction`` are taken as invariant, and a total-least-squares line is
+    fitted per band on them (robust to gain *and* haze offset differences).
+
+    Args:
+        before, after: role -> 1-D or 2-D float arrays of the same shape (sampled pixels).
+        valid: boolean mask of usable pixels (both dates clear).
+        invariant_fraction: share of valid pixels kept as pseudo-invariant.
+        min_pixels: below this many invariant pixels the identity is returned.
+    """
+    roles = [r for r in before if r in after and r != "qa"]
+    v = valid.ravel()
+    if v.sum() < min_pixels or not roles:
+        return {r: BandGain() for r in roles}
+    idx = np.flatnonzero(v)
+    if idx.size > max_samples:  # a regular subsample keeps the fit fast and deterministic
+        idx = idx[:: int(np.ceil(idx.size / max_samples))]
+    xb = {r: np.asarray(before[r], dtype=np.float64).ravel()[idx] for r in roles}
+    xa = {r: np.asarray(after[r], dtype=np.float64).ravel()[idx] for r in roles}
+    worst = np.zeros(idx.size, dtype=np.float32)
+    for r in roles:
+        np.maximum(worst, np.abs(_ranks(xb[r]) - _ranks(xa[r])), out=worst)
+    keep = worst <= np.quantile(worst, invariant_fraction)
+    if keep.sum() < min_pixels:
+        return {r: BandGain() for r in roles}
+    gains: dict[str, BandGain] = {}
+    for r in roles:
+        b, a = xb[r][keep], xa[r][keep]
+        sa, sb = a.std(), b.std()
+        if sa <= 0 or sb <= 0:
+            gains[r] = BandGain()
+            continue
+        cov = np.mean((a - a.mean()) * (b - b.mean()))
+        # Orthogonal (TLS) regression of b on a after standardising keeps it symmetric.
+        gain = float(np.sign(cov) * sb / sa) if cov != 0 else 1.0
+        if gain <= 0:
+            gains[r] = BandGain()
+            continue
+        gains[r] = BandGain(gain=gain, offset=float(b.mean() - gain * a.mean()))
+    return gains
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
+    """Otsu's threshold of finite ``values`` and its separability (0-1, between/total variance).
+
+    Example:
+        >>> v = np.r_[np.full(100, -0.5), np.full(100, 0.5)]
+        >>> t, eta = otsu_threshold(v)
+        >>> -0.5 < t < 0.5 and eta > 0.9
+        True
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or v.min() == v.max():
+        return (float(v[0]) if v.size else 0.0), 0.0
+    hist, edges = np.histogram(v, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    p = hist / hist.sum()
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * centres)
+    mu_t = mu[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
+    between[~np.isfinite(between)] = 0
+    k = int(np.argmax(between))
+    total = float(np.var(v))
+    eta = float(between[k] / total) if total > 0 else 0.0
+    return float(edges[k + 1]), eta
+
+
+@dataclass(frozen=True)
+class WaterThresholds:
+    """Per-scene water decision: index > ``water`` is water; a change must exceed ``change``."""
+
+    water: float
+    change: float
+    separability: float
+    water_mean: float
+    land_mean: float
+
+
+def robust_scale(values: np.ndarray) -> float:
+    """1.4826 x median absolute deviation of finite values (a robust sigma)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def water_thresholds(index_before: np.ndarray, index_after: np.ndarray) -> WaterThresholds:
+    """Scene thresholds from the joint histogram of both dates' (normalised) water index.
+
+    The water/land split is Otsu's threshold. The change margin is a quarter of the gap between
+    the water and land class means, and at least 3 robust sigmas of the index difference over
+    unchanged-looking pixels, so sensor noise and residual misregistration do not count as change.
+    """
+    joint = np.concatenate([index_before[np.isfinite(index_before)], index_after[np.isfinite(index_after)]])
+    if joint.size < 10:
+        return WaterThresholds(0.0, 0.2, 0.0, 0.0, 0.0)
+    t, eta = otsu_threshold(joint)
+    water = joint[joint > t]
+    land = joint[joint <= t]
+    w_mean = float(np.median(water)) if water.size else t
+    l_mean = float(np.median(land)) if land.size else t
+    diff = (index_after - index_before).ravel()
+    noise = robust_scale(diff)
+    change = max(0.25 * (w_mean - l_mean), 3.0 * noise)
+    return WaterThresholds(water=t, change=float(change), separability=eta,
+                           water_mean=w_mean, land_mean=l_mean)

@@ -1,0 +1,207 @@
+"""One block of the change job: read both dates, normalise, mask, and code each pixel.
+
+A :class:`BlockJob` is a small picklable description of the whole job (sources, grid, shift,
+scene statistics); :func:`process_block` turns one window of it into a ``uint8`` code array.
+The same function runs in local threads and on dask workers, so both give identical output.
+Each thread keeps its own open dataset handles (GDAL handles must not be shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from tuban.imagery.align import Grid, GridReader, open_on_grid
+from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, nodata_mask, qa_mask, user_mask
+from tuban.imagery.raster_io import DateSource
+from tuban.imagery.water import BandGain, WaterThresholds, water_index
+
+__all__ = ["CODE", "LAYERS", "BlockJob", "process_block", "read_date", "close_thread_readers",
+           "quantise_index", "dequantise_index", "quantise_level"]
+
+#: Pixel codes of the change raster.
+CODE = {"land": 0, "water": 1, "new_water": 2, "lost_water": 3, "masked": 4}
+
+GDAL_CACHE_MB = 64
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs to code any block of the comparison grid."""
+
+    token: str
+    before: DateSource
+    after: DateSource
+    grid: Grid
+    shift_px: tuple[float, float]
+    index_name: str
+    gains: dict[str, BandGain]
+    thresholds: WaterThresholds
+    bright_before: SceneBrightness
+    bright_after: SceneBrightness
+    halo_px: int = 32
+    mask_geoms_wkb: tuple[bytes, ...] = field(default=())
+
+
+_local = threading.local()
+
+
+def _readers(job: BlockJob) -> tuple[GridReader, GridReader]:
+    cache: OrderedDict = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = OrderedDict()
+    if job.token not in cache:
+        stack = contextlib.ExitStack()
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        rb = stack.enter_context(open_on_grid(job.before, job.grid))
+        ra = stack.enter_context(open_on_grid(job.after, job.grid, shift_px=job.shift_px))
+        cache[job.token] = (stack, rb, ra)
+        while len(cache) > 2:
+            cache.popitem(last=False)[1][0].close()
+    _, rb, ra = cache[job.token]
+    return rb, ra
+
+
+def close_thread_readers() -> None:
+    """Close the dataset handles the calling thread opened."""
+    cache = getattr(_local, "cache", None)
+    while cache:
+        cache.popitem()[1][0].close()
+
+
+def read_date(reader: GridReader, src: DateSource, window: Window) -> dict[str, np.ndarray]:
+    """Role -> float32 array of ``window`` on the grid, with MTL scaling applied (qa raw)."""
+    out: dict[str, np.ndarray] = {}
+    raw_nodata = src.nodata
+    for role, idx in src.roles.items():
+        arr = reader.read(idx, window)
+        if role == "qa":
+            out[role] = arr
+            continue
+        a = arr.astype(np.float32, copy=False)
+        bad = np.isnan(a) if np.issubdtype(a.dtype, np.floating) else None
+        if raw_nodata is not None and not np.isnan(raw_nodata):
+            eq = arr == raw_nodata
+            bad = eq if bad is None else bad | eq
+        if not np.issubdtype(arr.dtype, np.floating) or raw_nodata is None:
+            eq = arr == -9999.0  # warp fill sentinel for integer sources without nodata
+            bad = eq if bad is None else bad | eq
+        gain, offset = src.scales.get(role, (1.0, 0.0))
+        if gain != 1.0 or offset != 0.0:
+            a = a * np.float32(gain) + np.float32(offset)
+        elif a is arr:
+            a = a.copy()
+        if bad is not None and bad.any():
+            a[bad] = np.nan
+        out[role] = a
+    return out
+
+
+def _expand(window: Window, grid: Grid, halo: int) -> tuple[Window, tuple[slice, slice]]:
+    c0 = max(0, int(window.col_off) - halo)
+    r0 = max(0, int(window.row_off) - halo)
+    c1 = min(grid.width, int(window.col_off + window.width) + halo)
+    r1 = min(grid.height, int(window.row_off + window.height) + halo)
+    inner = (slice(int(window.row_off) - r0, int(window.row_off) - r0 + int(window.height)),
+             slice(int(window.col_off) - c0, int(window.col_off) - c0 + int(window.width)))
+    return Window(c0, r0, c1 - c0, r1 - r0), inner
+
+
+def apply_gains(bands: Mapping[str, np.ndarray], gains: Mapping[str, BandGain]) -> dict[str, np.ndarray]:
+    """After-date bands mapped onto the before-date radiometry (in place where possible)."""
+    out = dict(bands)
+    for role, g in gains.items():
+        if role in out and (g.gain != 1.0 or g.offset != 0.0):
+            a = out[role]
+            np.multiply(a, np.float32(g.gain), out=a)
+            np.add(a, np.float32(g.offset), out=a)
+    return out
+
+
+def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: SceneBrightness,
+                 halo_px: int) -> np.ndarray:
+    """Nodata, QA-flagged, cloud and cloud-shadow pixels of one date."""
+    bad = nodata_mask(bands, None)
+    if "qa" in bands and src.qa_kind:
+        bad |= qa_mask(bands["qa"], src.qa_kind)
+    clean = {r: np.nan_to_num(b, nan=0.0) for r, b in bands.items() if r != "qa"}
+    cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=halo_px)
+    return bad | cloud | shadow
+
+
+def code_pixels(index_before: np.ndarray, index_after: np.ndarray, valid: np.ndarray,
+                t: WaterThresholds) -> np.ndarray:
+    """Per-pixel change codes (see :data:`CODE`) from both dates' water index."""
+    wb = index_before > t.water
+    wa = index_after > t.water
+    d = index_after - index_before
+    codes = np.zeros(index_before.shape, dtype=np.uint8)
+    codes[wb & wa] = CODE["water"]
+    codes[wa & ~wb & (d > t.change)] = CODE["new_water"]
+    codes[wb & ~wa & (d < -t.change)] = CODE["lost_water"]
+    codes[~valid] = CODE["masked"]
+    return codes
+
+
+def quantise_index(index: np.ndarray) -> np.ndarray:
+    """Water index in [-1, 1] as uint8 1..255 (0 = no value)."""
+    q = np.clip(np.nan_to_num((index + 1.0) * 127.0), 0, 254).astype(np.uint8) + np.uint8(1)
+    q[~np.isfinite(index)] = 0
+    return q
+
+
+def dequantise_index(q: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`quantise_index` (NaN where 0)."""
+    out = (q.astype(np.float32) - 1.0) / 127.0 - 1.0
+    out[q == 0] = np.nan
+    return out
+
+
+def quantise_level(values: np.ndarray, reference: float) -> np.ndarray:
+    """Brightness relative to a scene level: uint8 1..255 covering 0-4x ``reference``."""
+    ref = reference if reference > 0 else 1.0
+    q = np.clip(np.nan_to_num(values * np.float32(63.5 / ref)), 0, 254).astype(np.uint8) + np.uint8(1)
+    q[~np.isfinite(values)] = 0
+    return q
+
+
+#: Layers of a processed block / of the whole-grid result stack.
+LAYERS = ("codes", "index_before", "index_after", "nir_after")
+
+
+def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
+    """Code one window of the grid.
+
+    Returns:
+        The window and a ``(4, rows, cols)`` uint8 stack: change codes, quantised water index
+        of both dates, and the after date's NIR (or SWIR) relative to the scene median.
+    """
+    rb, ra = _readers(job)
+    big, inner = _expand(window, job.grid, job.halo_px)
+    before = read_date(rb, job.before, big)
+    after = apply_gains(read_date(ra, job.after, big), job.gains)
+    valid = ~invalid_mask(before, job.before, job.bright_before, job.halo_px)
+    valid &= ~invalid_mask(after, job.after, job.bright_after, job.halo_px)
+    valid = valid[inner]
+    if job.mask_geoms_wkb:
+        import shapely
+
+        geoms = shapely.from_wkb(list(job.mask_geoms_wkb))
+        wt = rasterio.windows.transform(window, job.grid.transform)
+        valid &= ~user_mask(geoms, wt, valid.shape)
+    ib = water_index({r: before[r][inner] for r in before}, job.index_name)
+    ia = water_index({r: after[r][inner] for r in after}, job.index_name)
+    valid &= np.isfinite(ib) & np.isfinite(ia)
+    out = np.empty((len(LAYERS),) + ib.shape, dtype=np.uint8)
+    out[0] = code_pixels(ib, ia, valid, job.thresholds)
+    out[1] = quantise_index(ib)
+    out[2] = quantise_index(ia)
+    nir = after.get("nir", after.get("swir1"))
+    out[3] = quantise_level(nir[inner], job.bright_before.nir)
+    return window, out
