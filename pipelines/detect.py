@@ -210,12 +210,14 @@ def detections_to_gdf(dets: list[PixelDetection], transform, crs) -> gpd.GeoData
         polys.append(Polygon(zip(xs, ys, strict=True)))
     gdf = gpd.GeoDataFrame({"label": [d.label for d in dets], "score": [round(d.score, 4) for d in dets]},
                            geometry=polys, crs=crs)
-    gdf["area_m2"] = np.round(np.asarray(areas_m2(gdf), float), 1)
     cent = shapely.centroid(gdf.geometry.values)
     lon, lat = transformer(crs, WGS84).transform(shapely.get_x(cent), shapely.get_y(cent))
+    gdf = gdf.to_crs(WGS84)
+    # measured from lon/lat in local UTM: a "metric" source CRS such as Web Mercator is not equal-area
+    gdf["area_m2"] = np.round(np.asarray(areas_m2(gdf), float), 1)
     gdf["lon"] = np.round(lon, 7)
     gdf["lat"] = np.round(lat, 7)
-    return gdf.to_crs(WGS84)[cols + ["geometry"]]
+    return gdf[cols + ["geometry"]]
 
 
 def _read_batch(src, bands, stretch, wins: list[Window]):
