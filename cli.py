@@ -172,13 +172,16 @@ from pathlib import Path  # noqa: E402  (typer resolves the annotations below at
 def sample_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the county into.", file_okay=False)],
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); same seed, identical files.")] = 0,
+    size_km: Annotated[float, typer.Option("--size-km", min=1.0, max=40.0,
+                                           help="County side in km (10 m pixels; 12 km takes ~15 s).")] = 12.0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the synthetic sample county: two-date satellite pairs, pond truth, village grids."""
-    from tuban.sample_data.county import generate_county, read_manifest
+    from tuban.sample_data.county import CountySpec, generate_county, read_manifest
 
+    spec = CountySpec() if size_km == 12.0 else CountySpec.of_size_km(size_km)
     with progress_bar("Generating sample county") as progress:
-        files = generate_county(out_dir, seed, overwrite=overwrite, progress=progress)
+        files = generate_county(out_dir, seed, overwrite=overwrite, progress=progress, spec=spec)
     manifest = read_manifest(files.root)
     counts = manifest["counts"]
     kinds = ["pond", "new_pond", "removed_pond", "drained_pond"]
@@ -188,7 +191,7 @@ def sample_cmd(
     print_table(f"Sample county (seed {seed}): ponds by kind", ["kind", "county", "in s2", "in hr"], rows)
     out.print(f"{counts['grids']} village grids; dates {manifest['dates']['before']} -> {manifest['dates']['after']}",
               markup=False, highlight=False)
-    for rel in sorted(manifest["files"]):
+    for rel in ["county.json", *sorted(manifest["files"])]:
         out.print(f"  {files.root / rel}", markup=False, highlight=False)
     out.print(f"Sample county written to {files.root}", markup=False, highlight=False)
 

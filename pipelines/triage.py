@@ -20,10 +20,10 @@ import numpy as np
 import shapely
 from tuban import VectorError
 from tuban.imagery.crs import M2_PER_MU, WGS84, metric_crs_for_gdf
-from tuban.imagery.vector_io import geojson_dict, geojson_to_gdf
+from tuban.imagery.vector_io import geojson_dict, geojson_to_gdf, read_vector
 from tuban.pipelines.ledger import Ledger, open_ledger, utc_now
 
-__all__ = ["TriageSettings", "TriageResult", "read_patches", "triage", "priority_of"]
+__all__ = ["TriageSettings", "TriageResult", "read_patches", "read_frames", "triage", "priority_of"]
 
 _RASTER_KEYS = {"before": ("before_raster", "before_image", "before_path"),
                 "after": ("after_raster", "after_image", "after_path")}
@@ -117,6 +117,17 @@ def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     resolved = {r: str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
                 for r, p in rasters.items()}
     return gdf, resolved
+
+
+def read_frames(path: str | Path) -> gpd.GeoDataFrame:
+    """Drone frame footprints (from ``tuban uav index``) with ``image`` paths made absolute."""
+    path = Path(path)
+    frames = read_vector(path)
+    if "image" in frames.columns:
+        frames["image"] = [None if not isinstance(p, str) or not p else
+                           p if Path(p).is_absolute() else str((path.parent / p).resolve())
+                           for p in frames["image"]]
+    return frames
 
 
 def _digest(*parts: Any) -> str:

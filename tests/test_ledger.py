@@ -1,0 +1,149 @@
+"""The case ledger: a real GeoPackage, versioned, transactional, and safe against kill -9."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+import pytest
+import shapely
+from cases_fixtures import LAT0, LON0, square
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tuban import LedgerError
+from tuban.pipelines.ledger import SCHEMA_VERSION, gpkg_blob, open_ledger, parse_gpkg_blob
+
+
+def _fill(path: Path, n: int, *, dispatched: bool = True) -> list[str]:
+    """n cases with one dispatched task each, inserted straight through the ledger API."""
+    ids = []
+    with open_ledger(path, create=True) as led, led.transaction():
+        for i in range(n):
+            lon, lat = LON0 + (i % 100) * 0.002, LAT0 + (i // 100) * 0.002
+            cid = led.next_case_id("350181")
+            led.insert_case({"case_id": cid, "kind": "new_pond", "status": "dispatched" if dispatched else "open",
+                             "score": 0.8, "lon": lon, "lat": lat, "area_m2": 3600.0, "area_mu": 5.4},
+                            square(lon, lat, 60))
+            led.conn.execute("INSERT INTO tasks (task_id, case_id, status, dispatched_at) VALUES (?, ?, 'dispatched', ?)",
+                             (f"{cid}-T1", cid, "2026-01-01T00:00:00Z"))
+            ids.append(cid)
+    return ids
+
+
+def test_ledger_is_a_geopackage_qgis_and_gdal_can_read(tmp_path):
+    path = tmp_path / "tuban.gpkg"
+    _fill(path, 3, dispatched=False)
+    layers = dict(pyogrio.list_layers(path))
+    assert layers["cases"] == "MultiPolygon"
+    assert {"evidence", "tasks", "verdicts", "events", "runs", "meta"} <= set(layers)
+    cases = gpd.read_file(path, layer="cases")
+    assert cases.crs.to_epsg() == 4326 and len(cases) == 3
+    assert list(cases["case_id"]) == ["350181-00001", "350181-00002", "350181-00003"]
+    c = cases.geometry.iloc[0].centroid
+    assert abs(c.x - LON0) < 1e-6 and abs(c.y - LAT0) < 1e-6
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+@given(st.lists(st.tuples(st.floats(-179, 179), st.floats(-89, 89)), min_size=3, max_size=12))
+@settings(max_examples=40, deadline=None)
+def test_gpkg_blob_round_trips_any_polygon(points):
+    geom = shapely.MultiPoint(points).convex_hull
+    back = parse_gpkg_blob(gpkg_blob(geom))
+    assert back.equals_exact(geom, 0.0)
+    assert gpkg_blob(geom)[:2] == b"GP"
+
+
+def test_empty_geometry_and_null_round_trip():
+    assert parse_gpkg_blob(gpkg_blob(None)) is None
+    assert parse_gpkg_blob(gpkg_blob(shapely.Polygon())).is_empty
+
+
+def test_refuses_missing_foreign_and_newer_files(tmp_path):
+    with pytest.raises(LedgerError, match="not found"):
+        open_ledger(tmp_path / "nope.gpkg")
+    junk = tmp_path / "junk.gpkg"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="not a tuban ledger"):
+        open_ledger(junk, create=True)
+    other = tmp_path / "other.gpkg"
+    sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.commit()
+    with pytest.raises(LedgerError, match="no meta table"):
+        open_ledger(other, create=True)
+    newer = tmp_path / "newer.gpkg"
+    open_ledger(newer, create=True).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="schema version 99"):
+        open_ledger(newer)
+
+
+def test_a_failing_transaction_changes_nothing(tmp_path):
+    path = tmp_path / "l.gpkg"
+    _fill(path, 2)
+    with open_ledger(path) as led:
+        with pytest.raises(RuntimeError), led.transaction():
+            led.set_status("350181-00001", "closed", "closed", detail="x")
+            raise RuntimeError("boom")
+        assert led.case("350181-00001")["status"] == "dispatched"
+        assert led.rows("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
+        with pytest.raises(LedgerError, match="unknown case"):
+            led.case("350181-99999")
+
+
+_IMPORT = "from tuban.pipelines.tasks_import import import_verdicts; import_verdicts({src!r}, {led!r})"
+
+
+def _csv(path: Path, ids: list[str], verdict: str) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["task_id", "verdict", "verified_by", "verified_at", "note"])
+        for cid in ids:
+            w.writerow([f"{cid}-T1", verdict, "张三", "2026-01-02T10:00:00+08:00", "ok"])
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_a_big_import_loses_nothing(tmp_path):
+    path = tmp_path / "l.gpkg"
+    ids = _fill(path, 1500)
+    # 10 verdicts accepted first: they must survive whatever happens next.
+    done = subprocess.run([sys.executable, "-c", _IMPORT.format(src=str(_csv(tmp_path / "a.csv", ids[:10], "legal")),
+                                                                 led=str(path))], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    big = _csv(tmp_path / "b.csv", ids[10:], "confirmed_illegal")
+    journal = Path(str(path) + "-journal")
+    proc = subprocess.Popen([sys.executable, "-c", _IMPORT.format(src=str(big), led=str(path))])
+    deadline = time.monotonic() + 120
+    while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.05)  # well inside the transaction: some rows written to the pages
+    assert proc.poll() is None, "import finished before it could be killed; make it bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert journal.exists()  # a hot journal: the interrupted transaction is rolled back on open
+    with open_ledger(path) as led:
+        assert led.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        n = led.rows("SELECT COUNT(*) AS n FROM verdicts")[0]["n"]
+        assert n == 10
+        statuses = dict(led.conn.execute("SELECT status, COUNT(*) FROM cases GROUP BY status").fetchall())
+        assert statuses == {"dismissed": 10, "dispatched": 1490}
+    # Re-running the interrupted command completes it.
+    again = subprocess.run([sys.executable, "-c", _IMPORT.format(src=str(big), led=str(path))],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    with open_ledger(path) as led:
+        assert led.rows("SELECT COUNT(*) AS n FROM verdicts")[0]["n"] == 1500
+        assert led.rows("SELECT COUNT(*) AS n FROM cases WHERE status = 'confirmed'")[0]["n"] == 1490
