@@ -1,0 +1,387 @@
+"""Detect ponds on drone video frames, project them to the ground, merge them across frames.
+
+The same :class:`~tuban.models.detector.Detector` as satellite detection runs on sampled
+frames. Each detection outline (box or polygon, in pixels) is densified along its edges and
+cast onto flat ground with the frame's telemetry pose and the camera model
+(:func:`tuban.imagery.camera.pixel_to_ground`), so oblique views give the right trapezoids.
+
+One pond seen in 30 frames must be one feature. Projected detections are clustered greedily,
+best first ("best" = not cut by the frame border, then closest to nadir, then highest score):
+a detection joins the first cluster whose representative it overlaps (IoU >= ``join_iou``, or
+mostly inside it, as a pond cut by the frame edge is), otherwise it starts a new cluster.
+Greedy-by-representative clustering cannot chain two neighbouring ponds together through one
+blurry detection spanning both; such a blob becomes its own cluster and is dropped when better
+clusters already cover most of it.
+
+The merged outline is a per-cell vote of the cluster's complete (not border-cut) outlines on
+a fine metric grid: ground kept by at least half of them. This removes the corners that an
+axis-aligned box adds around a pond seen rotated, and averages telemetry noise across frames.
+Each feature reports ``n_frames`` (distinct frames it was seen in) and ``best_frame`` (the
+representative: uncut, closest to nadir).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+from tuban import TelemetryError
+from tuban.imagery.camera import Camera, pixel_rays_ned, pixel_to_ground
+from tuban.imagery.crs import WGS84, utm_crs_for
+from tuban.imagery.track import Track
+from tuban.models.detector import Detection, Detector
+
+__all__ = [
+    "FramePose",
+    "frame_poses",
+    "UavDetectSettings",
+    "GroundDetection",
+    "project_detection",
+    "detect_frames",
+    "merge_ground_detections",
+    "match_truth",
+    "DETECTION_COLUMNS",
+]
+
+DETECTION_COLUMNS = ("label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame",
+                     "best_time_s", "off_nadir_deg")
+
+
+@dataclass(frozen=True)
+class FramePose:
+    """Where the camera was and where it looked when one frame was taken.
+
+    Args:
+        frame: 0-based frame index in the video.
+        time_s: video time of the frame.
+        lon, lat: camera position, WGS84 degrees.
+        height_m: camera height above the (flat) ground.
+        yaw_deg, pitch_deg, roll_deg: gimbal attitude (DJI: NED, ZYX, pitch -90 = nadir).
+    """
+
+    frame: int
+    time_s: float
+    lon: float
+    lat: float
+    height_m: float
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float = 0.0
+
+    @property
+    def usable(self) -> bool:
+        vals = (self.lon, self.lat, self.height_m, self.yaw_deg, self.pitch_deg, self.roll_deg)
+        return bool(np.all(np.isfinite(vals)) and self.height_m > 0)
+
+
+def frame_poses(track: Track, frames: Sequence[int], fps: float) -> list[FramePose]:
+    """The camera pose at each video frame, from the telemetry track.
+
+    Frames are matched by the SRT cue clock (``video_time_s`` when the parser gives it, else
+    ``time_s``) at ``frame / fps``, interpolating linearly between records (yaw unwrapped);
+    frames before the first record or more than one record interval after the last get NaN
+    (an unusable pose). Height is ``rel_alt_m`` (height
+    above take-off: flat ground at take-off level); gimbal angles fall back to the aircraft
+    yaw and to nadir when the log has none.
+
+    Raises:
+        TelemetryError: the track has no positions or no height at all.
+    """
+    tab = track.table
+    ok = np.isfinite(tab["lon"].to_numpy(float)) & np.isfinite(tab["lat"].to_numpy(float))
+    if not ok.any():
+        raise TelemetryError(track.source, "no positions in the telemetry")
+    tab = tab[ok]
+    clock = tab["video_time_s"] if "video_time_s" in tab.columns else tab["time_s"]
+    t = clock.to_numpy(float)
+    height = tab["rel_alt_m"].to_numpy(float)
+    if not np.isfinite(height).any():
+        raise TelemetryError(track.source, "no height above take-off (rel_alt) in the telemetry")
+
+    def col(name: str, fallback: str | None = None, default: float = np.nan) -> np.ndarray:
+        v = tab[name].to_numpy(float)
+        if not np.isfinite(v).any() and fallback is not None:
+            v = tab[fallback].to_numpy(float)
+        if not np.isfinite(v).any():
+            v = np.full(len(tab), default)
+        return v
+
+    def interp(v: np.ndarray, q: np.ndarray) -> np.ndarray:
+        good = np.isfinite(v)
+        if not good.any():
+            return np.full(len(q), np.nan)
+        out = np.interp(q, t[good], v[good])
+        out[(q < t[0] - 1e-6) | (q > t[-1] + step_s + 1e-6)] = np.nan  # one record past the end
+        return out
+
+    step_s = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / fps
+    q = np.asarray(frames, dtype=float) / fps
+    yaw = np.degrees(np.unwrap(np.radians(np.nan_to_num(col("gimbal_yaw_deg", "yaw_deg", 0.0)))))
+    cols = [interp(tab["lon"].to_numpy(float), q), interp(tab["lat"].to_numpy(float), q),
+            interp(height, q), (interp(yaw, q) + 180.0) % 360.0 - 180.0,
+            interp(col("gimbal_pitch_deg", default=-90.0), q), interp(col("gimbal_roll_deg", default=0.0), q)]
+    return [FramePose(int(f), float(tq), *(float(c[i]) for c in cols)) for i, (f, tq) in enumerate(zip(frames, q, strict=True))]
+
+
+@dataclass(frozen=True)
+class UavDetectSettings:
+    """How detections are projected and merged.
+
+    Args:
+        min_score: detections below this confidence are ignored.
+        batch_size: frames per ``detect_batch`` call.
+        edge_points: points per outline edge when casting to the ground.
+        border_px: a detection within this many pixels of the frame edge counts as cut.
+        max_off_nadir_deg: detections whose centre ray is further from nadir are ignored
+            (far oblique ground is coarse and sensitive to pitch errors).
+        join_iou: IoU with a cluster representative that joins a detection to it.
+        join_inside: fraction of a detection inside a representative that joins it.
+        drop_covered: a cluster whose outline is at least this much covered by better
+            clusters is dropped (a blob spanning neighbouring ponds).
+        min_frames: clusters seen in fewer distinct frames are dropped.
+        min_area_m2: merged objects smaller than this on the ground are dropped.
+        vote_cell_m: grid cell of the outline vote.
+        vote_quorum: fraction of complete outlines that must cover a cell.
+    """
+
+    min_score: float = 0.25
+    batch_size: int = 8
+    edge_points: int = 6
+    border_px: float = 3.0
+    max_off_nadir_deg: float = 60.0
+    join_iou: float = 0.5
+    join_inside: float = 0.6
+    drop_covered: float = 0.5
+    min_frames: int = 1
+    min_area_m2: float = 50.0
+    vote_cell_m: float = 0.25
+    vote_quorum: float = 0.5
+
+
+@dataclass(frozen=True)
+class GroundDetection:
+    """One detection of one frame, on the ground (polygon in EPSG:4326, x = lon)."""
+
+    frame: int
+    time_s: float
+    label: str
+    score: float
+    polygon: Polygon
+    off_nadir_deg: float
+    cut_by_border: bool
+
+
+def _densify(outline: Sequence[tuple[float, float]], per_edge: int) -> np.ndarray:
+    pts = np.asarray(outline, dtype=float)
+    nxt = np.roll(pts, -1, axis=0)
+    t = np.linspace(0.0, 1.0, max(per_edge, 1), endpoint=False)[None, :, None]
+    return (pts[:, None, :] + t * (nxt - pts)[:, None, :]).reshape(-1, 2)
+
+
+def project_detection(det: Detection, pose: FramePose, camera: Camera, settings: UavDetectSettings,
+                      ) -> GroundDetection | None:
+    """Cast one pixel-space detection onto flat ground; None if any ray misses the ground.
+
+    Example:
+        >>> cam = Camera.from_hfov(90.0, 100, 100)
+        >>> pose = FramePose(0, 0.0, 114.0, 30.0, 50.0, 0.0, -90.0)
+        >>> g = project_detection(Detection((40, 40, 60, 60), 0.9, "pond"), pose, cam,
+        ...                       UavDetectSettings())
+        >>> round(g.off_nadir_deg, 3), g.cut_by_border
+        (0.0, False)
+    """
+    uv = _densify(det.outline_px, settings.edge_points)
+    lon, lat, hit = pixel_to_ground(camera, uv[:, 0], uv[:, 1], lon_deg=pose.lon, lat_deg=pose.lat,
+                                    height_m=pose.height_m, yaw_deg=pose.yaw_deg,
+                                    pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg)
+    if not np.all(hit):
+        return None
+    poly = Polygon(np.column_stack([lon, lat]))
+    if not poly.is_valid:
+        poly = shapely.make_valid(poly)
+        if poly.geom_type != "Polygon":
+            return None
+    x0, y0, x1, y1 = det.box_px
+    ray = pixel_rays_ned(camera, (x0 + x1) / 2, (y0 + y1) / 2, pose.yaw_deg, pose.pitch_deg,
+                         pose.roll_deg)[0]
+    off_nadir = float(np.degrees(np.arccos(np.clip(ray[2], -1.0, 1.0))))
+    b = settings.border_px
+    cut = x0 <= b or y0 <= b or x1 >= camera.width_px - b or y1 >= camera.height_px - b
+    return GroundDetection(pose.frame, pose.time_s, det.label, float(det.score), poly, off_nadir, bool(cut))
+
+
+def detect_frames(
+    frames: Iterable[tuple[FramePose, np.ndarray]],
+    detector: Detector,
+    camera: Camera,
+    settings: UavDetectSettings | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    total: int = 0,
+) -> list[GroundDetection]:
+    """Run ``detector`` on frames (RGB uint8) and project what it finds to the ground.
+
+    Frames whose pose is unusable (no position/height/angles) or whose view reaches the
+    horizon at a detection are skipped for that detection.
+    """
+    s = settings or UavDetectSettings()
+    out: list[GroundDetection] = []
+    batch: list[tuple[FramePose, np.ndarray]] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        if not batch:
+            return
+        cam = camera.for_image(batch[0][1].shape[1], batch[0][1].shape[0])
+        results = detector.detect_batch([img for _, img in batch])
+        for (pose, _), dets in zip(batch, results, strict=True):
+            for d in dets:
+                if d.score < s.min_score:
+                    continue
+                g = project_detection(d, pose, cam, s)
+                if g is not None and g.off_nadir_deg <= s.max_off_nadir_deg:
+                    out.append(g)
+        done += len(batch)
+        batch.clear()
+        if progress:
+            progress(done, total or done)
+
+    for pose, img in frames:
+        if not pose.usable:
+            done += 1
+            continue
+        batch.append((pose, img))
+        if len(batch) >= s.batch_size:
+            flush()
+    flush()
+    return out
+
+
+def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetectSettings | None = None,
+                            ) -> gpd.GeoDataFrame:
+    """Merge per-frame ground detections into one feature per object (see module doc).
+
+    Returns:
+        GeoDataFrame (EPSG:4326) with columns :data:`DETECTION_COLUMNS`, best score first.
+    """
+    s = settings or UavDetectSettings()
+    if not dets:
+        return gpd.GeoDataFrame({c: [] for c in DETECTION_COLUMNS}, geometry=[], crs=WGS84)
+    c = dets[0].polygon.centroid
+    utm = utm_crs_for(c.x, c.y)
+    polys = gpd.GeoSeries([d.polygon for d in dets], crs=WGS84).to_crs(utm).to_numpy()
+    order = sorted(range(len(dets)), key=lambda i: (dets[i].cut_by_border, round(dets[i].off_nadir_deg, 1),
+                                                    -dets[i].score))
+    reps: list[int] = []  # index of each cluster's representative detection
+    members: list[list[int]] = []
+    for i in order:
+        p, area = polys[i], polys[i].area
+        joined = False
+        for k, r in enumerate(reps):
+            if dets[r].label != dets[i].label:
+                continue
+            q = polys[r]
+            if not p.intersects(q):
+                continue
+            inter = p.intersection(q).area
+            if inter / (area + q.area - inter) >= s.join_iou or inter / area >= s.join_inside:
+                members[k].append(i)
+                joined = True
+                break
+        if not joined:
+            reps.append(i)
+            members.append([i])
+    rows, geoms = [], []
+    kept: list[Polygon] = []
+    for r, mem in zip(reps, members, strict=True):
+        frames = {dets[m].frame for m in mem}
+        q = polys[r]
+        if kept and shapely.union_all(kept).intersection(q).area >= s.drop_covered * q.area:
+            continue
+        if len(frames) < s.min_frames or q.area < s.min_area_m2:
+            continue
+        kept.append(q)
+        d = dets[r]
+        complete = [polys[m] for m in mem if not dets[m].cut_by_border] or [q]
+        outline = _vote_outline(complete, s.vote_cell_m, s.vote_quorum) or q
+        if outline.area < s.min_area_m2:
+            continue
+        geom = gpd.GeoSeries([outline], crs=utm).to_crs(WGS84).iloc[0]
+        cen = geom.centroid
+        rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
+                     "area_m2": round(float(outline.area), 1), "lon": round(cen.x, 7), "lat": round(cen.y, 7),
+                     "n_frames": len(frames), "best_frame": d.frame, "best_time_s": round(d.time_s, 3),
+                     "off_nadir_deg": round(d.off_nadir_deg, 2)})
+        geoms.append(geom)
+    gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=WGS84)
+    return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float) -> Polygon | None:
+    """The region covered by at least ``quorum`` of ``polys`` (metric CRS), as one polygon."""
+    import cv2
+
+    if len(polys) == 1:
+        return polys[0]
+    minx, miny, maxx, maxy = shapely.union_all(list(polys)).bounds
+    nx, ny = int(np.ceil((maxx - minx) / cell_m)) + 1, int(np.ceil((maxy - miny) / cell_m)) + 1
+    if nx * ny > 4_000_000:  # a huge cluster: not a pond-sized object, keep it as is
+        return None
+    xs = minx + (np.arange(nx) + 0.5) * cell_m
+    ys = maxy - (np.arange(ny) + 0.5) * cell_m
+    gx, gy = np.meshgrid(xs, ys)
+    votes = np.zeros(gx.shape, np.int32)
+    for p in polys:
+        votes += shapely.contains_xy(p, gx, gy)
+    mask = (votes >= max(1, int(np.ceil(quorum * len(polys))))).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(float)
+    if len(c) < 3:
+        return None
+    poly = Polygon(np.column_stack([minx + (c[:, 0] + 0.5) * cell_m, maxy - (c[:, 1] + 0.5) * cell_m]))
+    poly = shapely.make_valid(poly.buffer(cell_m / 2, join_style="mitre")).simplify(cell_m / 2)
+    return poly if poly.geom_type == "Polygon" and not poly.is_empty else None
+
+
+def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: float = 0.5) -> dict[str, float]:
+    """Greedy one-to-one matching by IoU (metric CRS): counts, precision, recall, F1.
+
+    Example:
+        >>> from shapely.geometry import box
+        >>> t = gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs=32650)
+        >>> match_truth(t, t)["f1"]
+        1.0
+    """
+    if len(found) == 0 or len(truth) == 0:
+        tp = 0
+    else:
+        c = truth.to_crs(WGS84).union_all().centroid
+        utm = utm_crs_for(c.x, c.y)
+        f = found.to_crs(utm).geometry.to_numpy()
+        t = truth.to_crs(utm).geometry.to_numpy()
+        pairs = []
+        for i, a in enumerate(f):
+            for j, b in enumerate(t):
+                if a.intersects(b):
+                    inter = a.intersection(b).area
+                    iou = inter / (a.area + b.area - inter)
+                    if iou >= iou_min:
+                        pairs.append((iou, i, j))
+        used_f, used_t = set(), set()
+        for _, i, j in sorted(pairs, reverse=True):
+            if i not in used_f and j not in used_t:
+                used_f.add(i)
+                used_t.add(j)
+        tp = len(used_f)
+    fp, fn = len(found) - tp, len(truth) - tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}

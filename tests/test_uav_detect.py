@@ -1,0 +1,221 @@
+"""UAV detection on the synthetic clip: footprints, centre error, merged ponds vs truth; evidence."""
+
+from __future__ import annotations
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Point, box
+from tuban import TelemetryError, VectorError
+from tuban.imagery.camera import Camera, footprint, pixel_to_ground
+from tuban.imagery.crs import WGS84, transformer, utm_crs_for
+from tuban.imagery.srt import read_srt
+from tuban.imagery.track import make_track
+from tuban.models.detector import Detection, FakeDetector
+from tuban.pipelines.evidence import EVIDENCE_COLUMNS, attach_frames
+from tuban.pipelines.uav_detect import (
+    DETECTION_COLUMNS,
+    FramePose,
+    GroundDetection,
+    UavDetectSettings,
+    detect_frames,
+    frame_poses,
+    match_truth,
+    merge_ground_detections,
+    project_detection,
+)
+from tuban.sample_data.uav_clip import ClipSettings, generate_uav_clip
+
+CAM = Camera.from_hfov(70.0, 960, 540)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    paths = generate_uav_clip(tmp_path_factory.mktemp("uavclip"), seed=11)
+    track = read_srt(paths.srt)
+    truth_fp = gpd.read_file(paths.truth_footprints)
+    return paths, track, truth_fp
+
+
+def _read_frames(video, wanted):
+    cap = cv2.VideoCapture(str(video))
+    i, out = 0, {}
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            out[i] = np.ascontiguousarray(f[..., ::-1])
+        i += 1
+    cap.release()
+    return out
+
+
+def test_footprint_iou_with_truth_on_95_percent_of_frames(clip):
+    paths, track, truth_fp = clip
+    n = len(truth_fp)
+    poses = frame_poses(track, list(range(n)), ClipSettings().fps)
+    utm = utm_crs_for(ClipSettings().origin_lon, ClipSettings().origin_lat)
+    est = gpd.GeoSeries([footprint(p.lon, p.lat, p.height_m, p.yaw_deg, p.pitch_deg, p.roll_deg, CAM)
+                         for p in poses], crs=WGS84).to_crs(utm)
+    true = truth_fp.to_crs(utm).geometry
+    iou = np.array([a.intersection(b).area / a.union(b).area for a, b in zip(est, true, strict=True)])
+    assert (iou >= 0.85).mean() >= 0.95, np.percentile(iou, [0, 5, 50])
+
+
+def test_centre_error_at_nadir_within_2_m(clip):
+    paths, track, truth_fp = clip
+    nadir = truth_fp[truth_fp["gimbal_pitch_deg"] == -90]
+    poses = frame_poses(track, nadir["frame"].tolist(), ClipSettings().fps)
+    to_m = transformer(WGS84, utm_crs_for(ClipSettings().origin_lon, ClipSettings().origin_lat))
+    err = []
+    for p, (_, t) in zip(poses, nadir.iterrows(), strict=True):
+        lon, lat, hit = pixel_to_ground(CAM, CAM.cx_px, CAM.cy_px, lon_deg=p.lon, lat_deg=p.lat,
+                                        height_m=p.height_m, yaw_deg=p.yaw_deg, pitch_deg=p.pitch_deg,
+                                        roll_deg=p.roll_deg)
+        x, y = to_m.transform(lon[0], lat[0])
+        xt, yt = to_m.transform(t["lon"], t["lat"])  # at nadir the centre is below the true camera
+        err.append(np.hypot(x - xt, y - yt))
+    err = np.array(err)
+    assert len(err) > 100
+    assert np.median(err) <= 2.0 and (err <= 2.0).mean() >= 0.9, np.percentile(err, [50, 90, 100])
+
+
+def test_merged_detections_match_truth_ponds_f1(clip):
+    paths, track, _ = clip
+    idx = list(range(0, ClipSettings().n_frames, 10))  # every 1 s
+    frames = _read_frames(paths.video, set(idx))
+    poses = frame_poses(track, idx, ClipSettings().fps)
+    dets = detect_frames(((p, frames[p.frame]) for p in poses), FakeDetector(), CAM)
+    merged = merge_ground_detections(dets)
+    assert list(merged.columns[:-1]) == list(DETECTION_COLUMNS)
+    truth = gpd.read_file(paths.truth_ponds)
+    seen = truth[truth["fully_seen"]]
+    assert len(seen) >= 8
+    m = match_truth(merged, seen, iou_min=0.5)
+    assert m["f1"] >= 0.8, m
+    assert merged["n_frames"].max() >= 10  # one pond seen in many frames is one feature
+    assert len(merged) <= len(seen) + 2
+    assert set(merged["best_frame"]) <= set(idx)
+
+
+def test_project_detection_nadir_box_has_right_ground_size():
+    pose = FramePose(0, 0.0, 117.02, 24.51, 80.0, 0.0, -90.0)
+    gsd = 80.0 / CAM.fx_px
+    g = project_detection(Detection((430, 220, 530, 320), 0.9, "pond"), pose, CAM, UavDetectSettings())
+    utm = utm_crs_for(117.02, 24.51)
+    poly = gpd.GeoSeries([g.polygon], crs=WGS84).to_crs(utm).iloc[0]
+    assert poly.area == pytest.approx((100 * gsd) ** 2, rel=0.01)
+    assert g.off_nadir_deg < 5 and not g.cut_by_border
+    cut = project_detection(Detection((0, 220, 80, 320), 0.9, "pond"), pose, CAM, UavDetectSettings())
+    assert cut.cut_by_border
+
+
+def test_project_detection_above_horizon_is_dropped():
+    pose = FramePose(0, 0.0, 117.02, 24.51, 80.0, 0.0, -20.0)
+    assert project_detection(Detection((400, 0, 500, 40), 0.9, "pond"), pose, CAM, UavDetectSettings()) is None
+
+
+def _gd(frame, x, y, w, h, off=5.0, cut=False, score=0.9):
+    utm = utm_crs_for(117.02, 24.51)
+    x0, y0 = transformer(WGS84, utm).transform(117.02, 24.51)
+    poly = gpd.GeoSeries([box(x0 + x, y0 + y, x0 + x + w, y0 + y + h)], crs=utm).to_crs(WGS84).iloc[0]
+    return GroundDetection(frame, frame / 10, "pond", score, poly, off, cut)
+
+
+def test_merge_keeps_neighbours_apart_and_drops_spanning_blob():
+    dets = []
+    for f in range(5):  # two 20x20 ponds 4 m apart, seen in 5 frames with 1 m jitter
+        j = (f % 3) - 1.0
+        dets += [_gd(f, j, 0, 20, 20), _gd(f, 24 + j, 0, 20, 20)]
+    dets.append(_gd(9, 0, 0, 44, 20, off=40))  # a far oblique blob spanning both
+    dets.append(_gd(6, 24, 0, 8, 20, cut=True))  # the second pond cut by the frame edge
+    m = merge_ground_detections(dets)
+    assert len(m) == 2
+    assert sorted(m["n_frames"]) == [5, 6]
+    assert m["area_m2"].between(360, 440).all()
+
+
+def test_frame_poses_interpolate_and_flag_outside():
+    tr = make_track({"time_s": np.array([0.0, 1.0, 2.0]), "lon": np.array([117.0, 117.001, 117.002]),
+                     "lat": np.full(3, 24.5), "rel_alt_m": np.array([80.0, 82.0, 84.0]),
+                     "gimbal_yaw_deg": np.array([170.0, -170.0, -150.0]),
+                     "gimbal_pitch_deg": np.full(3, -90.0)})
+    p = frame_poses(tr, [15, 120], fps=30.0)
+    assert p[0].lon == pytest.approx(117.0005) and p[0].height_m == pytest.approx(81.0)
+    assert abs(p[0].yaw_deg) == pytest.approx(180.0)  # unwrapped through +-180
+    assert not p[1].usable  # 4 s: two records past the end of the log
+    with pytest.raises(TelemetryError):
+        frame_poses(make_track({"time_s": np.array([0.0]), "lon": np.array([117.0]),
+                                "lat": np.array([24.5])}), [0], 30.0)
+
+
+def test_match_truth_counts():
+    t = gpd.GeoDataFrame(geometry=[Point(117.02, 24.51).buffer(1e-4), Point(117.03, 24.51).buffer(1e-4)], crs=WGS84)
+    f = gpd.GeoDataFrame(geometry=[Point(117.02, 24.51).buffer(1e-4), Point(117.05, 24.51).buffer(1e-4)], crs=WGS84)
+    assert match_truth(f, t) == {"tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+# --- evidence ---------------------------------------------------------------------------------
+
+LON0, LAT0 = 117.02, 24.51
+UTM = utm_crs_for(LON0, LAT0)
+X0, Y0 = transformer(WGS84, UTM).transform(LON0, LAT0)
+
+
+def _ll(x, y):
+    return transformer(UTM, WGS84).transform(X0 + x, Y0 + y)
+
+
+def _frames(rows):
+    """rows: (frame, cam_dx, cam_dy, alt, pitch, footprint (minx, miny, maxx, maxy) in m)."""
+    recs, geoms = [], []
+    for frame, dx, dy, alt, pitch, (a, b, c, d) in rows:
+        lon, lat = _ll(dx, dy)
+        recs.append({"frame": frame, "time_s": frame / 10, "lon": lon, "lat": lat, "alt_m": alt,
+                     "gimbal_pitch_deg": pitch, "gsd_m": alt / 686, "image": f"f{frame:05d}.jpg",
+                     "video": "DJI_0001.MP4"})
+        geoms.append(box(X0 + a, Y0 + b, X0 + c, Y0 + d))
+    return gpd.GeoDataFrame(recs, geometry=geoms, crs=UTM).to_crs(WGS84)
+
+
+def _patches():
+    polys = [box(X0 - 10, Y0 - 10, X0 + 10, Y0 + 10), box(X0 + 290, Y0 - 10, X0 + 310, Y0 + 10),
+             box(X0 + 1000, Y0, X0 + 1020, Y0 + 20)]
+    return gpd.GeoDataFrame({"case_id": ["C1", "C2", "C3"]}, geometry=polys, crs=UTM).to_crs(WGS84)
+
+
+def test_best_frame_first_by_view_angle_then_distance():
+    frames = _frames([
+        (10, 40, 0, 80, -90, (-20, -60, 100, 60)),     # patch 40 m off-centre
+        (20, 0, 0, 80, -90, (-60, -60, 60, 60)),       # straight above
+        (30, -5, 120, 80, -45, (-80, -20, 80, 200)),   # oblique from 120 m
+        (40, 300, 0, 80, -90, (240, -60, 360, 60)),    # only patch C2
+    ])
+    ev = attach_frames(_patches(), frames)
+    assert list(ev.columns[: len(EVIDENCE_COLUMNS)]) == list(EVIDENCE_COLUMNS)
+    c1 = ev[ev.patch_id == "C1"]
+    assert c1["frame"].tolist() == [20, 10, 30] and c1["rank"].tolist() == [1, 2, 3]
+    assert c1["distance_m"].iloc[0] == pytest.approx(0, abs=0.05)
+    assert c1["distance_m"].iloc[1] == pytest.approx(40, abs=0.05)
+    assert c1["view_angle_deg"].iloc[2] == pytest.approx(56.4, abs=0.2)  # atan(120.1/80)
+    assert ev[ev.patch_id == "C2"]["frame"].tolist() == [40]
+    assert "C3" not in set(ev.patch_id)  # no frame covers it
+    assert set(ev["video"]) == {"DJI_0001.MP4"} and ev["image"].iloc[0] == "f00020.jpg"
+
+
+def test_centroid_must_be_covered_not_just_touched():
+    frames = _frames([(1, 0, 0, 80, -90, (5, -60, 60, 60))])  # covers part of C1, not its centre
+    assert len(attach_frames(_patches(), frames)) == 0
+
+
+def test_max_per_patch_and_row_label_ids():
+    frames = _frames([(i, i, 0, 80, -90, (-60, -60, 60, 60)) for i in range(6)])
+    p = _patches().drop(columns="case_id")
+    ev = attach_frames(p, frames, max_per_patch=2)
+    assert ev["frame"].tolist() == [0, 1] and ev["patch_id"].tolist() == [0, 0]
+
+
+def test_bad_frame_index_is_a_vector_error():
+    f = gpd.GeoDataFrame({"frame": [1]}, geometry=[Point(LON0, LAT0).buffer(0.001)], crs=WGS84)
+    with pytest.raises(VectorError, match="lacks columns"):
+        attach_frames(_patches(), f)
