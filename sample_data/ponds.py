@@ -1,0 +1,250 @@
+"""Aquaculture pond clusters of the sample county and what happens to them between the dates.
+
+A cluster is a (possibly rotated) grid of rectangular ponds, 50-300 m on a side, separated by
+dikes 3-10 m wide. Each pond has a state on each date (``absent``, ``water``, ``drained``) and a
+change ``kind``: ``pond`` (no change of existence), ``new_pond`` (dug and filled), ``removed_pond``
+(filled in, now soil or crop) or ``drained_pond`` (water before, mud inside the intact dike grid
+after). The same polygons are painted into the rasters and written as truth, so truth matches the
+pixels exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from shapely import affinity
+from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
+from tuban.sample_data.landcover import Landscape, Patch, make_patch
+from tuban.sample_data.radiometry import WATER_COLOURS, material_texture, water_spectrum
+
+__all__ = ["Pond", "PondWorld", "KINDS", "build_ponds"]
+
+#: Change kinds, as written in the truth files' ``kind`` property.
+KINDS: tuple[str, ...] = ("pond", "new_pond", "removed_pond", "drained_pond")
+
+
+@dataclass(frozen=True)
+class Pond:
+    """One pond: its water polygon (county metres), dike, size, and state on both dates."""
+
+    pond_id: str
+    cluster_id: str
+    geometry: Polygon
+    length_m: float
+    width_m: float
+    angle_deg: float
+    dike_width_m: float
+    state_before: str
+    state_after: str
+    colour_before: str | None
+    colour_after: str | None
+    kind: str
+
+    def __post_init__(self) -> None:
+        states = ("absent", "water", "drained")
+        if self.state_before not in states or self.state_after not in states:
+            raise ValueError(f"bad pond state {self.state_before!r} -> {self.state_after!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"bad pond kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class PondWorld:
+    """All ponds plus the patches (fills, dikes, water) that paint them, in paint order."""
+
+    ponds: tuple[Pond, ...]
+    patches: tuple[Patch, ...]
+    cluster_outlines: tuple[BaseGeometry, ...]
+
+
+@dataclass
+class _Cell:
+    row: int
+    col: int
+    geom: Polygon
+    length_m: float
+    width_m: float
+    kind: str = "pond"
+    before: str = "water"
+    after: str = "water"
+
+
+@dataclass
+class _Cluster:
+    cid: str
+    cells: list[_Cell]
+    rows: int
+    cols: int
+    angle_deg: float
+    dike_m: float
+    outline: Polygon
+    in_hr: bool
+
+
+def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _Cluster:
+    rows, cols = int(rng.integers(2, 5)), int(rng.integers(2, 7))
+    size_class = rng.choice(3, p=[0.35, 0.45, 0.2])
+    length = (rng.uniform(55, 90), rng.uniform(90, 170), rng.uniform(170, 280))[size_class]
+    width = float(np.clip(length * rng.uniform(0.5, 0.95), 50, 300))
+    dike = float(rng.uniform(3, 10))
+    lens = np.clip(length * rng.uniform(0.85, 1.15, cols), 50, 300)
+    wids = np.clip(width * rng.uniform(0.85, 1.15, rows), 50, 300)
+    angle = float(rng.normal(0, 4) if rng.random() < 0.65 else rng.uniform(-40, 40))
+    total_x = lens.sum() + dike * (cols + 1)
+    total_y = wids.sum() + dike * (rows + 1)
+    x0, y0 = cx - total_x / 2, cy - total_y / 2
+    cells = []
+    y = y0 + dike
+    for r in range(rows):
+        x = x0 + dike
+        for c in range(cols):
+            rect = box(x, y, x + lens[c], y + wids[r])
+            cells.append(_Cell(r, c, affinity.rotate(rect, angle, origin=(cx, cy)), float(lens[c]), float(wids[r])))
+            x += lens[c] + dike
+        y += wids[r] + dike
+    outline = affinity.rotate(box(x0, y0, x0 + total_x, y0 + total_y), angle, origin=(cx, cy))
+    return _Cluster(cid, cells, rows, cols, angle, dike, outline, False)
+
+
+def _place_clusters(
+    rng: np.random.Generator, land: Landscape, hr_box: Polygon, target: int
+) -> list[_Cluster]:
+    zone = prep(land.pond_zone)
+    blocked = prep(land.no_ponds)
+    county = box(60, 60, land.width_m - 60, land.height_m - 60)
+    hr_inner = hr_box.buffer(-40)
+    clusters: list[_Cluster] = []
+    taken: list[Polygon] = []
+    n_ponds, tries = 0, 0
+    hr_wanted = 3
+    while n_ponds < target and tries < 3000:
+        tries += 1
+        want_hr = sum(c.in_hr for c in clusters) < hr_wanted and tries < 1500
+        bx = hr_inner.bounds if want_hr else land.pond_zone.bounds
+        cx, cy = rng.uniform(bx[0], bx[2]), rng.uniform(bx[1], bx[3])
+        cl = _make_cluster(rng, f"C{len(clusters) + 1:02d}", cx, cy)
+        o = cl.outline
+        if not county.contains(o) or not zone.contains(o) or blocked.intersects(o):
+            continue
+        if any(t.intersects(o) for t in taken):
+            continue
+        if want_hr and not hr_inner.contains(o):
+            continue
+        cl.in_hr = hr_box.contains(o)
+        clusters.append(cl)
+        taken.append(o.buffer(40))
+        n_ponds += len(cl.cells)
+    return clusters
+
+
+def _run(rng: np.random.Generator, cl: _Cluster, length: int) -> list[_Cell]:
+    """Up to ``length`` neighbouring unchanged ponds in one row of a cluster (farmers work in rows)."""
+    row = int(rng.integers(cl.rows))
+    cells = [c for c in cl.cells if c.row == row and c.kind == "pond" and c.before == "water"]
+    if not cells:
+        return []
+    start = int(rng.integers(len(cells)))
+    return cells[start: start + length]
+
+
+def _assign_changes(rng: np.random.Generator, clusters: list[_Cluster], scale: float) -> None:
+    new_target = max(3, round(rng.integers(12, 29) * scale))
+    removed_target = max(2, round(rng.integers(6, 14) * scale))
+    drained_target = max(2, round(rng.integers(5, 10) * scale))
+    hr = [c for c in clusters if c.in_hr]
+    rest = [c for c in clusters if not c.in_hr]
+    order = [clusters[i] for i in rng.permutation(len(clusters))]
+    if hr:  # the high-resolution sub-area should show every kind of change
+        order = [hr[0]] + [c for c in order if c is not hr[0]]
+    n_total = sum(len(c.cells) for c in clusters)
+    new = 0
+    # whole new clusters (dug in farmland or mangrove) while enough old ponds remain
+    for c in [*rest, *hr] if len(order) > 1 else []:
+        if new + len(c.cells) <= new_target and n_total - new - len(c.cells) >= removed_target + drained_target + 6:
+            for cell in c.cells:
+                cell.kind, cell.before = "new_pond", "absent"
+            new += len(c.cells)
+            break
+    # extension rows of existing clusters
+    for c in order:
+        if new >= new_target:
+            break
+        if c.rows < 2 or any(cell.kind == "new_pond" for cell in c.cells):
+            continue
+        for cell in c.cells:
+            if cell.row == c.rows - 1:
+                cell.kind, cell.before = "new_pond", "absent"
+                new += 1
+    for kind, target, max_run in (("removed_pond", removed_target, 3), ("drained_pond", drained_target, 4)):
+        done, guard = 0, 0
+        while done < target and guard < 200:
+            guard += 1
+            cl = order[guard % len(order)] if guard <= len(order) else order[int(rng.integers(len(order)))]
+            for cell in _run(rng, cl, min(int(rng.integers(1, max_run + 1)), target - done)):
+                cell.kind = kind
+                cell.after = "absent" if kind == "removed_pond" else "drained"
+                done += 1
+    # distractors that are not changes of existence: drained on both dates, refilled after drying
+    stable = [cell for c in clusters for cell in c.cells if cell.kind == "pond"]
+    for i in rng.permutation(len(stable))[: int(rng.integers(1, 3))]:
+        stable[i].before = "drained"
+        stable[i].after = "drained" if rng.random() < 0.5 else "water"
+
+
+def build_ponds(
+    rng: np.random.Generator, land: Landscape, hr_box: Polygon, *, scale: float = 1.0
+) -> PondWorld:
+    """Pond clusters, their changes and their paint patches.
+
+    Args:
+        rng: the generator (consumed).
+        land: the landscape; clusters stay inside its pond zone and off rivers, roads, villages.
+        hr_box: the high-resolution sub-area (county metres); about three clusters go there.
+        scale: county area relative to the default 12 km x 12 km; scales pond counts.
+    """
+    target = max(12, round(rng.integers(60, 111) * scale))
+    clusters = _place_clusters(rng, land, hr_box, target)
+    _assign_changes(rng, clusters, scale)
+    fills: list[Patch] = []
+    dikes: list[Patch] = []
+    waters: list[Patch] = []
+    ponds: list[Pond] = []
+    for cl in clusters:
+        dominant = str(rng.choice(WATER_COLOURS, p=[0.35, 0.4, 0.25]))
+        dike_patch = make_patch(cl.outline, "dike", "dike", rng, role="dike")
+        for cell in cl.cells:
+            frame = cell.geom.buffer(cl.dike_m, join_style="mitre")
+            b = "dike" if cell.before != "absent" else None
+            a = "dike" if cell.after != "absent" else None
+            spec = dike_patch.spectrum_before
+            dikes.append(Patch(frame, b, a, spec if b else None, spec if a else None,
+                               material_texture("dike"), "dike"))
+            if cell.after == "absent":
+                fill = str(rng.choice(["fill", "bare_soil", "young_crop", "grass"], p=[0.45, 0.2, 0.2, 0.15]))
+                fills.append(make_patch(frame, None, fill, rng, role="fill"))
+            colour = dominant if rng.random() < 0.65 else str(rng.choice(WATER_COLOURS))
+            if cell.before == "absent":
+                colour = str(rng.choice(WATER_COLOURS, p=[0.3, 0.5, 0.2]))
+            colour_after = colour
+            if cell.kind == "pond" and rng.random() < 0.15:  # bloom or clearing: not a change of existence
+                colour_after = str(rng.choice([c for c in WATER_COLOURS if c != colour]))
+            cb = {"absent": None, "water": colour, "drained": "mud"}[cell.before]
+            ca = {"absent": None, "water": colour_after, "drained": "mud"}[cell.after]
+            sb = water_spectrum(cb, rng) if cb else None
+            if ca and ca == cb and sb is not None:
+                sa = tuple(float(v) for v in np.asarray(sb) * (1 + rng.normal(0, 0.04, 4)))
+            else:
+                sa = water_spectrum(ca, rng) if ca else None
+            tex = material_texture(ca or cb or "clear")
+            waters.append(Patch(cell.geom, cb, ca, sb, sa, tex, "pond"))
+            ponds.append(Pond(
+                pond_id=f"P{len(ponds) + 1:04d}", cluster_id=cl.cid, geometry=cell.geom,
+                length_m=round(cell.length_m, 2), width_m=round(cell.width_m, 2),
+                angle_deg=round(cl.angle_deg, 2), dike_width_m=round(cl.dike_m, 2),
+                state_before=cell.before, state_after=cell.after, colour_before=cb, colour_after=ca,
+                kind=cell.kind,
+            ))
+    return PondWorld(tuple(ponds), tuple(fills + dikes + waters), tuple(c.outline for c in clusters))
