@@ -462,11 +462,11 @@ def model_eval(
 
 # === section: uav + mission (issue 5) ========================================================
 
-import enum  # noqa: E402
-from pathlib import Path  # noqa: E402
+import enum as _uav_enum  # noqa: E402
+from pathlib import Path as _UavPath  # noqa: E402
 
 
-class MissionFormatOpt(str, enum.Enum):
+class MissionFormatOpt(str, _uav_enum.Enum):
     kml = "kml"
     litchi = "litchi"
     qgc = "qgc"
@@ -488,9 +488,9 @@ def _parse_lon_lat(text: str | None, param: str) -> tuple[float, float] | None:
 @mission_app.command("plan")
 @handles_errors
 def mission_plan(
-    patches: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Suspect patches (GeoJSON).")],
+    patches: Annotated[_UavPath, typer.Argument(exists=True, dir_okay=False, help="Suspect patches (GeoJSON).")],
     fmt: Annotated[MissionFormatOpt, typer.Option("--format", help="kml (Ovital/Google Earth), litchi CSV, qgc .plan, DJI wpml KMZ.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Mission file; several missions -> STEM_1, STEM_2 ... (kml: one Folder each).")],
+    out_path: Annotated[_UavPath, typer.Option("--out", help="Mission file; several missions -> STEM_1, STEM_2 ... (kml: one Folder each).")],
     altitude_m: Annotated[float, typer.Option("--altitude-m", min=2, max=500, help="Height above take-off, m.")] = 80.0,
     takeoff: Annotated[str | None, typer.Option("--takeoff", help="Take-off LON,LAT (default: first patch).")] = None,
     max_flight_min: Annotated[float, typer.Option("--max-flight-min", min=1, help="Usable minutes per battery.")] = 25.0,
@@ -515,6 +515,57 @@ def mission_plan(
         info(f"Warning: {w}")
     out.print(f"{plan.n_waypoints} patches in {len(plan.missions)} mission(s) written to "
               f"{', '.join(str(p) for p in paths)}", markup=False, highlight=False)
+
+
+class UavDetectorOpt(str, _uav_enum.Enum):
+    yolo = "yolo"
+    baseline = "baseline"
+
+
+@uav_app.command("detect")
+@handles_errors
+def uav_detect(
+    video: Annotated[_UavPath, typer.Argument(exists=True, dir_okay=False, help="Drone video (MP4/MOV).")],
+    telemetry: Annotated[_UavPath, typer.Option("--telemetry", exists=True, help="Flight log: DJI SRT, Airdata/OSD CSV, GPX, ULog.")],
+    out_path: Annotated[_UavPath, typer.Option("--out", help="Merged detections GeoJSON (EPSG:4326).")],
+    camera: Annotated[str | None, typer.Option("--camera", help="Camera preset (e.g. m3e, m30t-wide, mini3).")] = None,
+    hfov_deg: Annotated[float | None, typer.Option("--hfov-deg", min=1, max=179, help="Horizontal field of view of the video frame, degrees.")] = None,
+    every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one frame every this many seconds.")] = 1.0,
+    model: Annotated[_UavPath | None, typer.Option("--model", exists=True, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
+    detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
+    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
+    min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 1,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Detect ponds on drone video frames, project them to the ground, merge across frames."""
+    from tuban.imagery.telemetry import read_track
+    from tuban.imagery.vector_io import check_output, write_geojson
+    from tuban.pipelines.uav_detect import UavDetectSettings, detect_video
+
+    if camera is not None and hfov_deg is not None:
+        usage_error("give --camera or --hfov-deg, not both", "--hfov-deg")
+    check_output(out_path, overwrite)
+    if detector_kind is UavDetectorOpt.baseline:
+        from tuban.models.detector import FakeDetector
+
+        detector = FakeDetector()
+    else:
+        from tuban.models.yolo import YoloSettings, load_detector
+
+        detector = load_detector(model, YoloSettings(conf=conf))
+    track = read_track(telemetry)
+    settings = UavDetectSettings(min_score=conf, min_frames=min_frames)
+    try:
+        with progress_bar("uav detect") as cb:
+            gdf, stats = detect_video(video, track, detector, every_s=every_s, preset=camera,
+                                      hfov_deg=hfov_deg, settings=settings, progress=cb)
+    except ValueError as exc:  # unknown preset / no intrinsics
+        usage_error(str(exc), "--camera")
+    write_geojson(gdf, out_path, overwrite=overwrite)
+    info(f"{stats['frames_sampled']} frames sampled ({stats['frames_with_pose']} with telemetry), "
+         f"HFOV {stats['hfov_deg']} deg, {stats['detections_raw']} detections on the ground merged "
+         f"into {stats['features']}")
+    out.print(f"{len(gdf)} detections written to {out_path}", markup=False, highlight=False)
 
 # === end section: uav + mission ==============================================================
 
@@ -754,6 +805,91 @@ def model_labels_cmd(
 
 
 # === section: flight (issue 7) ===============================================================
+
+from pathlib import Path as _FPath  # noqa: E402
+
+_FlightLogsArg = Annotated[list[_FPath], typer.Argument(
+    exists=True, dir_okay=False, help="One flight log per pilot (Airdata/DJI CSV, SRT, ULog, GPX).")]
+_FlightCourseOpt = Annotated[_FPath | None, typer.Option(
+    "--course", exists=True, dir_okay=False, help="Course YAML (items, square, hover, targets, tolerances).")]
+_FlightPilotOpt = Annotated[list[str] | None, typer.Option(
+    "--pilot", help="Name a pilot: STEM=NAME (file stem of the log); repeatable.")]
+
+
+def _flight_setup(logs: list[_FPath], course: _FPath | None, pilot: list[str] | None) -> tuple[Any, list]:
+    from tuban.pipelines.flight_course import default_course, load_course
+    from tuban.pipelines.flight_score import load_tracks
+
+    names: dict[str, str] = {}
+    for item in pilot or []:
+        stem, sep, name = item.partition("=")
+        if not sep or not stem.strip() or not name.strip():
+            usage_error(f"expected STEM=NAME, got {item!r}", "--pilot")
+        names[stem.strip()] = name.strip()
+    unknown = sorted(set(names) - {p.stem for p in logs})
+    if unknown:
+        usage_error(f"no log with stem {', '.join(unknown)}", "--pilot")
+    shown = [names.get(p.stem, p.stem) for p in logs]
+    if len(set(shown)) != len(shown):
+        usage_error(f"two logs give the same pilot name ({', '.join(shown)}); use --pilot STEM=NAME", "LOG")
+    crs = load_course(course) if course else default_course()
+    return crs, load_tracks(logs, names)
+
+
+@flight_app.command("score")
+@handles_errors
+def flight_score_cmd(
+    logs: _FlightLogsArg,
+    out_dir: Annotated[_FPath, typer.Option("--out", file_okay=False, help="Output folder for scores.json and leaderboard.csv.")],
+    course: _FlightCourseOpt = None,
+    pilot: _FlightPilotOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Score each pilot's flight with the published rubric; write scores.json and leaderboard.csv."""
+    from tuban.imagery.vector_io import check_output, write_text_atomic
+    from tuban.pipelines.flight_score import leaderboard_csv, score_tracks, scores_json
+
+    targets = [check_output(out_dir / n, overwrite) for n in ("scores.json", "leaderboard.csv")]
+    crs, named = _flight_setup(logs, course, pilot)
+    with progress_bar("Scoring flights") as cb:
+        result, _ = score_tracks(named, crs, progress=cb)
+    texts = [scores_json(result), leaderboard_csv(result)]
+    for path, text in zip(targets, texts, strict=True):
+        write_text_atomic(path, text, overwrite=overwrite)
+    print_table("Leaderboard", ["rank", "pilot", "total", "penalties"],
+                [[p["rank"], p["pilot"], f"{p['total']:.1f}", f"-{p['penalty_points']:.0f}"] for p in result["pilots"]])
+    for p in result["pilots"]:
+        missing = [k for k, v in p["items"].items() if v["status"] == "not_found"]
+        if missing:
+            info(f"{p['pilot']}: not found: {', '.join(missing)}")
+    info(f"Wrote {targets[0]} and {targets[1]}")
+
+
+@flight_app.command("replay")
+@handles_errors
+def flight_replay_cmd(
+    logs: _FlightLogsArg,
+    out_dir: Annotated[_FPath, typer.Option("--out", file_okay=False, help="Output folder for index.html and PNG plots.")],
+    course: _FlightCourseOpt = None,
+    pilot: _FlightPilotOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write an offline replay page (index.html: tracks, scrubber, plots, scorecards) and PNG plots."""
+    from tuban.imagery.vector_io import check_output, write_bytes_atomic, write_text_atomic
+    from tuban.pipelines.flight_replay import replay_html, replay_pngs
+    from tuban.pipelines.flight_score import score_tracks
+
+    check_output(out_dir / "index.html", overwrite)
+    crs, named = _flight_setup(logs, course, pilot)
+    with progress_bar("Scoring flights") as cb:
+        result, judged = score_tracks(named, crs, progress=cb)
+    page, pngs = replay_html(judged, result, crs), replay_pngs(judged, crs)
+    for name in pngs:
+        check_output(out_dir / name, overwrite)
+    for name, data in pngs.items():
+        write_bytes_atomic(out_dir / name, data, overwrite=overwrite)
+    write_text_atomic(out_dir / "index.html", page, overwrite=overwrite)
+    info(f"Wrote {out_dir / 'index.html'} and {len(pngs)} PNG plots")
 
 # === end section: flight =====================================================================
 

@@ -106,7 +106,7 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
     inv = ~wt
     polys = geom.geoms if geom.geom_type == "MultiPolygon" else [geom]
     for poly in polys:
-        ring = [inv * (x, y) for x, y in poly.exterior.coords]
+        ring = [inv @ (x, y) for x, y in poly.exterior.coords]
         draw.line([(c * scale, r * scale) for c, r in ring], fill=(255, 40, 40), width=2)
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)

@@ -73,7 +73,8 @@ def collect_report(ledger_path: str | Path) -> ReportData:
                           "ON v.task_id = t.task_id WHERE v.fid = (SELECT MIN(fid) FROM verdicts WHERE task_id = t.task_id)")
         notes = {r["case_id"]: r["note"] for r in led.rows(
             "SELECT case_id, note FROM verdicts v WHERE fid = (SELECT MAX(fid) FROM verdicts WHERE case_id = v.case_id)")}
-    records = cases.drop(columns="geometry").to_dict("records")
+    records = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+               for r in cases.drop(columns="geometry").to_dict("records")]
     by_status = {s: 0 for s in STATUSES} | dict(Counter(r["status"] for r in records))
     by_grid: dict[str, dict[str, int]] = {}
     for r in records:
@@ -118,12 +119,14 @@ def _svg_map(shapes: tuple[tuple[str, str, Any], ...], width: int = 800, height:
     maxx = max(g.bounds[2] for *_, g in geoms)
     maxy = max(g.bounds[3] for *_, g in geoms)
     kx = math.cos(math.radians((miny + maxy) / 2))  # equirectangular, metres-true at mid latitude
-    span = max((maxx - minx) * kx, maxy - miny, 1e-6)
-    pad = 20
-    scale = min((width - 2 * pad) / span, (height - 2 * pad) / span)
+    pad, top = 20, 30
+    scale = min((width - 2 * pad) / max((maxx - minx) * kx, 1e-9), (height - pad - top) / max(maxy - miny, 1e-9))
+    # centre the drawing in the frame
+    x0 = pad + ((width - 2 * pad) - (maxx - minx) * kx * scale) / 2
+    y0 = height - pad - ((height - pad - top) - (maxy - miny) * scale) / 2
 
     def xy(lon: float, lat: float) -> str:
-        return f"{pad + (lon - minx) * kx * scale:.1f},{height - pad - (lat - miny) * scale:.1f}"
+        return f"{x0 + (lon - minx) * kx * scale:.1f},{y0 - (lat - miny) * scale:.1f}"
 
     parts = []
     for cid, st, g in geoms:

@@ -138,6 +138,8 @@ def _task_feature(case: dict[str, Any], geom: Any, task_id: str, evidence: list[
                  priority=int(case.get("priority") or 3), score=float(case.get("score") or 0.0),
                  area_m2=round(float(case.get("area_m2") or 0.0), 1),
                  area_mu=round(float(case.get("area_mu") or 0.0), 3))
+    if geom is not None and geom.geom_type == "MultiPolygon" and len(geom.geoms) == 1:
+        geom = geom.geoms[0]  # field apps handle plain polygons best
     return {"properties": {k: props.get(k) for k in TASK_PROPERTIES}, "geometry": geom}
 
 

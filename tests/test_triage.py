@@ -1,0 +1,144 @@
+"""Triage: evidence fused into cases with stable ids, grid officers, priorities and frames."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import pytest
+import shapely
+from cases_fixtures import LAT0, LON0, feature, grids_file, offset, patch_features, square, write_fc
+from tuban.cli import app
+from tuban.imagery.vector_io import read_vector
+from tuban.pipelines.cases import close_case
+from tuban.pipelines.ledger import open_ledger
+from tuban.pipelines.triage import TriageSettings, priority_of, read_frames, read_patches, triage
+
+WEST = (LON0, LAT0)
+EAST = (LON0 + 0.03, LAT0)
+
+
+def _cases(path):
+    with open_ledger(path) as led:
+        return led.cases().drop(columns=["fid", "updated_at"])
+
+
+def _run(tmp_path, features, *, name="patches.geojson", **kw):
+    p = write_fc(tmp_path / name, features)
+    patches, rasters = read_patches(p)
+    grids = read_vector(grids_file(tmp_path / "grids.geojson"))
+    return triage(tmp_path / "tuban.gpkg", patches, grids, rasters=rasters, **kw)
+
+
+def test_cases_get_admin_code_ids_grid_officers_and_areas(tmp_path):
+    res = _run(tmp_path, patch_features([WEST, EAST], side_m=80))
+    assert res.new_cases == ("350181-00001", "350182-00001")
+    cases = _cases(tmp_path / "tuban.gpkg").set_index("case_id")
+    assert cases.loc["350181-00001", "grid_id"] == "G-W"
+    assert cases.loc["350181-00001", "officer"] == "张三"
+    assert cases.loc["350182-00001", "grid_name"] == "东村"
+    assert cases.loc["350181-00001", "area_m2"] == pytest.approx(6400, rel=0.01)
+    assert cases.loc["350181-00001", "area_mu"] == pytest.approx(6400 / 666.667, rel=0.01)
+    assert cases.loc["350181-00001", "lon"] == pytest.approx(LON0, abs=1e-6)
+    assert set(cases["status"]) == {"open"}
+
+
+def test_same_inputs_twice_change_nothing(tmp_path):
+    feats = patch_features([WEST, EAST])
+    _run(tmp_path, feats)
+    before = _cases(tmp_path / "tuban.gpkg")
+    again = _run(tmp_path, feats)
+    assert again.unchanged and not again.new_cases
+    assert _cases(tmp_path / "tuban.gpkg").equals(before)
+
+
+def test_a_place_found_again_later_joins_its_case_even_when_closed(tmp_path):
+    _run(tmp_path, patch_features([WEST, EAST]))
+    close_case(tmp_path / "tuban.gpkg", "350181-00001", "pond filled in, verified")
+    moved = [offset(*WEST, 6, -4), offset(*EAST, -5, 3), offset(*WEST, 500, 0)]
+    res = _run(tmp_path, patch_features(moved, after="2025-06-01", prefix="q"), name="later.geojson")
+    assert set(res.joined_cases) == {"350181-00001", "350182-00001"}
+    assert res.new_cases == ("350181-00002",)
+    cases = _cases(tmp_path / "tuban.gpkg").set_index("case_id")
+    assert cases.loc["350181-00001", "status"] == "review"  # found again after closure
+    assert "found again" in cases.loc["350181-00001", "review_reason"]
+    assert cases.loc["350182-00001", "status"] == "open"
+    assert cases.loc["350181-00001", "n_patches"] == 2
+    assert cases.loc["350181-00001", "after_date"] == "2025-06-01"
+
+
+def test_overlapping_patches_of_one_run_make_one_case(tmp_path):
+    feats = patch_features([WEST, offset(*WEST, 10, 0)])
+    res = _run(tmp_path, feats)
+    assert len(res.new_cases) == 1
+    assert _cases(tmp_path / "tuban.gpkg")["n_patches"].iloc[0] == 2
+
+
+def test_priority_rises_with_score_area_agreement_and_protection():
+    s = TriageSettings()
+    assert priority_of(0.3, 100, 0, 0, False, s) == 3
+    assert priority_of(0.9, 100, 0, 0, False, s) == 2
+    assert priority_of(0.9, 100, 1, 1, False, s) == 1
+    assert priority_of(0.3, 100, 0, 0, True, s) == 2
+
+
+def test_detections_protected_zones_and_frames_feed_priority_and_evidence(tmp_path):
+    dets = gpd.GeoDataFrame([{"label": "pond", "score": 0.8}, {"label": "pond", "score": 0.7}],
+                            geometry=[square(*WEST, 70), square(*offset(*WEST, 0, 900), 50)], crs=4326)
+    zone = gpd.GeoDataFrame({"name": ["mangrove"]}, geometry=[square(*EAST, 300)], crs=4326)
+    frames = gpd.GeoDataFrame(
+        [{"frame": 10, "time_s": 1.0, "gsd_m": 0.05, "gimbal_pitch_deg": -45.0, "image": "oblique.jpg"},
+         {"frame": 20, "time_s": 2.0, "gsd_m": 0.04, "gimbal_pitch_deg": -89.0, "image": "nadir_fine.jpg"},
+         {"frame": 30, "time_s": 3.0, "gsd_m": 0.08, "gimbal_pitch_deg": -90.0, "image": "nadir_coarse.jpg"},
+         {"frame": 40, "time_s": 4.0, "gsd_m": 0.02, "gimbal_pitch_deg": -90.0, "image": "elsewhere.jpg"}],
+        geometry=[square(*WEST, 200)] * 3 + [square(*offset(*WEST, 3000, 0), 100)], crs=4326)
+    res = _run(tmp_path, patch_features([WEST, EAST], score=0.9), detections=[dets], frames=frames, protected=zone)
+    assert len(res.new_cases) == 3  # the lone detection far north became a case of its own
+    assert res.frames_attached == 3
+    cases = _cases(tmp_path / "tuban.gpkg").set_index("case_id")
+    west = cases.loc["350181-00001"]
+    assert (west["n_detections"], west["n_frames"], west["priority"]) == (1, 3, 1)
+    east = cases.loc["350182-00001"]
+    assert east["protected"] == 1 and east["priority"] == 1  # alone it would be 2
+    lone = cases.loc["350181-00002"]
+    assert (lone["kind"], lone["n_detections"], lone["priority"]) == ("pond", 1, 2)
+    with open_ledger(tmp_path / "tuban.gpkg") as led:
+        frames_ranked = led.rows("SELECT source_id FROM evidence WHERE case_id = '350181-00001' AND kind = 'frame' "
+                                 "ORDER BY rank_key")
+    # closest to nadir first, then finest ground sampling distance
+    assert [f["source_id"] for f in frames_ranked] == ["nadir_coarse.jpg", "nadir_fine.jpg", "oblique.jpg"]
+
+
+def test_raster_paths_and_frame_images_resolve_relative_to_their_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    p = write_fc(tmp_path / "sub" / "patches.geojson", patch_features([WEST]),
+                 rasters={"before": "b.tif", "after": "/abs/a.tif"})
+    _, rasters = read_patches(p)
+    assert rasters == {"before": str(tmp_path / "sub" / "b.tif"), "after": "/abs/a.tif"}
+    f = write_fc(tmp_path / "sub" / "frames.geojson", [feature(square(*WEST, 100), frame=1, image="f/1.jpg")])
+    assert read_frames(f)["image"].iloc[0] == str(tmp_path / "sub" / "f" / "1.jpg")
+
+
+def test_non_polygon_patches_are_refused(tmp_path):
+    from tuban import VectorError
+
+    with pytest.raises(VectorError, match="not polygons"):
+        _run(tmp_path, [feature(shapely.Point(*WEST), patch_id="x", score=1.0)])
+
+
+def test_cli_triage_and_its_errors(tmp_path, runner):
+    patches = write_fc(tmp_path / "patches.geojson", patch_features([WEST, EAST]))
+    grids = grids_file(tmp_path / "grids.geojson")
+    ledger = tmp_path / "tuban.gpkg"
+    r = runner.invoke(app, ["triage", str(patches), "--ledger", str(ledger), "--grids", str(grids)])
+    assert r.exit_code == 0, r.output
+    assert "2 new cases" in r.output
+    r = runner.invoke(app, ["cases", "list", "--ledger", str(ledger), "--format", "json"])
+    assert r.exit_code == 0
+    assert [c["case_id"] for c in json.loads(r.stdout)] == ["350181-00001", "350182-00001"]
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json", encoding="utf-8")
+    r = runner.invoke(app, ["triage", str(bad), "--ledger", str(ledger), "--grids", str(grids)])
+    assert r.exit_code == 1 and "Error:" in r.output and "bad.geojson" in r.output
+    r = runner.invoke(app, ["triage", str(patches), "--ledger", str(ledger)])
+    assert r.exit_code == 2  # --grids missing
