@@ -22,20 +22,24 @@ representative: uncut, closest to nadir).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
-from tuban import TelemetryError
-from tuban.imagery.camera import Camera, pixel_rays_ned, pixel_to_ground
+from tuban import InputError, TelemetryError
+from tuban.imagery.camera import Camera, camera_preset, pixel_rays_ned, pixel_to_ground
 from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.track import Track
 from tuban.models.detector import Detection, Detector
 
 __all__ = [
+    "VideoInfo",
+    "camera_for_video",
+    "detect_video",
     "FramePose",
     "frame_poses",
     "UavDetectSettings",
@@ -385,3 +389,114 @@ def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: fl
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+# --- whole videos -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Size, rate and length of a video file."""
+
+    width_px: int
+    height_px: int
+    fps: float
+    n_frames: int
+
+
+def _open_video(path: str | Path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(path, "cannot open video (not a video file, or a codec OpenCV lacks)")
+    info = VideoInfo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    if info.width_px <= 0 or info.height_px <= 0 or not info.fps > 0:
+        cap.release()
+        raise InputError(path, "video has no frame size or frame rate")
+    return cap, info
+
+
+def _sampled_frames(cap, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode sequentially (seeking is unreliable in mp4v/H.264) and yield wanted frames as RGB."""
+    last = max(wanted) if wanted else -1
+    i = 0
+    while i <= last:
+        if i in wanted:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield i, np.ascontiguousarray(frame[..., ::-1])
+        elif not cap.grab():
+            return
+        i += 1
+
+
+def camera_for_video(info: VideoInfo, *, preset: str | None = None, hfov_deg: float | None = None,
+                     track: Track | None = None) -> Camera:
+    """Intrinsics for the video frames: a preset, a horizontal FOV, or the log's focal length.
+
+    Without ``preset`` or ``hfov_deg`` the 35 mm-equivalent ``focal_len`` of a DJI SRT (column
+    ``focal_len_35mm``, times ``dzoom_ratio``) is used with the diagonal rule on a 4:3 sensor,
+    then cropped to the video's aspect keeping the horizontal FOV, as DJI video modes do.
+
+    Raises:
+        ValueError: unknown preset, or nothing to derive the intrinsics from.
+    """
+    if preset is not None:
+        return camera_preset(preset).for_image(info.width_px, info.height_px)
+    if hfov_deg is not None:
+        return Camera.from_hfov(hfov_deg, info.width_px, info.height_px)
+    if track is not None and "focal_len_35mm" in track.table.columns:
+        f = track.table["focal_len_35mm"].to_numpy(float)
+        if "dzoom_ratio" in track.table.columns:
+            z = track.table["dzoom_ratio"].to_numpy(float)
+            f = f * np.where(np.isfinite(z) & (z > 0), z, 1.0)
+        f = f[np.isfinite(f) & (f > 0)]
+        if len(f):
+            return Camera.from_35mm(float(np.median(f)), 4000, 3000, "srt-focal").for_image(
+                info.width_px, info.height_px)
+    raise ValueError("no camera intrinsics: give --camera PRESET or --hfov-deg")
+
+
+def detect_video(
+    video: str | Path,
+    track: Track,
+    detector: Detector,
+    *,
+    every_s: float = 1.0,
+    preset: str | None = None,
+    hfov_deg: float | None = None,
+    settings: UavDetectSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[gpd.GeoDataFrame, dict[str, float]]:
+    """Detect, project and merge objects over a drone video sampled every ``every_s`` seconds.
+
+    Returns:
+        ``(merged detections, stats)``; stats: frames sampled, frames with a usable pose,
+        raw ground detections, merged features.
+    """
+    if not every_s > 0:
+        raise ValueError("every_s must be positive")
+    cap, info = _open_video(video)
+    try:
+        camera = camera_for_video(info, preset=preset, hfov_deg=hfov_deg, track=track)
+        step = max(1, int(round(every_s * info.fps)))
+        n = info.n_frames
+        if n <= 0:  # some containers do not say; use the telemetry length
+            n = int(track.duration_s * info.fps) + 1
+        wanted = list(range(0, n, step))
+        poses = {p.frame: p for p in frame_poses(track, wanted, info.fps)}
+        usable = sum(p.usable for p in poses.values())
+        if usable == 0:
+            raise TelemetryError(track.source, "no frame of the video falls within the telemetry "
+                                 "(check that the log belongs to this video)")
+        frames = ((poses[i], img) for i, img in _sampled_frames(cap, set(wanted)))
+        dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted))
+    finally:
+        cap.release()
+    merged = merge_ground_detections(dets, settings)
+    stats = {"frames_sampled": len(wanted), "frames_with_pose": usable, "detections_raw": len(dets),
+             "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2)}
+    return merged, stats

@@ -53,7 +53,8 @@ class ClipSettings:
     """What to film and how.
 
     Args:
-        origin_lon, origin_lat: take-off point (WGS84 degrees).
+        origin_lon, origin_lat: take-off point (WGS84 degrees); default inside the sample
+            county (centre 117.42 E, 23.93 N).
         width_px, height_px: video frame size.
         fps: frames per second (one SRT block per frame).
         hfov_deg: horizontal field of view over the frame width.
@@ -68,8 +69,8 @@ class ClipSettings:
         start_utc: wall-clock time of the first frame.
     """
 
-    origin_lon: float = 117.0215
-    origin_lat: float = 24.5105
+    origin_lon: float = 117.4183
+    origin_lat: float = 23.9312
     width_px: int = 960
     height_px: int = 540
     fps: float = 10.0

@@ -219,3 +219,46 @@ def test_bad_frame_index_is_a_vector_error():
     f = gpd.GeoDataFrame({"frame": [1]}, geometry=[Point(LON0, LAT0).buffer(0.001)], crs=WGS84)
     with pytest.raises(VectorError, match="lacks columns"):
         attach_frames(_patches(), f)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_cli_uav_detect_on_clip(clip, runner, tmp_path):
+    from tuban.cli import app
+
+    paths, _, _ = clip
+    out = tmp_path / "det.geojson"
+    r = runner.invoke(app, ["uav", "detect", str(paths.video), "--telemetry", str(paths.srt),
+                            "--detector", "baseline", "--min-frames", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    det = gpd.read_file(out)
+    truth = gpd.read_file(paths.truth_ponds)
+    assert match_truth(det, truth[truth["fully_seen"]])["f1"] >= 0.8
+    assert {"label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame"} <= set(det.columns)
+    assert (det["n_frames"] >= 2).all() and det["lon"].between(117.41, 117.43).all()
+    r = runner.invoke(app, ["uav", "detect", str(paths.video), "--telemetry", str(paths.srt),
+                            "--detector", "baseline", "--out", str(out)])
+    assert r.exit_code == 1 and "already exists" in r.output
+
+
+def test_cli_uav_detect_bad_inputs(clip, runner, tmp_path):
+    from tuban.cli import app
+
+    paths, _, _ = clip
+    out = tmp_path / "d.geojson"
+    base = ["uav", "detect", str(paths.video), "--detector", "baseline", "--out", str(out)]
+    junk = tmp_path / "junk.SRT"
+    junk.write_text("this is not telemetry\n")
+    r = runner.invoke(app, [*base, "--telemetry", str(junk)])
+    assert r.exit_code == 1 and "junk.SRT" in r.output and "Traceback" not in r.output
+    fake_video = tmp_path / "fake.mp4"
+    fake_video.write_bytes(b"\x00" * 100)
+    r = runner.invoke(app, ["uav", "detect", str(fake_video), "--telemetry", str(paths.srt),
+                            "--detector", "baseline", "--out", str(out)])
+    assert r.exit_code == 1 and "fake.mp4" in r.output
+    r = runner.invoke(app, [*base, "--telemetry", str(paths.srt), "--camera", "m3e", "--hfov-deg", "70"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, [*base, "--telemetry", str(paths.srt), "--camera", "nosuchcam"])
+    assert r.exit_code == 2 and "nosuchcam" in r.output
+    assert not out.exists()
