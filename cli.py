@@ -462,6 +462,71 @@ def model_eval(
 
 # === section: uav + mission (issue 5) ========================================================
 
+import enum as _ix_enum  # noqa: E402
+from pathlib import Path as _IxPath  # noqa: E402
+
+
+class CameraPresetOpt(str, _ix_enum.Enum):
+    p4rtk = "p4rtk"
+    m3e = "m3e"
+    mavic3 = "mavic3"
+    m30t_wide = "m30t-wide"
+    m30t_thermal = "m30t-thermal"
+    m3t_wide = "m3t-wide"
+    mini3 = "mini3"
+    mini4 = "mini4"
+    mini2 = "mini2"
+    mavic2pro = "mavic2pro"
+    mavicpro = "mavicpro"
+    air2s = "air2s"
+
+
+@uav_app.command("index")
+@handles_errors
+def uav_index(
+    source: Annotated[_IxPath, typer.Argument(exists=True, help="Video, folder of geotagged JPEGs, one JPEG, or exiftool CSV.")],
+    out_path: Annotated[_IxPath, typer.Option("--out", dir_okay=False, help="Frame footprints (GeoJSON, EPSG:4326).")],
+    telemetry: Annotated[_IxPath | None, typer.Option("--telemetry", exists=True, help="SRT/CSV/GPX/ULog of the video (default: VIDEO.SRT beside it).")] = None,
+    camera: Annotated[CameraPresetOpt | None, typer.Option("--camera", help="Camera preset.")] = None,
+    hfov_deg: Annotated[float | None, typer.Option("--hfov-deg", min=1, max=179, help="Horizontal field of view instead of a preset.")] = None,
+    every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one video frame every N seconds.")] = 1.0,
+    dem: Annotated[_IxPath | None, typer.Option("--dem", exists=True, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
+    frames_dir: Annotated[_IxPath | None, typer.Option("--frames-dir", file_okay=False, help="Save sampled frames here as JPEG.")] = None,
+    height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Georeference video frames (with their telemetry) or geotagged photos: one footprint per frame."""
+    from tuban.imagery.dem_ray import read_dem
+    from tuban.imagery.telemetry import read_track
+    from tuban.imagery.vector_io import check_output, write_geojson
+    from tuban.imagery.video import VIDEO_SUFFIXES
+    from tuban.pipelines.uav_index import IndexSettings, index_photos, index_video
+
+    if camera is not None and hfov_deg is not None:
+        usage_error("give --camera or --hfov-deg, not both", "--hfov-deg")
+    settings = IndexSettings(camera=camera.value if camera else None, hfov_deg=hfov_deg, every_s=every_s,
+                             height_m=height_m)
+    check_output(out_path, overwrite)
+    elevation = read_dem(dem) if dem else None
+    with progress_bar("uav index") as cb:
+        if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+            if telemetry is None:
+                telemetry = next((p for p in (source.with_suffix(".SRT"), source.with_suffix(".srt")) if p.exists()), None)
+                if telemetry is None:
+                    usage_error(f"no telemetry: give --telemetry (no {source.stem}.SRT beside the video)", "--telemetry")
+            result = index_video(source, read_track(telemetry), settings, dem=elevation, frames_dir=frames_dir,
+                                 out_path=out_path, overwrite=overwrite, progress=cb)
+        else:
+            if telemetry is not None or frames_dir is not None:
+                info("Note: --telemetry/--frames-dir apply to videos; photos carry their own metadata")
+            result = index_photos(read_track(source), settings, dem=elevation, out_path=out_path, progress=cb)
+    for w in result.warnings:
+        info(f"Warning: {w}")
+    write_geojson(result.frames, out_path, overwrite=overwrite)
+    out.print(f"{len(result.frames)} frames, {result.n_footprints} footprints -> {out_path}",
+              markup=False, highlight=False)
+
+
 import enum as _uav_enum  # noqa: E402
 from pathlib import Path as _UavPath  # noqa: E402
 

@@ -196,7 +196,7 @@ def simulate_flight(skill: PilotSkill, seed: int = 0, dt_s: float = 0.1) -> tupl
         kk = max(2, int(round(1.875 * (SIDE_M + skill.corner_overshoot_m) / skill.cruise_m_s / dt_s)))
         s = np.linspace(0, 1, kk)
         along = (SIDE_M + skill.corner_overshoot_m) * _mj(s)
-        lat = _smooth_noise(rng, kk, dt_s, 1.5) * np.sin(np.pi * s)
+        lat = _smooth_noise(rng, kk, dt_s, 3.0) * np.sin(np.pi * s)
         lat *= skill.xte_m / max(math.sqrt(np.mean(lat**2)), 1e-9)
         back = SIDE_M + skill.corner_overshoot_m * (1 - _mj(np.linspace(0, 1, int(1.5 / dt_s))))
         along = np.concatenate([along, back])

@@ -1,0 +1,265 @@
+"""Competition flight judging: rubric, course files, segmentation, square fit, scores vs injected truth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tuban import InputError
+from tuban.imagery.track import make_track
+from tuban.pipelines.flight_course import (
+    default_course,
+    load_course,
+    parse_course,
+    thresholds,
+    wind_multiplier,
+)
+from tuban.pipelines.flight_score import judge_track, score_tracks, scores_json, subscore
+from tuban.pipelines.flight_segment import runs
+from tuban.pipelines.flight_square import fit_square, square_from_spec
+from tuban.sample_data.flights import PILOTS, course_yaml, flight_track
+
+
+@pytest.fixture(scope="module")
+def sample_course():
+    return parse_course(yaml.safe_load(course_yaml()))
+
+
+@pytest.fixture(scope="module")
+def flights():
+    return {sk.name: flight_track(sk, seed=7 + i) for i, sk in enumerate(PILOTS)}
+
+
+@pytest.fixture(scope="module")
+def scored(flights, sample_course):
+    result, _ = score_tracks([(n, tr) for n, (tr, _) in flights.items()], sample_course)
+    return {p["pilot"]: p for p in result["pilots"]}, result
+
+
+def close(measured, truth, abs_tol, rel_tol):
+    return abs(measured - truth) <= abs_tol + rel_tol * abs(truth)
+
+
+# --- rubric and course ------------------------------------------------------------------------
+
+
+def test_subscore_is_piecewise_linear_in_both_directions():
+    assert subscore(0.5, 0.5, 2.0) == 1.0
+    assert subscore(1.25, 0.5, 2.0) == pytest.approx(0.5)
+    assert subscore(2.5, 0.5, 2.0) == 0.0
+    assert subscore(-10.5, -7.0, -14.0) == pytest.approx(0.5)  # LDLJ: larger is better
+    assert subscore(float("nan"), 0.5, 2.0) == 0.0
+
+
+@given(x1=st.floats(-100, 100), x2=st.floats(-100, 100), full=st.floats(-50, 50), gap=st.floats(0.01, 50))
+@settings(max_examples=200, deadline=None)
+def test_subscore_bounded_and_monotone(x1, x2, full, gap):
+    zero = full + gap
+    a, b = subscore(min(x1, x2), full, zero), subscore(max(x1, x2), full, zero)
+    assert 0.0 <= a <= 1.0 and 0.0 <= b <= 1.0
+    assert a >= b  # smaller error never scores less
+
+
+def test_wind_grade_widens_error_tolerances_only():
+    assert wind_multiplier(1) == 1.0
+    assert wind_multiplier(3) == pytest.approx(1.3225)
+    course = parse_course({"wind_grade": 2})
+    r95 = next(r for r in course.rules if r.metric == "r95_m")
+    ldlj = next(r for r in course.rules if r.metric == "climb_ldlj")
+    assert thresholds(course, r95) == pytest.approx((0.575, 2.3))
+    assert thresholds(course, ldlj) == (ldlj.full, ldlj.zero)
+    assert parse_course({"wind_speed_m_s": 9.0}).wind_grade == 3
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"wind_grade": 5}, "wind_grade"),
+    ({"sqare": {}}, "unknown field"),
+    ({"tolerances": {"hover.r95_m": [2.0, 0.5]}}, "reverses"),
+    ({"tolerances": {"hover.nope": [1, 2]}}, "unknown metric"),
+    ({"items": ["takeoff", "loop"]}, "unknown item"),
+    ({"items": ["targets"]}, "targets.points"),
+    ({"square": {"origin": [120.0, 30.0]}}, "side_m"),
+    ({"square": {"origin": [200.0, 30.0], "side_m": 20}}, "square.origin lon"),
+    ({"targets": {"points": [{"name": "A"}]}}, "point"),
+])
+def test_course_validation_names_the_field(doc, words):
+    with pytest.raises(ValueError, match=words):
+        parse_course(doc)
+
+
+def test_load_course_reports_the_file(tmp_path):
+    bad = tmp_path / "course.yaml"
+    bad.write_text("square: [1, 2\n")
+    with pytest.raises(InputError, match="course.yaml"):
+        load_course(bad)
+    bad.write_text("wind_grade: 0\n")
+    with pytest.raises(InputError, match="wind_grade"):
+        load_course(bad)
+
+
+def test_sample_course_file(sample_course):
+    assert sample_course.items == ("takeoff", "hover", "rotation", "square", "targets")
+    assert sample_course.square.side_m == 20.0 and sample_course.square.turn == "right"
+    assert [t.name for t in sample_course.targets] == ["T1", "T2"]
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+
+def test_runs_bridges_short_gaps():
+    assert runs(np.array([0, 1, 1, 0, 1, 0, 0, 1], bool), max_gap=1) == [(1, 5), (7, 8)]
+    assert runs(np.zeros(5, bool)) == []
+
+
+def test_square_from_spec_turns_right_from_heading():
+    sq = square_from_spec(np.zeros(2), 10.0, 90.0, "right")  # first leg east, then south
+    np.testing.assert_allclose(sq.corners, [[0, 0], [10, 0], [10, -10], [0, -10]], atol=1e-9)
+    assert sq.turn == "right" and sq.heading_deg == pytest.approx(90.0)
+
+
+@given(side=st.floats(8, 60), angle=st.floats(0, 89), cx=st.floats(-50, 50), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_square_fit_recovers_side_centre_and_rotation(side, angle, cx, seed):
+    rng = np.random.default_rng(seed)
+    sq = square_from_spec(np.array([cx, 0.0]), side, angle, "right")
+    t = np.linspace(0, 4, 400, endpoint=False)
+    k = t.astype(int)
+    pts = sq.corners[k] + (sq.corners[(k + 1) % 4] - sq.corners[k]) * (t - k)[:, None]
+    pts += rng.normal(0, 0.2, pts.shape)
+    centre, theta, fitted = fit_square(pts[:, 0], pts[:, 1])
+    assert fitted == pytest.approx(side, abs=0.3)
+    np.testing.assert_allclose(centre, sq.corners.mean(axis=0), atol=0.3)
+    true_theta = math.radians(-angle) % (math.pi / 2)
+    diff = abs((theta - true_theta + math.pi / 4) % (math.pi / 2) - math.pi / 4)
+    assert math.degrees(diff) < 2.0
+
+
+# --- scores against the generator's injected truth -------------------------------------------
+
+
+def test_ranking_matches_known_skill(scored, flights):
+    by_pilot, result = scored
+    expected = sorted(flights, key=lambda n: flights[n][1]["rank"])
+    assert [p["pilot"] for p in result["pilots"]] == expected
+    totals = [p["total"] for p in result["pilots"]]
+    assert totals == sorted(totals, reverse=True) and all(0 <= t <= 100 for t in totals)
+
+
+def test_ranking_without_course_file_matches_known_skill(flights):
+    result, _ = score_tracks([(n, tr) for n, (tr, _) in flights.items()])
+    expected = sorted(flights, key=lambda n: flights[n][1]["rank"])
+    assert [p["pilot"] for p in result["pilots"]] == expected
+    for p in result["pilots"]:
+        assert p["items"]["square"]["square_source"] == "fitted"
+        assert p["items"]["square"]["metrics"]["side_m"] == pytest.approx(20.0, abs=1.0)
+        assert p["items"]["targets"]["status"] == "not_applicable"
+
+
+@pytest.mark.parametrize("item, metric, key, abs_tol, rel_tol", [
+    ("hover", "r95_m", "hover_r95_m", 0.1, 0.15),
+    ("hover", "altitude_std_m", "hover_altitude_std_m", 0.05, 0.15),
+    ("hover", "heading_std_deg", "hover_heading_std_deg", 0.3, 0.15),
+    ("square", "xte_rms_m", "square_xte_rms_m", 0.1, 0.2),
+    ("square", "corner_overshoot_m", "square_corner_overshoot_m", 0.3, 0.3),
+    ("square", "altitude_std_m", "square_altitude_std_m", 0.05, 0.15),
+    ("takeoff", "overshoot_m", "takeoff_overshoot_m", 0.1, 0.15),
+    ("takeoff", "lateral_drift_m", "takeoff_lateral_drift_m", 0.15, 0.15),
+    ("takeoff", "heading_drift_deg", "takeoff_heading_drift_deg", 0.5, 0.15),
+    ("rotation", "turn_deg", "rotation_turn_deg", 3.0, 0.0),
+    ("rotation", "rate_cv", "rotation_rate_cv", 0.03, 0.25),
+    ("rotation", "duration_s", "rotation_duration_s", 0.5, 0.0),
+    ("rotation", "position_drift_m", "rotation_position_drift_m", 0.15, 0.15),
+])
+def test_metric_close_to_injected_value(scored, flights, item, metric, key, abs_tol, rel_tol):
+    by_pilot, _ = scored
+    for name, (_, truth) in flights.items():
+        measured = by_pilot[name]["items"][item]["metrics"][metric]
+        assert close(measured, truth[key], abs_tol, rel_tol), (name, metric, measured, truth[key])
+
+
+def test_incomplete_turn_is_penalised(scored, flights):
+    by_pilot, _ = scored
+    for name, (_, truth) in flights.items():
+        codes = [p["code"] for p in by_pilot[name]["penalties"]]
+        assert ("no_full_turn" in codes) == (truth["rotation_turn_deg"] < 315), name
+    shaky = by_pilot["shaky"]
+    assert shaky["items"]["rotation"]["metrics"]["turn_deg"] == pytest.approx(300, abs=3)
+    assert shaky["items"]["rotation"]["subscores"]["completeness_error_deg"] == 0.0
+
+
+def test_skipped_leg_and_missed_target_are_penalised(scored):
+    by_pilot, _ = scored
+    skipper = by_pilot["skipper"]
+    reasons = [p["reason"] for p in skipper["penalties"] if p["code"] == "skipped_leg"]
+    assert reasons and "leg 4" in reasons[0]
+    assert skipper["items"]["square"]["metrics"]["legs_flown_count"] == 3
+    assert [t["name"] for t in skipper["items"]["targets"]["targets"] if not t["found"]] == ["T2"]
+    assert skipper["items"]["targets"]["metrics"]["found_fraction"] == 0.5
+    for name in ("ace", "solid", "shaky"):
+        assert by_pilot[name]["items"]["square"]["metrics"]["legs_flown_count"] == 4
+        assert not [p for p in by_pilot[name]["penalties"] if p["code"] in ("skipped_leg", "target_missed")]
+
+
+def test_climb_submovements_and_flight_mode_reported(scored, flights):
+    by_pilot, _ = scored
+    assert by_pilot["ace"]["items"]["takeoff"]["metrics"]["climb_peaks_count"] == 1
+    assert by_pilot["shaky"]["items"]["takeoff"]["metrics"]["climb_peaks_count"] >= 3
+    assert by_pilot["ace"]["items"]["takeoff"]["metrics"]["climb_ldlj"] > by_pilot["shaky"]["items"]["takeoff"]["metrics"]["climb_ldlj"]
+    for name, (_, truth) in flights.items():
+        assert by_pilot[name]["items"]["hover"]["flight_mode"] == truth["flight_mode"]
+        assert by_pilot[name]["items"]["rotation"]["flight_mode"] == truth["flight_mode"]
+
+
+def test_every_item_has_metrics_subscores_and_reasons(scored):
+    by_pilot, _ = scored
+    for p in by_pilot.values():
+        for item in ("takeoff", "rotation", "square", "hover", "targets"):
+            it = p["items"][item]
+            assert it["status"] == "scored"
+            assert it["subscores"] and all(0 <= s <= 1 for s in it["subscores"].values())
+            assert len(it["reasons"]) >= len(it["subscores"])
+            assert all(any(m.endswith(u) for u in ("_m", "_deg", "_s", "_cv", "_ratio", "_count", "_fraction", "_ldlj"))
+                       for m in it["metrics"])
+
+
+def test_required_flight_mode_and_time_limit(flights):
+    doc = yaml.safe_load(course_yaml())
+    doc["required_flight_mode"] = "P-GPS"
+    doc["square"]["time_limit_s"] = 60
+    course = parse_course(doc)
+    shaky = judge_track(flights["shaky"][0], "shaky", course).entry
+    codes = [p["code"] for p in shaky["penalties"]]
+    assert codes.count("wrong_flight_mode") == 2
+    over = [p for p in shaky["penalties"] if p["code"] == "time_over_per_10s"]
+    assert over and over[0]["points"] >= 2 * course.penalties["time_over_per_10s"]
+    ace = judge_track(flights["ace"][0], "ace", course).entry
+    assert "wrong_flight_mode" not in [p["code"] for p in ace["penalties"]]
+
+
+def test_non_competition_tracks_report_not_found():
+    t = np.arange(0, 30, 0.1)
+    ground = make_track({"time_s": t, "lat": np.full(len(t), 30.0), "lon": np.full(len(t), 120.0),
+                         "rel_alt_m": np.zeros(len(t))}, format="test")
+    entry = judge_track(ground, "grounded").entry
+    assert entry["total"] == 0.0
+    for item in ("takeoff", "hover", "rotation", "square"):
+        assert entry["items"][item]["status"] == "not_found"
+        assert "never left the ground" in entry["items"][item]["reasons"][0]
+    assert sum(p["code"] == "missing_item" for p in entry["penalties"]) == 4
+    single = make_track({"time_s": [0.0], "lat": [30.0], "lon": [120.0]}, format="test")
+    assert judge_track(single, "one").entry["items"]["square"]["status"] == "not_found"
+
+
+def test_scores_are_deterministic(flights, sample_course):
+    named = [(n, tr) for n, (tr, _) in flights.items()]
+    a = scores_json(score_tracks(named, sample_course)[0])
+    b = scores_json(score_tracks(list(reversed(named)), sample_course)[0])
+    assert a == b
+
+
+def test_default_course_expects_the_four_maneuvers():
+    assert default_course().items == ("takeoff", "hover", "rotation", "square")
