@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,10 +133,12 @@ def _check(src, g: int, n: int, case: dict[str, Any], threshold: float, settings
         return "outside the image"
     minx, miny, maxx, maxy = geom.bounds
     win = from_bounds(minx, miny, maxx, maxy, src.transform)
-    try:
-        win = win.round_offsets("floor").round_lengths("ceil").intersection(Window(0, 0, src.width, src.height))
-    except Exception:
+    col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
+    col1 = min(src.width, math.ceil(win.col_off + win.width))
+    row1 = min(src.height, math.ceil(win.row_off + win.height))
+    if col1 <= col0 or row1 <= row0:
         return "outside the image"
+    win = Window(col0, row0, col1 - col0, row1 - row0)
     data = src.read([g, n], window=win, masked=True, boundless=False)
     nd = _ndwi(data[0].filled(np.nan), data[1].filled(np.nan))
     inside = ~geometry_mask([geom], out_shape=nd.shape, transform=src.window_transform(win), all_touched=False)

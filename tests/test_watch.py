@@ -1,0 +1,120 @@
+"""Re-watch against re-stocking: water back in a closed pond reopens it for the next packs."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import rasterio
+from cases_fixtures import (
+    LAT0,
+    LON0,
+    grids_file,
+    offset,
+    patch_features,
+    pond_raster,
+    square,
+    write_fc,
+)
+from tuban.cli import app
+from tuban.imagery.vector_io import read_vector
+from tuban.pipelines.cases import close_case
+from tuban.pipelines.ledger import open_ledger
+from tuban.pipelines.tasks_export import ExportSettings, export_packs
+from tuban.pipelines.triage import read_patches, triage
+from tuban.pipelines.watch import WatchSettings, polygon_water, watch
+
+CENTRES = [offset(LON0, LAT0, -200, 0), offset(LON0, LAT0, 0, 200), offset(LON0, LAT0, 200, -150),
+           offset(LON0, LAT0, -150, -250)]
+
+
+@pytest.fixture()
+def ledger(tmp_path):
+    """Four pond cases: closed, rectified, closed, and one still open (not watched)."""
+    patches, _ = read_patches(write_fc(tmp_path / "p.geojson", patch_features(CENTRES, side_m=80)))
+    path = tmp_path / "tuban.gpkg"
+    triage(path, patches, read_vector(grids_file(tmp_path / "g.geojson")))
+    close_case(path, "350181-00001", "filled in")
+    with open_ledger(path) as led, led.transaction():
+        led.set_status("350181-00002", "rectified", "verdict", verdict="rectified")
+    close_case(path, "350181-00003", "filled in")
+    return path
+
+
+def _status(path):
+    with open_ledger(path) as led:
+        return dict(led.conn.execute("SELECT case_id, status FROM cases").fetchall())
+
+
+def test_water_back_reopens_as_restocked_and_dry_ponds_stay_closed(ledger, tmp_path):
+    wet = [square(*c, 80) for c in CENTRES[:2]] + [square(*CENTRES[3], 80)]
+    img = pond_raster(tmp_path / "new.tif", wet, size_px=200)  # pond 3 (closed) stays dry crop land
+    res = watch(ledger, img)
+    assert 0.0 <= res.threshold_ndwi < 0.5
+    assert set(res.reopened) == {"350181-00001", "350181-00002"}
+    checks = {c.case_id: c for c in res.checked}
+    assert set(checks) == {"350181-00001", "350181-00002", "350181-00003"}  # the open case is not watched
+    assert checks["350181-00001"].water_fraction > 0.6 and checks["350181-00003"].water_fraction < 0.1
+    assert checks["350181-00001"].dike_fraction > 0.5  # dry rim inside the polygon edge
+    assert _status(ledger) == {"350181-00001": "restocked", "350181-00002": "restocked",
+                               "350181-00003": "closed", "350181-00004": "open"}
+    with open_ledger(ledger) as led:
+        assert led.case("350181-00001")["priority"] == 1
+    # the same image again changes nothing
+    again = watch(ledger, img)
+    assert again.unchanged
+    # restocked cases are in the next packs, with re-stocking instructions
+    packs = export_packs(ledger, tmp_path / "packs", ExportSettings())
+    with zipfile.ZipFile(packs[0].path) as zf:
+        fc = json.loads(zf.read(f"{packs[0].pack_id}/tasks.geojson"))
+    props = {f["properties"]["case_id"]: f["properties"] for f in fc["features"]}
+    assert set(props) == {"350181-00001", "350181-00002", "350181-00004"}
+    assert "closed or rectified" in props["350181-00001"]["instructions"]
+    assert props["350181-00001"]["task_id"] == "350181-00001-T1"
+
+
+def test_scene_threshold_adapts_to_a_darker_scene(ledger, tmp_path):
+    img = pond_raster(tmp_path / "new.tif", [square(*CENTRES[0], 80)], size_px=200)
+    with rasterio.open(img, "r+") as ds:  # haze/gain change: every band x0.5 + 0.05 offset
+        ds.write(ds.read() * 0.5 + 0.05)
+    res = watch(ledger, img)
+    assert res.reopened == ("350181-00001",)
+
+
+def test_cases_outside_the_image_are_skipped(ledger, tmp_path):
+    img = pond_raster(tmp_path / "far.tif", [], size_px=60, centre=(LON0 + 0.2, LAT0))
+    res = watch(ledger, img)
+    assert res.checked == () and {r for _, r in res.skipped} == {"outside the image"}
+
+
+def test_polygon_water_counts_edges_as_dikes():
+    nd = np.full((6, 6), 0.5)
+    inside = np.zeros((6, 6), bool)
+    inside[1:5, 1:5] = True
+    frac, dike, n = polygon_water(nd, inside, 0.1)
+    assert (frac, dike, n) == (1.0, 0.0, 16)
+    nd[1, 1:5] = -0.2
+    assert polygon_water(nd, inside, 0.1)[1] == pytest.approx(4 / 12)
+
+
+def test_cli_watch_and_band_errors(ledger, tmp_path, runner):
+    img = pond_raster(tmp_path / "new.tif", [square(*CENTRES[0], 80)], size_px=200)
+    r = runner.invoke(app, ["watch", str(img), "--ledger", str(ledger), "--bands", "green=2,nir=4"])
+    assert r.exit_code == 0, r.output
+    assert "1 reopened as restocked: 350181-00001" in r.output
+    r = runner.invoke(app, ["watch", str(img), "--ledger", str(ledger), "--bands", "green=two"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["watch", str(img), "--ledger", str(ledger), "--bands", "green=2,nir=9"])
+    assert r.exit_code == 1 and "Error:" in r.output
+    with rasterio.open(img, "r+") as ds:
+        ds.descriptions = (None, None, None, None)
+    r = runner.invoke(app, ["watch", str(img), "--ledger", str(ledger)])
+    assert r.exit_code == 1 and "nir" in r.output
+
+
+def test_watch_settings_reach_the_decision(ledger, tmp_path):
+    img = pond_raster(tmp_path / "new.tif", [square(*CENTRES[0], 80)], size_px=200)
+    res = watch(ledger, img, WatchSettings(min_water_fraction=0.99))
+    assert res.reopened == ()
