@@ -12,13 +12,36 @@ import math
 
 import numpy as np
 import pymap3d
+from tuban import RasterError
 from tuban.imagery.crs import WGS84, transformer
 from tuban.imagery.georaster import GeoRaster, map_to_pixel
 
-__all__ = ["sample_dem", "march_rays", "dem_cell_m"]
+__all__ = ["read_dem", "sample_dem", "march_rays", "dem_cell_m"]
 
 _MAX_STEPS = 4000
 _M_PER_DEG = 111_320.0
+
+
+def read_dem(path) -> GeoRaster:
+    """Read the first band of a georeferenced elevation raster (metres) as float.
+
+    Raises:
+        RasterError: unreadable, not georeferenced, or all nodata.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise RasterError(path, "DEM has no CRS")
+            z = src.read(1, masked=True).astype(float).filled(np.nan)
+            transform, crs = src.transform, src.crs
+    except RasterioIOError as exc:
+        raise RasterError(path, f"not a readable raster: {exc}") from exc
+    if not np.isfinite(z).any():
+        raise RasterError(path, "DEM is all nodata")
+    return GeoRaster(z, transform, crs, nodata=None)
 
 
 def sample_dem(dem: GeoRaster, lon_deg, lat_deg) -> np.ndarray:
