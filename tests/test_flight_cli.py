@@ -1,0 +1,172 @@
+"""`tuban flight score` / `tuban flight replay` end to end: generated Airdata CSV and SRT files read back
+through the telemetry parsers, real public logs, output contract, determinism, errors, and the replay
+page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from tuban.cli import app
+from tuban.sample_data.flights import write_flights
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return write_flights(tmp_path_factory.mktemp("flights"))
+
+
+def _logs(sample, kind):
+    return [str(p[kind]) for p in sample["pilots"].values()]
+
+
+@pytest.mark.parametrize("kind", ["csv", "srt"])
+def test_score_contract_and_ranking(runner, sample, tmp_path, kind):
+    out = tmp_path / "scores"
+    res = runner.invoke(app, ["flight", "score", *_logs(sample, kind), "--course", str(sample["course"]),
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "scores.json").read_text())
+    expected = sorted(sample["pilots"], key=lambda n: sample["pilots"][n]["truth"]["rank"])
+    assert [p["pilot"] for p in doc["pilots"]] == expected
+    for p in doc["pilots"]:
+        assert set(p) >= {"pilot", "total", "items", "penalties"}
+        assert 0 <= p["total"] <= 100
+        assert set(p["items"]) == {"takeoff", "rotation", "square", "hover", "targets"}
+        for item in p["items"].values():
+            assert set(item) >= {"status", "score", "metrics", "subscores", "reasons"}
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert [r["pilot"] for r in rows] == expected
+    assert [float(r["total"]) for r in rows] == sorted((float(r["total"]) for r in rows), reverse=True)
+    skipper = next(p for p in doc["pilots"] if p["pilot"] == "skipper")
+    assert any(q["code"] == "skipped_leg" for q in skipper["penalties"])
+    shaky = next(p for p in doc["pilots"] if p["pilot"] == "shaky")
+    assert any(q["code"] == "no_full_turn" for q in shaky["penalties"])
+    truth = sample["pilots"]["solid"]["truth"]
+    solid = next(p for p in doc["pilots"] if p["pilot"] == "solid")
+    assert solid["items"]["hover"]["metrics"]["r95_m"] == pytest.approx(truth["hover_r95_m"], abs=0.2)
+    assert solid["items"]["square"]["metrics"]["xte_rms_m"] == pytest.approx(truth["square_xte_rms_m"], abs=0.2)
+
+
+def test_score_is_byte_identical_and_pilot_mapping(runner, sample, tmp_path):
+    logs = _logs(sample, "csv")
+    args = ["flight", "score", *logs, "--course", str(sample["course"]), "--pilot", "ace=Alice Wang"]
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "b")]).exit_code == 0
+    for name in ("scores.json", "leaderboard.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    doc = json.loads((tmp_path / "a" / "scores.json").read_text())
+    assert doc["pilots"][0]["pilot"] == "Alice Wang"
+
+
+def test_score_errors(runner, sample, tmp_path):
+    logs = _logs(sample, "csv")
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["flight", "score", *logs, "--out", str(out)]).exit_code == 0
+    res = runner.invoke(app, ["flight", "score", *logs, "--out", str(out)])
+    assert res.exit_code == 1 and "already exists" in res.output
+    res = runner.invoke(app, ["flight", "score", *logs, "--out", str(out), "--pilot", "nonsense"])
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["flight", "score", *logs, "--out", str(out), "--pilot", "nobody=X"])
+    assert res.exit_code == 2
+    bad = tmp_path / "course.yaml"
+    bad.write_text("wind_grade: 7\n")
+    res = runner.invoke(app, ["flight", "score", *logs, "--course", str(bad), "--out", str(tmp_path / "p")])
+    assert res.exit_code == 1 and "course.yaml" in res.output and "wind_grade" in res.output
+    assert not (tmp_path / "p" / "scores.json").exists()
+    junk = tmp_path / "junk.csv"
+    junk.write_text("a,b\n1,2\n")
+    res = runner.invoke(app, ["flight", "score", str(junk), "--out", str(tmp_path / "q")])
+    assert res.exit_code == 1 and res.output.startswith("Error:") and "junk.csv" in res.output
+    assert not (tmp_path / "q" / "scores.json").exists()
+
+
+def test_broken_real_srt_is_one_line_error(runner, real_data, tmp_path):
+    res = runner.invoke(app, ["flight", "score", str(real_data / "dji_srt" / "broken_empty.SRT"),
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and res.output.startswith("Error:") and "broken_empty.SRT" in res.output
+
+
+def test_real_logs_score_and_report_not_found(runner, real_data, tmp_path):
+    srt = [real_data / "dji_srt" / n for n in ("MAVIC3.srt", "matrice_300.srt", "p4_rtk.SRT", "mavic_pro.SRT",
+                                               "air2s.srt", "mavic_mini.SRT")]
+    ulg = sorted((real_data / "px4_ulog").glob("*.ulg"))
+    res = runner.invoke(app, ["flight", "score", *map(str, srt + ulg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "scores.json").read_text())
+    assert len(doc["pilots"]) == len(srt) + len(ulg)
+    not_found = 0
+    for p in doc["pilots"]:
+        for item in p["items"].values():
+            if item["status"] == "not_found":
+                not_found += 1
+                assert item["score"] == 0 and item["reasons"][0]
+        assert sum(q["code"] == "missing_item" for q in p["penalties"]) == sum(
+            v["status"] == "not_found" for v in p["items"].values())
+    assert not_found > 0  # these are not competition flights
+
+
+@pytest.fixture(scope="module")
+def replay_dir(sample, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("replay")
+    res = CliRunner().invoke(app, ["flight", "replay", *_logs(sample, "csv"), "--course", str(sample["course"]),
+                                   "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_replay_page_is_self_contained(replay_dir, sample):
+    page = (replay_dir / "index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert len(re.findall(r'<path class="track" data-pilot="', page)) == len(sample["pilots"])
+    assert 'class="course-square"' in page and page.count('class="target"') == 2
+    assert 'id="scrubber"' in page and page.count('class="aircraft"') == len(sample["pilots"])
+    assert 'id="leaderboard"' in page and page.count('class="scorecard"') == len(sample["pilots"])
+    for key in ("plot-u", "plot-v", "plot-yaw"):
+        assert f'id="{key}"' in page
+    urls = set(re.findall(r"(?:src|href)\s*=\s*[\"']([^\"']+)", page)) | set(re.findall(r"url\(", page))
+    assert not urls, urls
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", page)
+    data = json.loads(re.search(r'<script type="application/json" id="replay-data">(.*?)</script>', page, re.S).group(1))
+    assert [p["pilot"] for p in data["pilots"]][0] == "ace"
+    assert all(len(p["t"]) == len(p["x"]) > 100 for p in data["pilots"])
+    for png in ["tracks.png", *(f"profile_{n}.png" for n in sample["pilots"])]:
+        assert (replay_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replay_refuses_to_overwrite(runner, sample, replay_dir):
+    res = runner.invoke(app, ["flight", "replay", *_logs(sample, "csv"), "--out", str(replay_dir)])
+    assert res.exit_code == 1 and "already exists" in res.output
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed")
+def test_replay_renders_tracks_in_headless_chromium(replay_dir, sample):
+    from PIL import Image
+
+    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--window-size=1300,1000", f"--user-data-dir={replay_dir / 'chrome-profile'}"]
+    url = (replay_dir / "index.html").as_uri()
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="track"') == len(sample["pilots"])
+    assert "-0.0 s" not in dom and re.search(r'<span id="clock">-?\d+\.\d s</span>', dom)  # the script ran
+    shot = replay_dir / "shot.png"
+    subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    img = Image.open(shot).convert("RGB")
+    colours = {(0x1F, 0x77, 0xB4), (0xD6, 0x27, 0x28), (0x2C, 0xA0, 0x2C), (0xFF, 0x7F, 0x0E)}
+    track_area = img.crop((0, 100, 700, 700))  # the map sits at the left under the controls
+    hits = {}
+    for px in track_area.getdata():
+        for c in colours:
+            if sum(abs(a - b) for a, b in zip(px, c, strict=True)) < 60:
+                hits[c] = hits.get(c, 0) + 1
+    assert len(hits) == len(sample["pilots"]) and min(hits.values()) > 50, hits  # tracks overlap
