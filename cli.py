@@ -196,6 +196,42 @@ def sample_cmd(
     out.print(f"Sample county written to {files.root}", markup=False, highlight=False)
 
 
+@app.command("demo")
+@handles_errors
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.",
+                                          file_okay=False)] = Path("tuban-demo"),
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sample county seed.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads for change detection.")] = 2,
+) -> None:
+    """Run the sky-to-task loop on the sample county: change -> cases -> task packs per village."""
+    import time
+
+    from tuban.pipelines.demo import DemoSettings, run_demo
+
+    started = time.perf_counter()
+    with progress_bar("demo") as bar:
+        stage = {"name": ""}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name != stage["name"]:
+                stage["name"] = name
+                info(f"- {name}")
+            bar(done, total)
+
+        result = run_demo(out_dir, DemoSettings(seed=seed, workers=workers), progress=progress)
+    if result.reused:
+        info(f"reused from an earlier run: {', '.join(result.reused)}")
+    kinds = sorted({k for c in result.patch_counts.values() for k in c})
+    rows = [[k, *(result.patch_counts[s].get(k, 0) for s in result.patch_files)] for k in kinds]
+    rows.append(["total", *(sum(result.patch_counts[s].values()) for s in result.patch_files)])
+    print_table("Suspect patches found, by kind", ["kind", *result.patch_files], rows)
+    out.print(f"Ledger {result.ledger}: {result.new_cases} new cases, {result.joined_cases} joined "
+              f"existing cases", markup=False, highlight=False)
+    out.print(f"{len(result.packs)} task packs written ({time.perf_counter() - started:.0f} s). "
+              f"Task packs: {result.packs_dir.resolve()}", markup=False, highlight=False)
+
+
 # === end section: sample + demo ==============================================================
 
 
@@ -599,7 +635,7 @@ def uav_detect(
     model: Annotated[_UavPath | None, typer.Option("--model", exists=True, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
-    min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 1,
+    min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Detect ponds on drone video frames, project them to the ground, merge across frames."""
@@ -669,12 +705,17 @@ def triage_cmd(
     protected: Annotated[_TPath | None, typer.Option("--protected", help="Protected zones (raise priority).", exists=True, dir_okay=False)] = None,
     min_iou: Annotated[float, typer.Option("--min-iou", min=0.01, max=1.0, help="IoU at which a patch joins an existing case.")] = 0.3,
     join_distance_m: Annotated[float, typer.Option("--join-distance-m", min=0.0, help="Centroid distance at which a patch joins a case.")] = 30.0,
+    before_image: Annotated[_TPath | None, typer.Option("--before-image", help="Before raster for evidence chips (if PATCHES does not name it).", exists=True, dir_okay=False)] = None,
+    after_image: Annotated[_TPath | None, typer.Option("--after-image", help="After raster for evidence chips.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Fuse patches, detections and drone frames into cases (stable case ids, priorities, grid officers)."""
     from tuban.imagery.vector_io import read_vector
     from tuban.pipelines.triage import TriageSettings, read_frames, read_patches, triage
 
     patches, rasters = read_patches(inputs[0])
+    for role, given in (("before", before_image), ("after", after_image)):
+        if given is not None:
+            rasters[role] = str(given.resolve())
     with progress_bar("triage") as cb:
         result = triage(ledger, patches, read_vector(grids), detections=[read_vector(p) for p in inputs[1:]],
                         frames=read_frames(evidence) if evidence else None,
@@ -881,10 +922,7 @@ _FlightPilotOpt = Annotated[list[str] | None, typer.Option(
     "--pilot", help="Name a pilot: STEM=NAME (file stem of the log); repeatable.")]
 
 
-def _flight_setup(logs: list[_FPath], course: _FPath | None, pilot: list[str] | None) -> tuple[Any, list]:
-    from tuban.pipelines.flight_course import default_course, load_course
-    from tuban.pipelines.flight_score import load_tracks
-
+def _flight_names(logs: list[_FPath], pilot: list[str] | None) -> dict[str, str]:
     names: dict[str, str] = {}
     for item in pilot or []:
         stem, sep, name = item.partition("=")
@@ -897,6 +935,13 @@ def _flight_setup(logs: list[_FPath], course: _FPath | None, pilot: list[str] | 
     shown = [names.get(p.stem, p.stem) for p in logs]
     if len(set(shown)) != len(shown):
         usage_error(f"two logs give the same pilot name ({', '.join(shown)}); use --pilot STEM=NAME", "LOG")
+    return names
+
+
+def _flight_setup(logs: list[_FPath], course: _FPath | None, names: dict[str, str]) -> tuple[Any, list]:
+    from tuban.pipelines.flight_course import default_course, load_course
+    from tuban.pipelines.flight_score import load_tracks
+
     crs = load_course(course) if course else default_course()
     return crs, load_tracks(logs, names)
 
@@ -914,8 +959,9 @@ def flight_score_cmd(
     from tuban.imagery.vector_io import check_output, write_text_atomic
     from tuban.pipelines.flight_score import leaderboard_csv, score_tracks, scores_json
 
+    names = _flight_names(logs, pilot)
     targets = [check_output(out_dir / n, overwrite) for n in ("scores.json", "leaderboard.csv")]
-    crs, named = _flight_setup(logs, course, pilot)
+    crs, named = _flight_setup(logs, course, names)
     with progress_bar("Scoring flights") as cb:
         result, _ = score_tracks(named, crs, progress=cb)
     texts = [scores_json(result), leaderboard_csv(result)]
@@ -944,8 +990,9 @@ def flight_replay_cmd(
     from tuban.pipelines.flight_replay import replay_html, replay_pngs
     from tuban.pipelines.flight_score import score_tracks
 
+    names = _flight_names(logs, pilot)
     check_output(out_dir / "index.html", overwrite)
-    crs, named = _flight_setup(logs, course, pilot)
+    crs, named = _flight_setup(logs, course, names)
     with progress_bar("Scoring flights") as cb:
         result, judged = score_tracks(named, crs, progress=cb)
     page, pngs = replay_html(judged, result, crs), replay_pngs(judged, crs)

@@ -83,7 +83,8 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
         geom = shapely.transform(geom_wgs84, lambda xy: np.column_stack(
             transformer(WGS84, src.crs).transform(xy[:, 0], xy[:, 1])))
         minx, miny, maxx, maxy = geom.bounds
-        pad = max(maxx - minx, maxy - miny) * margin + max(abs(src.res[0]), abs(src.res[1])) * 2
+        # context: a share of the polygon, but never less than 16 pixels each side
+        pad = max(max(maxx - minx, maxy - miny) * margin, max(abs(src.res[0]), abs(src.res[1])) * 16)
         win = from_bounds(minx - pad, miny - pad, maxx + pad, maxy + pad, src.transform)
         full = Window(0, 0, src.width, src.height)
         try:
@@ -102,6 +103,10 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
         wt = src.window_transform(win)
     rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
     pil = Image.fromarray(np.moveaxis(rgb, 0, -1), "RGB")
+    if max(pil.size) < size_px:  # small windows: enlarge with crisp pixels so a phone shows them
+        up = size_px / max(pil.size)
+        pil = pil.resize((max(1, round(pil.width * up)), max(1, round(pil.height * up))), Image.NEAREST)
+        scale *= up
     draw = ImageDraw.Draw(pil)
     inv = ~wt
     polys = geom.geoms if geom.geom_type == "MultiPolygon" else [geom]

@@ -22,6 +22,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,15 @@ def _build_zip(pack_id: str, grid_id: str, features: list[dict[str, Any]], files
                 "task_ids": [f["properties"]["task_id"] for f in features],
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}}
     contents["manifest.json"] = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+    try:
+        t = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        stamp = (max(t.year, 1980), t.month, t.day, t.hour, t.minute, t.second)
+    except ValueError:
+        stamp = (1980, 1, 1, 0, 0, 0)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in contents.items():
-            info = zipfile.ZipInfo(f"{pack_id}/{name}", date_time=(2020, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(f"{pack_id}/{name}", date_time=stamp)
             info.compress_type = zipfile.ZIP_STORED if name.endswith((".png", ".jpg")) else zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return buf.getvalue()

@@ -91,7 +91,8 @@ def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Patches GeoJSON plus the source raster paths it names (``{"before": ..., "after": ...}``).
 
     Raster paths may be top-level members (``before_raster``/``after_raster``, or a ``rasters``
-    / ``sources`` object with ``before``/``after``); relative paths are resolved against the
+    / ``sources`` object with ``before``/``after``), or such keys inside a top-level object
+    (``{"tuban_change": {"before_raster": ...}}``); relative paths are resolved against the
     patches file's folder.
     """
     path = Path(path)
@@ -105,15 +106,18 @@ def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
         raise VectorError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
     gdf = geojson_to_gdf(doc, path)
     rasters: dict[str, str] = {}
-    for member in ("rasters", "sources", "source_rasters", "inputs"):
-        if isinstance(doc.get(member), dict):
-            for role in ("before", "after"):
-                if isinstance(doc[member].get(role), str):
-                    rasters[role] = doc[member][role]
-    for role, keys in _RASTER_KEYS.items():
-        for key in keys:
-            if isinstance(doc.get(key), str):
-                rasters[role] = doc[key]
+    # top-level members first, then one level down (e.g. {"tuban_change": {"before_raster": ...}})
+    scopes = [doc, *(v for v in doc.values() if isinstance(v, dict))]
+    for scope in reversed(scopes):
+        for member in ("rasters", "sources", "source_rasters", "inputs"):
+            if isinstance(scope.get(member), dict):
+                for role in ("before", "after"):
+                    if isinstance(scope[member].get(role), str):
+                        rasters[role] = scope[member][role]
+        for role, keys in _RASTER_KEYS.items():
+            for key in keys:
+                if isinstance(scope.get(key), str):
+                    rasters[role] = scope[key]
     resolved = {r: str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
                 for r, p in rasters.items()}
     return gdf, resolved
