@@ -22,7 +22,7 @@ representative: uncut, closest to nadir).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +30,14 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
-from tuban import InputError, TelemetryError
+from tuban import TelemetryError
 from tuban.imagery.camera import Camera, camera_preset, pixel_rays_ned, pixel_to_ground
 from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.track import Track
+from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices
 from tuban.models.detector import Detection, Detector
 
 __all__ = [
-    "VideoInfo",
     "camera_for_video",
     "detect_video",
     "FramePose",
@@ -146,7 +146,8 @@ class UavDetectSettings:
         join_inside: fraction of a detection inside a representative that joins it.
         drop_covered: a cluster whose outline is at least this much covered by better
             clusters is dropped (a blob spanning neighbouring ponds).
-        min_frames: clusters seen in fewer distinct frames are dropped.
+        min_frames: clusters seen in fewer distinct sampled frames are dropped (one-frame
+            fragments are mostly noise; lower it for sparse sampling).
         min_area_m2: merged objects smaller than this on the ground are dropped.
         vote_cell_m: grid cell of the outline vote.
         vote_quorum: fraction of complete outlines that must cover a cell.
@@ -160,7 +161,7 @@ class UavDetectSettings:
     join_iou: float = 0.5
     join_inside: float = 0.6
     drop_covered: float = 0.5
-    min_frames: int = 1
+    min_frames: int = 2
     min_area_m2: float = 50.0
     vote_cell_m: float = 0.25
     vote_quorum: float = 0.5
@@ -394,45 +395,6 @@ def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: fl
 # --- whole videos -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    """Size, rate and length of a video file."""
-
-    width_px: int
-    height_px: int
-    fps: float
-    n_frames: int
-
-
-def _open_video(path: str | Path):
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise InputError(path, "cannot open video (not a video file, or a codec OpenCV lacks)")
-    info = VideoInfo(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                     float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-    if info.width_px <= 0 or info.height_px <= 0 or not info.fps > 0:
-        cap.release()
-        raise InputError(path, "video has no frame size or frame rate")
-    return cap, info
-
-
-def _sampled_frames(cap, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode sequentially (seeking is unreliable in mp4v/H.264) and yield wanted frames as RGB."""
-    last = max(wanted) if wanted else -1
-    i = 0
-    while i <= last:
-        if i in wanted:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            yield i, np.ascontiguousarray(frame[..., ::-1])
-        elif not cap.grab():
-            return
-        i += 1
-
-
 def camera_for_video(info: VideoInfo, *, preset: str | None = None, hfov_deg: float | None = None,
                      track: Track | None = None) -> Camera:
     """Intrinsics for the video frames: a preset, a horizontal FOV, or the log's focal length.
@@ -477,25 +439,16 @@ def detect_video(
         ``(merged detections, stats)``; stats: frames sampled, frames with a usable pose,
         raw ground detections, merged features.
     """
-    if not every_s > 0:
-        raise ValueError("every_s must be positive")
-    cap, info = _open_video(video)
-    try:
-        camera = camera_for_video(info, preset=preset, hfov_deg=hfov_deg, track=track)
-        step = max(1, int(round(every_s * info.fps)))
-        n = info.n_frames
-        if n <= 0:  # some containers do not say; use the telemetry length
-            n = int(track.duration_s * info.fps) + 1
-        wanted = list(range(0, n, step))
-        poses = {p.frame: p for p in frame_poses(track, wanted, info.fps)}
-        usable = sum(p.usable for p in poses.values())
-        if usable == 0:
-            raise TelemetryError(track.source, "no frame of the video falls within the telemetry "
-                                 "(check that the log belongs to this video)")
-        frames = ((poses[i], img) for i, img in _sampled_frames(cap, set(wanted)))
-        dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted))
-    finally:
-        cap.release()
+    info = probe_video(video)
+    camera = camera_for_video(info, preset=preset, hfov_deg=hfov_deg, track=track)
+    wanted = sample_frame_indices(info.frame_count, info.fps, every_s).tolist()
+    poses = {p.frame: p for p in frame_poses(track, wanted, info.fps)}
+    usable = sum(p.usable for p in poses.values())
+    if usable == 0:
+        raise TelemetryError(track.source, "no frame of the video falls within the telemetry "
+                             "(check that the log belongs to this video)")
+    frames = ((poses[i], img) for i, img in iter_frames(video, wanted))
+    dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted))
     merged = merge_ground_detections(dets, settings)
     stats = {"frames_sampled": len(wanted), "frames_with_pose": usable, "detections_raw": len(dets),
              "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2)}
