@@ -42,7 +42,17 @@ _DT_TAIL = (
     r"(\d{4})[-./](\d{1,2})[-./](\d{1,2})[ T]+(\d{1,2}):(\d{2}):(\d{2})(?:[.,](\d{1,6}))?(?:,(\d{1,3}))?"
 )
 _DATETIME = re.compile(_DT_TAIL)
-_CUE_FIXED = re.compile(r"\n(\d\d:\d\d:\d\d[,.]\d\d\d)[ \t]*-->[ \t]*(\d\d:\d\d:\d\d[,.]\d\d\d)")
+# fast paths for the modern layout: cue + FrameCnt + DiffTime, and the position quartet, each in
+# one regex pass (literal-led); used only when they match every record
+_CNT_DIFF = re.compile(r"Cnt ?: ?(\d+),? ?DiffTime ?: ?(\d+)")
+# the exact spacing DJI writes on Mavic 3 / Mini / Air 3 (5 ms over MAVIC3.srt); the tolerant
+# variant (optional spaces) is twice as slow and is only tried when the exact one misses records
+_POS4_EXACT = re.compile(r"\[latitude: ([^\]]+)\] \[longitude: ([^\]]+)\] \[rel_alt: ([^ \]]+) abs_alt: ([^\]]+)\]")
+_POS4 = re.compile(
+    r"\[latitude\s*:\s*" + _NUM + r"\]\s*\[longt?itude\s*:\s*" + _NUM + r"\]\s*\[rel_alt\s*:\s*" + _NUM
+    + r"\s+abs_alt\s*:\s*" + _NUM + r"\]"
+)
+_CUE_FIXED = re.compile(r"\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)")
 _FRAMECNT = re.compile(r"FrameCnt" + _SEP + r"(\d+)")
 _SRTCNT = re.compile(r"SrtCnt" + _SEP + r"(\d+)")
 _DIFFTIME = re.compile(r"DiffTime" + _SEP + r"(\d+(?:\.\d+)?)\s*ms")
@@ -230,11 +240,13 @@ def parse_srt_text(text: str, *, source: str | Path | None = None) -> Track:
 
     text = "\n" + text
     n_arrows = text.count("-->")
-    cue_groups = _CUE_FIXED.findall(text)
-    if n_arrows and len(cue_groups) == n_arrows:  # the usual HH:MM:SS,mmm cue on its own line
+    fast_cols: dict[str, np.ndarray] = {}
+    cue_groups = _CUE_FIXED.findall(text) if n_arrows else []
+    if n_arrows and len(cue_groups) == n_arrows:  # the usual "HH:MM:SS,mmm --> HH:MM:SS,mmm" line
         cues = np.array(cue_groups, dtype="U12")
         video_t, cue_end = _fixed_cue_seconds(cues[:, 0]), _fixed_cue_seconds(cues[:, 1])
         recs = _Records(text, _CUE_FAST, len(cue_groups), fast=True)
+        _fast_fields(text, n_arrows, fast_cols)
     elif n_arrows:
         starts, groups = _matches(_CUE, text)
         video_t, cue_end = _cue_seconds(groups, 0), _cue_seconds(groups, 4)
@@ -258,13 +270,18 @@ def parse_srt_text(text: str, *, source: str | Path | None = None) -> Track:
         probe = text[:50_000] + text[mid : mid + 50_000] + text[-50_000:]
     else:
         probe = text
-    framecnt = recs.field(_FRAMECNT if "FrameCnt" in probe else _SRTCNT)
+    framecnt = fast_cols.pop("framecnt", None)
+    if framecnt is None:
+        framecnt = recs.field(_FRAMECNT if "FrameCnt" in probe else _SRTCNT)
     framecnt = framecnt if framecnt is not None else np.full(n, np.nan)
-    difftime_ms = recs.field(_DIFFTIME)
+    difftime_ms = fast_cols.pop("difftime_ms", None)
+    if difftime_ms is None:
+        difftime_ms = recs.field(_DIFFTIME)
     difftime_s = difftime_ms / 1000.0 if difftime_ms is not None else np.full(n, np.nan)
 
+    cols.update(fast_cols)
     for name, literal, pattern in _BRACKET_FIELDS + _LEGACY_FIELDS:
-        if literal in probe:
+        if literal in probe and name not in cols:
             col = recs.field(pattern)
             if col is not None:
                 cols[name] = col
@@ -336,6 +353,27 @@ def parse_srt_text(text: str, *, source: str | Path | None = None) -> Track:
     out = {k: v[order] for k, v in out.items()}
     out["time_s"] = out["video_time_s"] - out["video_time_s"][0]
     return make_track(out, source=source, format=family, warnings=warnings)
+
+
+def _fast_fields(text: str, n: int, out: dict[str, np.ndarray]) -> None:
+    """Frame counter and position quartet in two regex passes, when every record has them."""
+    head = text[:20_000]
+    if "DiffTime" in head:
+        pairs = _CNT_DIFF.findall(text)
+        if len(pairs) == n:
+            arr = np.array(pairs, dtype=float)
+            out["framecnt"], out["difftime_ms"] = arr[:, 0], arr[:, 1]
+    if "rel_alt" in head:
+        for pattern in (_POS4_EXACT, _POS4):
+            quartets = pattern.findall(text)
+            if len(quartets) == n:
+                try:
+                    pos = np.array(quartets, dtype=float)
+                except ValueError:
+                    continue
+                for k, name in enumerate(("lat", "lon", "rel_alt_m", "abs_alt_m")):
+                    out[name] = pos[:, k]
+                return
 
 
 def _merge(primary: np.ndarray | None, fallback: np.ndarray | None, n: int) -> np.ndarray:
