@@ -155,7 +155,7 @@ def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[i
     land = build_landscape(_rng(seed, 1), size_m, size_m)
     hr_box = _hr_box(_rng(seed, 2), spec, land.coast_xy_m)
     pw = build_ponds(_rng(seed, 3), land, hr_box, scale=spec.area_scale)
-    cloud = make_cloud(_rng(seed, 4), size_m)
+    cloud = make_cloud(_rng(seed, 4), size_m, avoid=hr_box)
     scenes = make_scenes(_rng(seed, 5), spec, hr_box.bounds[:2], cloud)
     waves = texture_waves(_rng(seed, 6))
     background = Layer(box(0, 0, 1, 1), feature_spectrum("grass", _rng(seed, 7)), 0.08)
@@ -170,8 +170,9 @@ def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[i
     files = CountyFiles.under(root)
     targets = {"s2/before": files.s2_before, "s2/after": files.s2_after,
                "hr/before": files.hr_before, "hr/after": files.hr_after}
+    cache: dict = {}
     for k, (name, scene) in enumerate(scenes.items()):
-        dn = render_scene(scene, layers[scene.date_role], background, waves, _rng(seed, 10 + k))
+        dn = render_scene(scene, layers[scene.date_role], background, waves, _rng(seed, 10 + k), cache)
         _write_geotiff(targets[name], dn, Affine.translation(*origin) @ scene.transform, crs, scene)
         progress(2 + k, total)
 

@@ -17,7 +17,7 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
-from tuban.sample_data.radiometry import feature_spectrum, material_texture
+from tuban.sample_data.radiometry import MATERIALS, feature_spectrum, material_texture
 
 __all__ = ["Patch", "Village", "Landscape", "make_patch", "build_landscape"]
 
@@ -83,9 +83,16 @@ def make_patch(
     return Patch(geom, before, after, sb, sa, material_texture(after or before or "grass"), role)
 
 
-def _coast_x(y: np.ndarray, width_m: float, height_m: float, rng_params: np.ndarray) -> np.ndarray:
-    c0, a1, l1, p1, a2, l2, p2 = rng_params
-    return width_m * c0 + a1 * np.sin(2 * np.pi * y / l1 + p1) + a2 * np.sin(2 * np.pi * y / l2 + p2)
+def _noise1d(rng: np.random.Generator, t: np.ndarray, longest: float, shortest: float) -> np.ndarray:
+    """Smooth 1-D noise (~unit std): octaves of random-phase sines, amplitude halving per octave."""
+    out = np.zeros_like(t, dtype=float)
+    wavelength, amp, norm = longest, 1.0, 0.0
+    while wavelength >= shortest:
+        lam = wavelength * rng.uniform(0.7, 1.3)
+        out += amp * np.sin(2 * np.pi * t / lam + rng.uniform(0, 2 * np.pi))
+        norm += amp * amp / 2
+        wavelength, amp = wavelength / 2, amp / 2
+    return out / np.sqrt(max(norm, 1e-12))
 
 
 def _blob(rng: np.random.Generator, cx: float, cy: float, radius_m: float, n: int) -> BaseGeometry:
@@ -97,12 +104,82 @@ def _blob(rng: np.random.Generator, cx: float, cy: float, radius_m: float, n: in
 
 
 def _coast(rng, w, h, m):
-    params = np.array([rng.uniform(0.80, 0.88), 0.03 * w, rng.uniform(0.8, 1.4) * h, rng.uniform(0, 6.3),
-                       0.012 * w, rng.uniform(0.2, 0.35) * h, rng.uniform(0, 6.3)])
+    """Coastline x per y (a bay-and-headland curve) and the low-tide mudflat width."""
     ys = np.linspace(-m, h + m, int((h + 2 * m) / 20) + 2)
-    xs = _coast_x(ys, w, h, params)
-    mud_w = np.clip(0.07 * w, 120.0, 700.0) * (1 + 0.3 * np.sin(2 * np.pi * ys / (0.5 * h) + rng.uniform(0, 6.3)))
+    xs = w * rng.uniform(0.80, 0.87) + 0.035 * w * _noise1d(rng, ys, 1.2 * h, 120.0)
+    mud_w = np.clip(0.07 * w, 120.0, 700.0) * np.clip(1 + 0.35 * _noise1d(rng, ys, 0.6 * h, 80.0), 0.3, None)
     return ys, xs, mud_w
+
+
+def _river(rng, w, h, m, ys, xs, mud_w) -> tuple[LineString, BaseGeometry]:
+    """A meandering river from the west edge to the estuary: its centre line and water polygon.
+
+    The channel heading wanders around the direction to the mouth by up to ~65 degrees with a
+    drifting meander wavelength, which gives irregular bends instead of a sine wave.
+    """
+    y0, y1 = rng.uniform(0.3, 0.7) * h, rng.uniform(0.35, 0.65) * h
+    mouth = np.array([np.interp(y1, ys, xs) + 1.2 * np.interp(y1, ys, mud_w), y1])
+    p = np.array([-m - 60.0, y0])
+    ds = 15.0
+    lam = float(np.clip(0.12 * w, 250.0, 1400.0))
+    amp = rng.uniform(0.8, 1.15)
+    wobble = _noise1d(rng, np.arange(4000) * ds, 6 * lam, lam / 2)
+    phase = rng.uniform(0, 2 * np.pi)
+    pts = [p.copy()]
+    for k in range(4000):
+        if p[0] >= mouth[0]:
+            break
+        to = mouth - p
+        near_coast = np.clip((mouth[0] - p[0]) / (0.1 * w), 0.3, 1.0)
+        phase += 2 * np.pi * ds / lam * max(0.25, 1 + 0.8 * wobble[k])
+        heading = np.arctan2(to[1], to[0]) + amp * near_coast * (0.7 + 0.3 * wobble[-k - 1]) * np.sin(phase)
+        p = p + ds * np.array([np.cos(heading), np.sin(heading)])
+        pts.append(p.copy())
+    line = np.asarray(pts)
+    n = len(line)
+    chunks = 6
+    parts = []
+    for k in range(chunks):
+        seg = line[k * n // chunks: (k + 1) * n // chunks + 2]
+        if len(seg) >= 2:
+            parts.append(LineString(seg).buffer((11 + 6 * k) * rng.uniform(0.9, 1.1), 8))
+    return LineString(line), unary_union(parts)
+
+
+def _canals(rng, w, h, m, ys, xs, river: LineString) -> BaseGeometry:
+    """Straight irrigation canals, 4-8 m wide, across the farmland (linear water, not ponds)."""
+    lines = []
+    for _ in range(int(rng.integers(2, 5))):
+        y = rng.uniform(0.1, 0.9) * h
+        x_end = float(np.interp(y, ys, xs)) - rng.uniform(0.05, 0.2) * w
+        angle = np.deg2rad(rng.normal(0, 6))
+        x_start = rng.uniform(-m, 0.3 * w)
+        length = max(x_end - x_start, 0.0)
+        if length < 0.2 * w:
+            continue
+        lines.append(LineString([(x_start, y), (x_start + length * np.cos(angle), y + length * np.sin(angle))])
+                     .buffer(rng.uniform(2.0, 4.0), 2, cap_style="flat"))
+    return unary_union(lines) if lines else Polygon()
+
+
+def _bulk_patches(rng, geoms, before, after, *, role, jitter=0.08, drift=0.03) -> list[Patch]:
+    """:func:`make_patch` for many features at once (vectorised spectra)."""
+    n = len(geoms)
+    if n == 0:
+        return []
+    table = {k: np.asarray(v) for k, v in MATERIALS.items()}
+
+    def spectra(mats):
+        base = np.stack([table[m] for m in mats])
+        bright = 1 + rng.normal(0, jitter, (n, 1))
+        return np.clip(base * bright * (1 + rng.normal(0, jitter / 2, (n, 4))), 0.005, 0.95)
+
+    sb = spectra(before)
+    fresh = spectra(after)
+    same = np.asarray(before) == np.asarray(after)
+    sa = np.where(same[:, None], np.clip(sb * (1 + rng.normal(0, drift, (n, 4))), 0.005, 0.95), fresh)
+    return [Patch(g, b, a, tuple(x.tolist()), tuple(y.tolist()), material_texture(a), role)
+            for g, b, a, x, y in zip(geoms, before, after, sb, sa, strict=True)]
 
 
 def _farmland(rng, world: Polygon, w: float, h: float, patches: list[Patch]) -> list[BaseGeometry]:
@@ -127,6 +204,7 @@ def _farmland(rng, world: Polygon, w: float, h: float, patches: list[Patch]) -> 
         "bare_soil": (["crop", "young_crop", "bare_soil"], [0.4, 0.3, 0.3]),
         "grass": (["grass", "crop", "bare_soil"], [0.7, 0.2, 0.1]),
     }
+    parcels, before, after = [], [], []
     for block in blocks:
         c = block.centroid
         angle = farm_angle + rng.normal(0, 12)
@@ -134,25 +212,31 @@ def _farmland(rng, world: Polygon, w: float, h: float, patches: list[Patch]) -> 
         bx0, by0, bx1, by1 = local.bounds
         dominant = names[rng.choice(len(names), p=probs)]
         x = bx0
-        geoms, mats = [], []
+        rects, mats = [], []
         while x < bx1:
             sw = rng.uniform(25, 75)
             y = by0
             while y < by1:
                 pl = rng.uniform(70, 260)
-                geoms.append(box(x, y, min(x + sw, bx1), min(y + pl, by1)))
-                mats.append(dominant if rng.random() < 0.6 else names[rng.choice(len(names), p=probs)])
+                rects.append((x, y, min(x + sw, bx1), min(y + pl, by1)))
+                mats.append(dominant if rng.random() < 0.7 else names[rng.choice(len(names), p=probs)])
                 y += pl
             x += sw
-        parts = shapely.intersection(np.array(geoms, dtype=object), local)
-        for geom, mat in zip(parts, mats, strict=True):
-            if geom.is_empty or geom.area < 200:
+        r = np.asarray(rects)
+        parts = shapely.intersection(shapely.box(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), local)
+        keep = ~shapely.is_empty(parts) & (shapely.area(parts) >= 200)
+        parts = shapely.buffer(parts[keep], -0.8, join_style="mitre")  # 1.6 m field ridges
+        rad = np.deg2rad(angle)
+        rot = np.array([[np.cos(rad), np.sin(rad)], [-np.sin(rad), np.cos(rad)]])
+        parts = shapely.transform(parts, lambda xy, rot=rot, c=c: (xy - (c.x, c.y)) @ rot + (c.x, c.y))
+        for geom, mat in zip(parts, np.asarray(mats)[keep], strict=True):
+            if geom.is_empty:
                 continue
-            parcel = affinity.rotate(geom.buffer(-0.8, join_style="mitre"), angle, origin=c)  # 1.6 m field ridges
-            if parcel.is_empty:
-                continue
-            choices, p = after_of[mat]
-            patches.append(make_patch(parcel, mat, str(rng.choice(choices, p=p)), rng, role="farmland"))
+            choices, p = after_of[str(mat)]
+            parcels.append(geom)
+            before.append(str(mat))
+            after.append(str(rng.choice(choices, p=p)))
+    patches.extend(_bulk_patches(rng, parcels, before, after, role="farmland"))
     return blocks
 
 
@@ -194,24 +278,14 @@ def build_landscape(rng: np.random.Generator, width_m: float, height_m: float, m
         mat = ("sea", None) if date == "before" else (None, "sea")
         patches.append(make_patch(sea.intersection(world), mat[0], mat[1], rng, role="sea", jitter=0.03))
 
-    # a meandering river from the west edge into the estuary
-    y0, y1 = rng.uniform(0.3, 0.7) * h, rng.uniform(0.35, 0.65) * h
-    rx = np.linspace(-m - 50, np.interp(y1, ys, xs) + np.interp(y1, ys, mud_w) * 1.2, 300)
-    t = (rx - rx[0]) / (rx[-1] - rx[0])
-    amp, lam = rng.uniform(0.02, 0.05) * h, rng.uniform(0.15, 0.3) * w
-    ry = y0 + (y1 - y0) * t + amp * np.sin(2 * np.pi * rx / lam + rng.uniform(0, 6.3)) \
-        + 0.4 * amp * np.sin(2 * np.pi * rx / (0.37 * lam) + rng.uniform(0, 6.3))
-    centre = LineString(np.column_stack([rx, ry]))
-    n_seg = 4
-    river = unary_union([
-        LineString(np.column_stack([rx, ry])[k * 75: (k + 1) * 75 + 1]).buffer(rng.uniform(16, 22) + 8 * k, 8)
-        for k in range(n_seg)
-    ])
+    centre, river = _river(rng, w, h, m, ys, xs, mud_w)
     patches.append(make_patch(river, "river", "river", rng, role="river", jitter=0.05))
+    canals = _canals(rng, w, h, m, ys, xs, centre)
+    if not canals.is_empty:
+        patches.append(make_patch(canals, "river", "river", rng, role="canal", jitter=0.08))
 
     # mangrove: a patchy band on the upper mudflat and along the estuary banks
-    mg_w = np.clip(0.05 * w, 80.0, 400.0) * np.clip(
-        0.35 + 0.9 * np.sin(2 * np.pi * ys / (0.23 * h) + rng.uniform(0, 6.3)), 0.0, None)
+    mg_w = np.clip(0.05 * w, 80.0, 400.0) * np.clip(0.45 + 0.8 * _noise1d(rng, ys, 0.3 * h, 40.0), 0.0, None)
     inner = np.column_stack([xs - 60, ys])
     outer = np.column_stack([xs + mg_w, ys])
     band = Polygon(np.vstack([inner, outer[::-1]])).buffer(0)
@@ -233,7 +307,7 @@ def build_landscape(rng: np.random.Generator, width_m: float, height_m: float, m
         gap = min_gap if tries < 3000 else min_gap * 0.6
         if any(np.hypot(cx - v.centre_xy_m[0], cy - v.centre_xy_m[1]) < gap for v in villages):
             continue
-        villages.append(Village((float(cx), float(cy)), _blob(rng, cx, cy, radius, int(rng.integers(3, 6)))))
+        villages.append(Village((float(cx), float(cy)), _village_outline(rng, cx, cy, radius)))
     for v in villages:
         patches.append(make_patch(v.outline, "built", "built", rng, role="village"))
         _houses(rng, v, patches)
@@ -241,7 +315,7 @@ def build_landscape(rng: np.random.Generator, width_m: float, height_m: float, m
     # roads: a wiggly main road north-south, village connectors
     mx = rng.uniform(0.25, 0.45) * w
     ry2 = np.linspace(-m - 20, h + m + 20, 60)
-    main = LineString(np.column_stack([mx + 0.03 * w * np.sin(2 * np.pi * ry2 / h + rng.uniform(0, 6.3)), ry2]))
+    main = LineString(np.column_stack([mx + 0.03 * w * _noise1d(rng, ry2, h, 0.1 * h), ry2]))
     roads = [main.buffer(rng.uniform(5, 7), 4, cap_style="flat")]
     for v in villages:
         p = Point(v.centre_xy_m)
@@ -253,8 +327,22 @@ def build_landscape(rng: np.random.Generator, width_m: float, height_m: float, m
     zone_w = float(np.clip(0.35 * w, 700.0, 3500.0))
     inner_zone = Polygon(np.vstack([np.column_stack([xs - zone_w, ys]), coast_xy[::-1]])).buffer(0)
     pond_zone = unary_union([inner_zone, centre.buffer(min(600.0, 0.15 * w)).intersection(land)])
-    no_ponds = unary_union([river.buffer(35), road.buffer(18)] + [v.outline.buffer(50) for v in villages])
+    no_ponds = unary_union([river.buffer(35), road.buffer(18), canals.buffer(15)]
+                           + [v.outline.buffer(50) for v in villages])
     return Landscape(w, h, m, tuple(patches), tuple(villages), land, pond_zone, no_ponds, coast_xy)
+
+
+def _village_outline(rng: np.random.Generator, cx: float, cy: float, radius: float) -> BaseGeometry:
+    """An irregular settlement stretched along a street: circles of varied size along a line."""
+    size = radius * rng.uniform(0.6, 1.4)
+    length = size * rng.uniform(1.0, 4.0)
+    a = rng.uniform(0, np.pi)
+    parts = []
+    for t in np.linspace(-0.5, 0.5, int(rng.integers(3, 7))):
+        px = cx + t * length * np.cos(a) + rng.normal(0, 0.2 * size)
+        py = cy + t * length * np.sin(a) + rng.normal(0, 0.2 * size)
+        parts.append(Point(px, py).buffer(size * rng.uniform(0.35, 0.75), 12))
+    return unary_union(parts).buffer(8, 4).buffer(-8, 4)
 
 
 def _houses(rng: np.random.Generator, village: Village, patches: list[Patch]) -> None:

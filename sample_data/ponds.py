@@ -82,6 +82,8 @@ class _Cluster:
     dike_m: float
     outline: Polygon
     in_hr: bool
+    centre_xy_m: tuple[float, float]
+    size_xy_m: tuple[float, float]
 
 
 def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _Cluster:
@@ -106,7 +108,7 @@ def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _
             x += lens[c] + dike
         y += wids[r] + dike
     outline = affinity.rotate(box(x0, y0, x0 + total_x, y0 + total_y), angle, origin=(cx, cy))
-    return _Cluster(cid, cells, rows, cols, angle, dike, outline, False)
+    return _Cluster(cid, cells, rows, cols, angle, dike, outline, False, (cx, cy), (total_x, total_y))
 
 
 def _place_clusters(
@@ -211,10 +213,12 @@ def build_ponds(
     fills: list[Patch] = []
     dikes: list[Patch] = []
     waters: list[Patch] = []
+    extras: list[Patch] = []
     ponds: list[Pond] = []
     for cl in clusters:
         dominant = str(rng.choice(WATER_COLOURS, p=[0.35, 0.4, 0.25]))
         dike_patch = make_patch(cl.outline, "dike", "dike", rng, role="dike")
+        extras.extend(_sheds(rng, cl))
         for cell in cl.cells:
             frame = cell.geom.buffer(cl.dike_m, join_style="mitre")
             b = "dike" if cell.before != "absent" else None
@@ -240,6 +244,14 @@ def build_ponds(
                 sa = water_spectrum(ca, rng) if ca else None
             tex = material_texture(ca or cb or "clear")
             waters.append(Patch(cell.geom, cb, ca, sb, sa, tex, "pond"))
+            if "drained" in (cell.before, cell.after):  # a puddle left in one corner (< 10 % of the bottom)
+                corner = cell.geom.exterior.coords[int(rng.integers(4))]
+                puddle = affinity.scale(cell.geom, 0.25, 0.25, origin=corner)
+                spec = water_spectrum("turbid", rng)
+                extras.append(Patch(puddle, "turbid" if cell.before == "drained" else None,
+                                    "turbid" if cell.after == "drained" else None,
+                                    spec if cell.before == "drained" else None,
+                                    spec if cell.after == "drained" else None, 0.04, "puddle"))
             ponds.append(Pond(
                 pond_id=f"P{len(ponds) + 1:04d}", cluster_id=cl.cid, geometry=cell.geom,
                 length_m=round(cell.length_m, 2), width_m=round(cell.width_m, 2),
@@ -247,4 +259,20 @@ def build_ponds(
                 state_before=cell.before, state_after=cell.after, colour_before=cb, colour_after=ca,
                 kind=cell.kind,
             ))
-    return PondWorld(tuple(ponds), tuple(fills + dikes + waters), tuple(c.outline for c in clusters))
+    return PondWorld(tuple(ponds), tuple(fills + dikes + waters + extras), tuple(c.outline for c in clusters))
+
+
+def _sheds(rng: np.random.Generator, cl: _Cluster) -> list[Patch]:
+    """One or two farm sheds just outside a cluster's outer dike (bright roofs, never on water)."""
+    cx, cy = cl.centre_xy_m
+    sx, sy = cl.size_xy_m
+    out = []
+    for _ in range(int(rng.integers(1, 3))):
+        w, h = rng.uniform(6, 12), rng.uniform(5, 9)
+        x = cx - sx / 2 + rng.uniform(0, max(sx - w, 1))
+        y = cy - sy / 2 - h - rng.uniform(3, 6) if rng.random() < 0.5 else cy + sy / 2 + rng.uniform(3, 6)
+        shed = affinity.rotate(box(x, y, x + w, y + h), cl.angle_deg, origin=(cx, cy))
+        mat = str(rng.choice(["roof_blue", "roof_grey"]))
+        exists_before = not all(c.before == "absent" for c in cl.cells)
+        out.append(make_patch(shed, mat if exists_before else None, mat, rng, role="shed"))
+    return out

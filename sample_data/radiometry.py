@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from affine import Affine
 from rasterio.features import rasterize
+from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 __all__ = [
@@ -158,6 +160,7 @@ def render_surface(
     *,
     supersample: int,
     background: Layer,
+    shape_cache: dict[int, dict] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Area-averaged surface reflectance of painted layers on an output grid.
 
@@ -167,6 +170,8 @@ def render_surface(
         width, height: output size in pixels.
         supersample: fine pixels per output pixel along each axis (e.g. 5 for 2 m inside 10 m).
         background: spectrum for pixels no layer covers (its geometry is ignored).
+        shape_cache: optional dict reused across calls to keep GeoJSON forms of the geometries
+            (converting tens of thousands of polygons costs more than burning them).
 
     Returns:
         ``(reflectance, texture_amplitude)``: float32 arrays ``(4, height, width)`` and
@@ -174,19 +179,28 @@ def render_surface(
     """
     if supersample < 1:
         raise ValueError("supersample must be >= 1")
+    cache = shape_cache if shape_cache is not None else {}
     fine = transform @ Affine.scale(1.0 / supersample)
     shape = (height * supersample, width * supersample)
     table = np.empty((len(layers) + 1, len(BANDS) + 1), dtype=np.float32)
     table[0, :4] = background.spectrum
     table[0, 4] = background.texture
+    shapes = []
     for i, layer in enumerate(layers, start=1):
         table[i, :4] = layer.spectrum
         table[i, 4] = layer.texture
+        g = layer.geometry
+        if g.is_empty:
+            continue
+        key = id(g)
+        if key not in cache:
+            cache[key] = mapping(g)
+        shapes.append((cache[key], i))
     dtype = "uint16" if len(layers) < 65535 else "uint32"
-    shapes = ((layer.geometry, i) for i, layer in enumerate(layers, start=1) if not layer.geometry.is_empty)
     ids = rasterize(shapes, out_shape=shape, transform=fine, fill=0, dtype=dtype)
     out = np.empty((len(BANDS) + 1, height, width), dtype=np.float32)
     for b in range(len(BANDS) + 1):
         values = table[:, b][ids]
-        out[b] = values.reshape(height, supersample, width, supersample).mean(axis=(1, 3), dtype=np.float32)
+        # INTER_AREA with an integer factor is the exact block mean, and much faster than numpy's
+        out[b] = cv2.resize(values, (width, height), interpolation=cv2.INTER_AREA)
     return out[:4], out[4]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from affine import Affine
-from shapely.geometry import Polygon, box
+from shapely.geometry import Point, Polygon, box
 from tuban.sample_data.atmosphere import (
     Cloud,
     Gain,
@@ -129,10 +129,17 @@ def texture_waves(rng: np.random.Generator, n: int = 14) -> np.ndarray:
     return np.column_stack([wl, rng.uniform(0, np.pi, n), rng.uniform(0, 2 * np.pi, n)])
 
 
-def make_cloud(rng: np.random.Generator, county_m: float) -> Cloud:
-    """A cumulus cloud inside the county; its shadow falls to the north-north-west (sun SSE)."""
+def make_cloud(rng: np.random.Generator, county_m: float, avoid: Polygon | None = None) -> Cloud:
+    """A cumulus cloud inside the county; its shadow falls to the north-north-west (sun SSE).
+
+    The cloud's centre keeps clear of ``avoid`` (the high-resolution scene), so that scene is at
+    most touched at an edge while the Sentinel-2-like one has the whole cloud and shadow.
+    """
     r = float(np.clip(0.05 * county_m, 120.0, 600.0))
-    cx, cy = rng.uniform(0.2, 0.8, 2) * county_m
+    for _ in range(100):
+        cx, cy = rng.uniform(0.2, 0.8, 2) * county_m
+        if avoid is None or avoid.buffer(r).distance(Point(cx, cy)) > 0:
+            break
     puffs = tuple(
         (float(cx + rng.normal(0, 0.5 * r)), float(cy + rng.normal(0, 0.5 * r)),
          float(rng.uniform(0.25, 0.5) * r), float(rng.uniform(0.6, 1.0)))
@@ -214,7 +221,12 @@ def _with_wedge(rng: np.random.Generator, scene: Scene, frac: tuple[float, float
 
 
 def render_scene(
-    scene: Scene, layers: list[Layer], background: Layer, waves: np.ndarray, rng: np.random.Generator
+    scene: Scene,
+    layers: list[Layer],
+    background: Layer,
+    waves: np.ndarray,
+    rng: np.random.Generator,
+    shape_cache: dict | None = None,
 ) -> np.ndarray:
     """The scene as uint16 reflectance x10000, shape ``(4, height, width)``, 0 = no data.
 
@@ -222,7 +234,7 @@ def render_scene(
     """
     t = scene.transform
     refl, amp = render_surface(layers, t, scene.width, scene.height, supersample=scene.supersample,
-                               background=background)
+                               background=background, shape_cache=shape_cache)
     tex = world_texture(t, scene.width, scene.height, waves, min_wavelength_m=2.5 * scene.res_m)
     refl *= 1.0 + amp[None] * tex[None]
     if scene.cloud is not None:
