@@ -227,6 +227,28 @@ def _ideal_square(fs: FlightSeries, w: Window, course: Course) -> Square:
     return Square(corners=corners, side_m=side, fitted=True)
 
 
+def _pick_square(fs: FlightSeries, candidates: Sequence[Window], course: Course) -> Window:
+    """The candidate interval whose samples lie closest to a square (the course's, else fitted).
+
+    Criterion: fraction of samples within max(1.5 m, 10 % of the side) of the square's outline,
+    times the fraction of the outline's length flown (capped at 1); the longest path breaks ties.
+    """
+    if len(candidates) == 1:
+        return candidates[0]
+    best, best_q = candidates[0], -1.0
+    for w in candidates[:6]:
+        sq = _ideal_square(fs, w, course)
+        s, xte = leg_frames(sq, fs.e_m[w.slice], fs.n_m[w.slice])
+        inside = (s >= -1.0) & (s <= sq.side_m + 1.0)
+        dist = np.where(inside, np.abs(xte), np.inf).min(axis=1)
+        near = float(np.mean(dist < max(1.5, 0.1 * sq.side_m)))
+        path = float(np.sum(np.hypot(np.diff(fs.e_m[w.slice]), np.diff(fs.n_m[w.slice]))))
+        q = near * min(1.0, path / (4 * sq.side_m))
+        if q > best_q + 1e-9:
+            best, best_q = w, q
+    return best
+
+
 def _trim(sq: Square, x: np.ndarray, y: np.ndarray, speed: np.ndarray, radius: float) -> tuple[int, int]:
     d = [np.hypot(x - c[0], y - c[1]) for c in sq.corners]
     near2 = np.flatnonzero(d[1] < radius)
@@ -315,27 +337,36 @@ def _square(fs: FlightSeries, w: Window, course: Course, st: ScoreSettings,
 
 
 def _targets(fs: FlightSeries, course: Course, st: ScoreSettings, t_start: float, penalties: list) -> dict:
-    # TODO: use imagery/camera.py (ray casting with gimbal roll) once it exists; this is the
-    # flat-ground footprint with a tilt offset along the gimbal heading (FLIGHT.md 2.2).
-    h = fs.u_m
-    heading = np.where(np.isfinite(fs.gimbal_yaw_deg), fs.gimbal_yaw_deg,
-                       np.nan_to_num(fs.yaw_deg, nan=0.0))
+    """Camera-footprint coverage of each target (flat ground at take-off height, NED/ZYX gimbal angles).
+
+    Every sample is projected like :func:`tuban.imagery.camera.ground_to_pixel`, vectorised over
+    time: the target is found when it falls inside the image from at least ``min_footprint_height_m``.
+    """
+    from tuban.imagery.camera import Camera, rotation_ned
+
+    tan_h = math.tan(math.radians(course.camera_hfov_deg) / 2)
+    tan_v = math.tan(math.radians(course.camera_vfov_deg) / 2)
+    cam = Camera.from_hfov(course.camera_hfov_deg, 1000, max(2, round(1000 * tan_v / tan_h)))
+    yaw = np.where(np.isfinite(fs.gimbal_yaw_deg), fs.gimbal_yaw_deg, np.nan_to_num(fs.yaw_deg, nan=0.0))
     pitch = np.where(np.isfinite(fs.gimbal_pitch_deg), fs.gimbal_pitch_deg, -90.0)
-    off_nadir = np.radians(np.clip(90.0 + pitch, 0.0, 60.0))
-    b = np.radians(heading)
-    fwd_e, fwd_n = np.sin(b), np.cos(b)
-    ce, cn = fs.e_m + h * np.tan(off_nadir) * fwd_e, fs.n_m + h * np.tan(off_nadir) * fwd_n
-    tx, ty = math.tan(math.radians(course.camera_hfov_deg) / 2), math.tan(math.radians(course.camera_vfov_deg) / 2)
-    slant = h / np.cos(off_nadir)
-    usable = (h >= st.min_footprint_height_m) & (off_nadir < math.radians(59.9))
+    cam_to_ned = rotation_ned(yaw, pitch, 0.0) @ np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    h = fs.u_m
+    usable = h >= st.min_footprint_height_m
+    # ground point of the optical axis, for the centre distance
+    axis = cam_to_ned[:, :, 2]
+    t_hit = np.where(axis[:, 2] > 1e-6, h / np.maximum(axis[:, 2], 1e-6), np.nan)
+    ce, cn = fs.e_m + t_hit * axis[:, 1], fs.n_m + t_hit * axis[:, 0]
+    half_diag = math.hypot(cam.width_px / 2, cam.height_px / 2)
     detail, found_t, ratios = [], [], []
     for tgt in course.targets:
         te, tn = _enu(fs, tgt.lon, tgt.lat)
-        de, dn = te - ce, tn - cn
-        a_f = (de * fwd_e + dn * fwd_n) / np.maximum(slant, 1e-6)
-        a_r = (de * fwd_n - dn * fwd_e) / np.maximum(slant, 1e-6)
-        covered = usable & (np.abs(a_r) <= tx) & (np.abs(a_f) <= ty)
-        r = np.hypot(a_r, a_f) / math.hypot(tx, ty)
+        vec = np.stack([tn - fs.n_m, te - fs.e_m, h], -1)
+        d_c = np.einsum("nij,ni->nj", cam_to_ned, vec)
+        z = np.where(d_c[:, 2] > 1e-9, d_c[:, 2], np.nan)
+        u = cam.cx_px + cam.fx_px * d_c[:, 0] / z
+        v = cam.cy_px + cam.fy_px * d_c[:, 1] / z
+        covered = usable & (u >= 0) & (u < cam.width_px) & (v >= 0) & (v < cam.height_px)
+        r = np.hypot(u - cam.cx_px, v - cam.cy_px) / half_diag
         if covered.any():
             i = int(np.flatnonzero(covered)[0])
             best = int(np.argmin(np.where(covered, r, np.inf)))
@@ -343,7 +374,7 @@ def _targets(fs: FlightSeries, course: Course, st: ScoreSettings, t_start: float
             ratios.append(float(r[best]))
             detail.append({"name": tgt.name, "found": True, "time_to_find_s": _r(fs.t_s[i] - t_start, 2),
                            "centre_offset_ratio": _r(r[best]),
-                           "centre_distance_m": _r(float(np.min(np.hypot(de, dn)[covered])), 2),
+                           "centre_distance_m": _r(float(np.nanmin(np.hypot(te - ce, tn - cn)[covered])), 2),
                            "best_time_s": _r(fs.t_s[best], 2)})
         else:
             penalties.append(_penalty(course, "target_missed", "targets",
@@ -357,7 +388,8 @@ def _targets(fs: FlightSeries, course: Course, st: ScoreSettings, t_start: float
         "time_to_find_s": max(found_t) if found_t else float("nan"),
         "time_to_find_ratio": max(found_t) / course.targets_time_limit_s if found_t else float("nan"),
     }
-    return _item(course, "targets", metrics, {"targets": detail, "footprint": "nadir/tilt flat-ground approximation"})
+    return _item(course, "targets", metrics, {"targets": detail,
+                                              "footprint": "pinhole camera, flat ground at take-off height"})
 
 
 def _penalty(course: Course, code: str, item: str, reason: str, times: int = 1) -> dict:
@@ -401,6 +433,7 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
         elif item == "hover":
             items[item] = _hover(fs, win, course, (fs.origin_lon, fs.origin_lat), penalties)
         elif item == "square":
+            win = _pick_square(fs, seg.square_candidates, course)
             items[item], sq, sq_w = _square(fs, win, course, st, penalties)
         else:
             t0 = fs.t_s[seg.takeoff.start] if seg.takeoff else fs.t_s[win.start]

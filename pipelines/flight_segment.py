@@ -17,8 +17,8 @@ rotation     the airborne interval of |yaw rate| > 10 deg/s at horizontal speed 
 hover        the first airborne interval after take-off, at least 0.9 x the required hover
              time long, with no deliberate translation (speed < 0.8 m/s) and no turning
              (|yaw rate| < 8 deg/s); else the longest such interval of at least 3 s
-square       the moving interval (speed > 0.8 m/s, stops under 10 s bridged) with the
-             longest path
+square       a moving interval (speed > 0.8 m/s, stops under 10 s bridged, path >= 8 m);
+             the scorer picks among them the one that best follows a square (see flight_score)
 landing      from the last start of descent (vU < -0.2 m/s) to the last airborne sample
 ===========  ==============================================================================
 """
@@ -117,6 +117,7 @@ class Segments:
     square: Window | None = None
     landing: Window | None = None
     airborne: Window | None = None
+    square_candidates: tuple[Window, ...] = ()
     target_alt_m: float | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -271,10 +272,14 @@ def segment(fs: FlightSeries, settings: SegmentSettings | None = None, *,
     rotation = _rotation(fs, a0, a1, settings, notes)
     after = takeoff.stop if takeoff else a0
     hover = _hover(fs, after, a1, settings, notes, hover_s)
-    square = _square(fs, a0, a1, settings, notes)
+    candidates = _square_candidates(fs, a0, a1, settings)
+    square = candidates[0] if candidates else None
+    if square is None:
+        notes["square"] = (f"no flight of at least {settings.square_min_path_m:.0f} m at "
+                           f"> {settings.square_min_speed_m_s} m/s")
     landing = _landing(fs, a0, a1, settings, notes)
     return Segments(takeoff=takeoff, hover=hover, rotation=rotation, square=square, landing=landing,
-                    airborne=airborne, target_alt_m=plateau_alt, notes=notes)
+                    airborne=airborne, square_candidates=tuple(candidates), target_alt_m=plateau_alt, notes=notes)
 
 
 def _takeoff(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, target_alt_m: float | None,
@@ -367,20 +372,19 @@ def _hover(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, notes: dict[
     return Window(s, e)
 
 
-def _square(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, notes: dict[str, str]) -> Window | None:
+def _square_candidates(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings) -> list[Window]:
+    """Moving intervals long enough to hold a square, longest path first."""
     mask = fs.speed_m_s > st.square_min_speed_m_s
     mask[:a0] = False
     mask[a1:] = False
     step = np.hypot(np.diff(fs.e_m), np.diff(fs.n_m))
-    best, best_len = None, 0.0
+    found = []
     for s, e in runs(mask, min_len=2, max_gap=int(st.square_gap_s / fs.dt_s)):
         length = float(step[s:e - 1].sum())
-        if length > best_len:
-            best, best_len = (s, e), length
-    if best is None or best_len < st.square_min_path_m:
-        notes["square"] = f"no flight of at least {st.square_min_path_m:.0f} m at > {st.square_min_speed_m_s} m/s"
-        return None
-    return Window(*best)
+        if length >= st.square_min_path_m:
+            found.append((length, s, e))
+    found.sort(key=lambda r: (-r[0], r[1]))
+    return [Window(s, e) for _, s, e in found]
 
 
 def _landing(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, notes: dict[str, str]) -> Window | None:

@@ -263,3 +263,53 @@ def test_scores_are_deterministic(flights, sample_course):
 
 def test_default_course_expects_the_four_maneuvers():
     assert default_course().items == ("takeoff", "hover", "rotation", "square")
+
+
+def _hover_track(yaw_deg: float, pitch_deg: float, seconds: float = 20.0):
+    """Take off, hover at 10 m over the pad for a while with the given gimbal attitude, land."""
+    t = np.arange(0, seconds, 0.1)
+    u = np.clip(np.minimum(t - 1.0, seconds - 1.0 - t) * 2.0, 0.0, 10.0)
+    n = len(t)
+    return make_track({"time_s": t, "lat": np.full(n, 30.0), "lon": np.full(n, 120.0), "rel_alt_m": u,
+                       "yaw_deg": np.full(n, yaw_deg), "gimbal_yaw_deg": np.full(n, yaw_deg),
+                       "gimbal_pitch_deg": np.full(n, pitch_deg)}, format="test")
+
+
+@pytest.mark.parametrize("yaw, pitch, east_m, north_m, found", [
+    (0.0, -90.0, 6.0, 0.0, True),     # nadir, 70.3 deg HFOV at 10 m: +-7.0 m across the heading
+    (90.0, -90.0, 6.0, 0.0, False),   # facing east, 6 m east is along the 55.7 deg VFOV (+-5.3 m)
+    (0.0, -90.0, 0.0, 12.0, False),
+    (0.0, -45.0, 0.0, 10.0, True),    # tilted 45 deg forward: the image centre is 10 m ahead
+])
+def test_target_footprint_follows_gimbal_attitude(yaw, pitch, east_m, north_m, found):
+    lat = 30.0 + north_m / 111_320.0
+    lon = 120.0 + east_m / (111_320.0 * math.cos(math.radians(30.0)))
+    course = parse_course({"items": ["targets"], "targets": {"points": [{"name": "X", "point": [lon, lat]}]}})
+    entry = judge_track(_hover_track(yaw, pitch), "p", course).entry
+    tgt = entry["items"]["targets"]["targets"][0]
+    assert tgt["found"] is found
+    if found and pitch == -45.0:
+        assert tgt["centre_offset_ratio"] < 0.05 and tgt["centre_distance_m"] < 0.5
+    assert ("target_missed" in [p["code"] for p in entry["penalties"]]) is (not found)
+
+
+def test_square_is_picked_among_longer_flights(flights, sample_course):
+    """A long straight transit after the routine must not be mistaken for the square."""
+    track, truth = flights["solid"]
+    tab = track.table
+    t_end = float(tab["time_s"].iloc[-1])
+    extra_t = t_end + 0.1 + np.arange(0, 200, 0.1)
+    east = 5.0 * np.minimum(extra_t - extra_t[0], 100.0)  # 500 m out at 5 m/s, then hover
+    lat0, lon0 = float(tab["lat"].iloc[0]), float(tab["lon"].iloc[0])
+    cols = {c: np.concatenate([tab[c].to_numpy(), np.full(len(extra_t), tab[c].iloc[-1])])
+            for c in ("rel_alt_m", "yaw_deg", "gimbal_yaw_deg", "gimbal_pitch_deg")}
+    cols["rel_alt_m"][len(tab):] = 30.0
+    cols["time_s"] = np.concatenate([tab["time_s"].to_numpy(), extra_t])
+    cols["lat"] = np.concatenate([tab["lat"].to_numpy(), np.full(len(extra_t), lat0)])
+    cols["lon"] = np.concatenate([tab["lon"].to_numpy(), lon0 + east / (111_320.0 * math.cos(math.radians(lat0)))])
+    long = make_track(cols, format="test")
+    for course in (sample_course, None):
+        sq = judge_track(long, "solid", course).entry["items"]["square"]
+        assert sq["metrics"]["legs_flown_count"] == 4
+        assert sq["metrics"]["side_m"] == pytest.approx(20.0, abs=1.0)
+        assert close(sq["metrics"]["xte_rms_m"], truth["square_xte_rms_m"], 0.15, 0.25)
