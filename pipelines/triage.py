@@ -198,13 +198,14 @@ class _Matcher:
         self.geoms[self.ids.index(case_id)] = geom
 
 
-def _grid_for(point_wgs84: Any, grids: gpd.GeoDataFrame) -> dict[str, Any]:
+def _grid_for(point_wgs84: Any, grids: gpd.GeoDataFrame | None, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid cell containing a point (the first in file order if cells overlap)."""
     if grids is None or not len(grids):
         return {}
     hits = grids.sindex.query(point_wgs84, predicate="intersects")
     if not len(hits):
         return {}
-    row = grids.iloc[int(sorted(hits)[0])]
+    row = records[int(min(hits))]
     return {k: _str(row.get(k)) for k in ("grid_id", "grid_name", "officer", "phone", "admin_code")}
 
 
@@ -282,12 +283,12 @@ def _triage_in(led: Ledger, patches, dets, grids, frames, prot, rasters, inputs,
     to_m = gpd.GeoSeries(existing.geometry, crs=WGS84).to_crs(metric)
     matcher = _Matcher(list(existing["case_id"]), to_m.values, settings)
     status_of = dict(zip(existing["case_id"], existing["status"], strict=True))
+    grid_records = grids.drop(columns="geometry").to_dict("records") if grids is not None else []
     new, joined, touched = [], [], set()
     total = len(patches) + sum(len(d) for d in dets)
 
-    def place(geom_wgs: Any, props: dict[str, Any], kind_default: str, evidence_kind: str,
+    def place(geom_wgs: Any, geom_m: Any, props: dict[str, Any], kind_default: str, evidence_kind: str,
               source_id: str, creates: bool) -> str | None:
-        geom_m = gpd.GeoSeries([geom_wgs], crs=WGS84).to_crs(metric).iloc[0]
         case_id = matcher.match(geom_m)
         area_m2 = float(shapely.area(geom_m))
         score = _num(props.get("score"))
@@ -295,7 +296,7 @@ def _triage_in(led: Ledger, patches, dets, grids, frames, prot, rasters, inputs,
             if not creates:
                 return None
             c = shapely.centroid(geom_wgs)
-            grid = _grid_for(c, grids)
+            grid = _grid_for(c, grids, grid_records)
             admin = (grid.get("admin_code") or _NO_GRID)[:6]
             case_id = led.next_case_id(admin if admin.isdigit() and len(admin) == 6 else _NO_GRID)
             led.insert_case({
@@ -328,18 +329,21 @@ def _triage_in(led: Ledger, patches, dets, grids, frames, prot, rasters, inputs,
         return case_id
 
     done = 0
-    for geom, props in zip(patches.geometry, patches.drop(columns="geometry").to_dict("records"), strict=True):
+    patches_m = patches.geometry.to_crs(metric).values
+    for geom, geom_m, props in zip(patches.geometry, patches_m, patches.drop(columns="geometry").to_dict("records"),
+                                   strict=True):
         wkb = hashlib.sha256(shapely.to_wkb(shapely.set_precision(geom, 1e-7))).hexdigest()[:12]
         source = f"{_str(props.get('patch_id')) or 'patch'}|{props.get('before_date')}|{props.get('after_date')}|{wkb}"
-        place(geom, props, "change", "patch", source, True)
+        place(geom, geom_m, props, "change", "patch", source, True)
         done += 1
         if progress:
             progress(done, total)
     for d in dets:
-        for geom, props in zip(d.geometry, d.drop(columns="geometry").to_dict("records"), strict=True):
+        for geom, geom_m, props in zip(d.geometry, d.geometry.to_crs(metric).values,
+                                       d.drop(columns="geometry").to_dict("records"), strict=True):
             wkb = hashlib.sha256(shapely.to_wkb(shapely.set_precision(geom, 1e-7))).hexdigest()[:12]
             source = f"{_str(props.get('label')) or 'detection'}|{wkb}"
-            place(geom, props, "detection", "detection", source, settings.detections_make_cases)
+            place(geom, geom_m, props, "detection", "detection", source, settings.detections_make_cases)
             done += 1
             if progress:
                 progress(done, total)
