@@ -257,7 +257,10 @@ def triage(
     dets = [_polygons(d.to_crs(WGS84), "detections") for d in detections]
     grid_gdf = _grids(grids)
     prot = protected.to_crs(WGS84) if protected is not None and len(protected) else None
-    frames = frames.to_crs(WGS84).reset_index(drop=True) if frames is not None and len(frames) else None
+    if frames is not None and len(frames):  # frames looking above the horizon have no footprint
+        frames = frames.to_crs(WGS84)
+        frames = frames[frames.geometry.notna() & ~frames.geometry.is_empty].reset_index(drop=True)
+    frames = frames if frames is not None and len(frames) else None
     rasters = dict(rasters or {})
     digest = _digest(patches, dets, frames if frames is not None else [], grid_gdf if grid_gdf is not None else [],
                      prot if prot is not None else [], rasters, asdict(settings))

@@ -354,3 +354,25 @@ def test_cli_tasks_export_import_and_cases(world, tmp_path, runner):
     assert r.exit_code == 1 and "unknown case id" in r.output
     r = runner.invoke(app, ["tasks", "export", "--ledger", str(tmp_path / "missing.gpkg"), "--out", str(out)])
     assert r.exit_code == 1 and "ledger not found" in r.output
+
+
+def test_best_drone_frames_travel_in_the_pack(tmp_path):
+    import geopandas as gpd
+
+    (tmp_path / "frames").mkdir()
+    for name in ("oblique.jpg", "nadir.jpg"):
+        (tmp_path / "frames" / name).write_bytes(jpeg_with_exif(*WEST, "2026:01:01 10:00:00"))
+    frames = gpd.GeoDataFrame(
+        [{"frame": 1, "gsd_m": 0.03, "gimbal_pitch_deg": -50.0, "image": str(tmp_path / "frames" / "oblique.jpg")},
+         {"frame": 2, "gsd_m": 0.05, "gimbal_pitch_deg": -90.0, "image": str(tmp_path / "frames" / "nadir.jpg")},
+         {"frame": 3, "gsd_m": None, "gimbal_pitch_deg": 10.0, "image": None}],
+        geometry=[square(*WEST, 300), square(*WEST, 300), None], crs=4326)
+    patches, _ = read_patches(write_fc(tmp_path / "p.geojson", patch_features([WEST])))
+    ledger = tmp_path / "l.gpkg"
+    res = triage(ledger, patches, read_vector(grids_file(tmp_path / "g.geojson")), frames=frames)
+    assert res.frames_attached == 2
+    packs = export_packs(ledger, tmp_path / "packs", ExportSettings(max_frames=1))
+    files = _members(packs[0].path)
+    props = json.loads(files["tasks.geojson"])["features"][0]["properties"]
+    assert props["evidence"] == ["evidence/350181-00001_frame1.jpg"]
+    assert files["evidence/350181-00001_frame1.jpg"] == (tmp_path / "frames" / "nadir.jpg").read_bytes()
