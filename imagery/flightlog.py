@@ -259,8 +259,8 @@ def read_gpx(path: str | Path, text: str | None = None) -> Track:
     if not fix.any():
         raise TelemetryError(path, "no valid GPX point")
     warnings = [f"{int((~fix).sum())} invalid GPX points dropped"] if (~fix).any() else []
-    have_time = all(t is not None for t, f in zip(times, fix, strict=True) if f)
-    kept_times = [t for t, f in zip(times, fix, strict=True) if f]
+    kept_times = [t for t, f in zip(times, fix, strict=True) if f and t is not None]
+    have_time = len(kept_times) == int(fix.sum())
     if have_time:
         t0 = min(kept_times)
         time_s = np.array([(t - t0).total_seconds() for t in kept_times])

@@ -142,9 +142,9 @@ def _rows_to_track(rows: list[dict], source: Path, fmt: str, warnings: list[str]
     if not ok:
         raise TelemetryError(source, f"none of {len(rows)} photos has a GPS position")
     use_utc = all(r.get("utc") is not None for r in ok)
-    stamps = [r["utc"] if use_utc else r.get("local_time") for r in ok]
+    stamps = [s for s in (r["utc"] if use_utc else r.get("local_time") for r in ok) if s is not None]
     start = None
-    if all(s is not None for s in stamps):
+    if len(stamps) == len(ok):
         t0 = min(stamps)
         time_s = np.array([(s - t0).total_seconds() for s in stamps])
         start = t0 if use_utc else None

@@ -158,9 +158,24 @@ def track_from_ulog(ulog, *, source: str | Path | None = None) -> Track:
         cols["flight_mode"] = np.array([NAV_STATES.get(int(s), f"NAV_{int(s)}") for s in states], dtype=object)
         cols["flight_mode"][idx < 0] = ""
 
-    start_utc = None
-    if utc is not None and np.any(utc > 0):
-        i = int(np.argmax(utc > 0))
-        start_us = int(utc[i]) - int(ts[i] - ts[0])
-        start_utc = dt.datetime.fromtimestamp(start_us * 1e-6, tz=dt.timezone.utc)
+    start_utc = _start_utc(ulog, ts, utc)
     return make_track(cols, source=source, format=f"px4-ulog:{topic}", start_utc=start_utc, warnings=warnings)
+
+
+def _start_utc(ulog, ts: np.ndarray, utc: np.ndarray | None) -> dt.datetime | None:
+    """UTC of the first position row, from GNSS ``time_utc_usec`` (any GNSS topic) when logged."""
+    stamps = ts
+    if utc is None:  # fused position: borrow the clock of the raw GNSS topic
+        for name in ("vehicle_gps_position", "sensor_gps"):
+            g = _topic(ulog, name)
+            if g is not None and "time_utc_usec" in g:
+                stamps, utc = g["timestamp"], g["time_utc_usec"]
+                break
+    if utc is None or not np.any(utc > 0):
+        return None
+    i = int(np.argmax(utc > 0))
+    start_us = int(utc[i]) - (int(stamps[i]) - int(ts[0]))  # python ints: timestamps are uint64
+    try:
+        return dt.datetime.fromtimestamp(start_us * 1e-6, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

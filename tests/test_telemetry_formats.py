@@ -140,6 +140,8 @@ def test_ulog_fix_filter_takeoff_and_clock(real_data):
     events = read_ulog(real_data / "px4_ulog" / "sample_px4_events.ulg").table
     assert events.rel_alt_m.max() > 1.5  # SITL take-off
     assert events.time_s.iloc[-1] > 20
+    # fused position has no clock of its own: UTC borrowed from the GNSS topic (log 14_49_10.ulg)
+    assert read_ulog(real_data / "px4_ulog" / "sample_px4_events.ulg").start_utc.strftime("%Y-%m-%d %H:%M") == "2024-03-18 14:49"
 
 
 def test_ulog_without_position_is_an_error():

@@ -215,3 +215,31 @@ def test_synthetic_clip_footprints_match_truth(tmp_path, runner):
     err = np.array([a.centroid.distance(b.centroid) for a, b in zip(nadir.geometry, nadir.truth, strict=True)])
     assert len(nadir) > 50
     assert np.median(err) <= 1.5 and np.percentile(err, 95) <= 2.0, np.percentile(err, [50, 95, 100])
+
+
+def _write_dem(path: Path, z: np.ndarray, lon0: float, lat0: float, cell_deg: float = 2e-5) -> Path:
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(path, "w", driver="GTiff", width=z.shape[1], height=z.shape[0], count=1,
+                       dtype="float32", crs="EPSG:4326", transform=Affine(cell_deg, 0, lon0, 0, -cell_deg, lat0)) as dst:
+        dst.write(z.astype("float32"), 1)
+    return path
+
+
+def test_cli_dem_flat_matches_flat_ground_and_bad_dem(clip, runner, tmp_path):
+    video, srt = clip
+    dem = _write_dem(tmp_path / "dem.tif", np.full((400, 400), 500.0), LON0 - 0.004, LAT0 + 0.004)
+    flat_out, dem_out = tmp_path / "flat.geojson", tmp_path / "dem.geojson"
+    common = ["uav", "index", str(video), "--telemetry", str(srt), "--camera", "m3e", "--every-s", "1"]
+    assert runner.invoke(app, [*common, "--out", str(flat_out)]).exit_code == 0
+    res = runner.invoke(app, [*common, "--dem", str(dem), "--out", str(dem_out)])
+    assert res.exit_code == 0, res.output
+    for a, b in zip(_features(flat_out), _features(dem_out), strict=True):
+        assert b["properties"]["height_source"] == "rel_alt+dem_takeoff"
+        pa, pb = shape(a["geometry"]), shape(b["geometry"])
+        assert pa.symmetric_difference(pb).area / pa.area < 0.01
+    not_dem = tmp_path / "dem_bad.tif"
+    not_dem.write_text("not a raster")
+    bad = runner.invoke(app, [*common, "--dem", str(not_dem), "--out", str(tmp_path / "x.geojson")])
+    assert bad.exit_code == 1 and "Error:" in bad.output and "dem_bad.tif" in bad.output
