@@ -121,7 +121,7 @@ def _scene_threshold(src, g: int, n: int, settings: WatchSettings) -> float:
     scale = min(1.0, settings.scene_max_px / max(src.width, src.height))
     shape = (max(1, int(src.height * scale)), max(1, int(src.width * scale)))
     data = src.read([g, n], out_shape=(2, *shape), resampling=Resampling.average, masked=True)
-    nd = _ndwi(data[0].filled(np.nan), data[1].filled(np.nan))
+    nd = _ndwi(data[0].astype(np.float64).filled(np.nan), data[1].astype(np.float64).filled(np.nan))
     t, _ = otsu_threshold(nd[np.isfinite(nd)])
     return max(float(t), settings.min_ndwi)
 
@@ -140,7 +140,7 @@ def _check(src, g: int, n: int, case: dict[str, Any], threshold: float, settings
         return "outside the image"
     win = Window(col0, row0, col1 - col0, row1 - row0)
     data = src.read([g, n], window=win, masked=True, boundless=False)
-    nd = _ndwi(data[0].filled(np.nan), data[1].filled(np.nan))
+    nd = _ndwi(data[0].astype(np.float64).filled(np.nan), data[1].astype(np.float64).filled(np.nan))
     inside = ~geometry_mask([geom], out_shape=nd.shape, transform=src.window_transform(win), all_touched=False)
     frac, dike, count = polygon_water(nd, inside, threshold)
     if count < settings.min_pixels:

@@ -376,3 +376,14 @@ def test_best_drone_frames_travel_in_the_pack(tmp_path):
     props = json.loads(files["tasks.geojson"])["features"][0]["properties"]
     assert props["evidence"] == ["evidence/350181-00001_frame1.jpg"]
     assert files["evidence/350181-00001_frame1.jpg"] == (tmp_path / "frames" / "nadir.jpg").read_bytes()
+
+
+def test_real_dji_photo_exif_position_and_time(real_data):
+    from tuban.imagery.photo_exif import read_photo_meta
+
+    meta = read_photo_meta((real_data / "deepforest" / "AWPE Pigeon Lake 2020 DJI_0005.JPG").read_bytes())
+    # 45°02'16.77"N 94°20'55.53"W, 2020:06:04 22:10:30 (no offset tag: naive local time)
+    assert meta.lat_deg == pytest.approx(45 + 2 / 60 + 16.77 / 3600, abs=1e-9)
+    assert meta.lon_deg == pytest.approx(-(94 + 20 / 60 + 55.53 / 3600), abs=1e-9)
+    assert meta.taken.isoformat() == "2020-06-04T22:10:30"
+    assert read_photo_meta(b"not an image").lat_deg is None

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from cases_fixtures import (
     LAT0,
     LON0,
@@ -118,3 +119,47 @@ def test_watch_settings_reach_the_decision(ledger, tmp_path):
     img = pond_raster(tmp_path / "new.tif", [square(*CENTRES[0], 80)], size_px=200)
     res = watch(ledger, img, WatchSettings(min_water_fraction=0.99))
     assert res.reopened == ()
+
+
+def test_real_naip_lake_reopens_and_farmland_does_not(real_data, tmp_path):
+    """Real NAIP (R,G,B,NIR uint8, EPSG:26914): a case on a prairie-pothole lake vs one on dry land."""
+    from pyproj import Transformer
+    from scipy import ndimage
+    from tuban.imagery.chips import render_chip
+    from tuban.pipelines.ledger import open_ledger as _open
+
+    img = real_data / "naip_potholes" / "m_4709963_se_14_1_20150926.tif"
+    with rasterio.open(img) as src:
+        g, n = src.read(2).astype(float), src.read(4).astype(float)
+        nd = (g - n) / np.maximum(g + n, 1)
+        tf, crs = src.transform, src.crs
+    lakes, count = ndimage.label(ndimage.binary_opening(nd > 0.1, iterations=2))
+    assert count > 0, "expected open water in the 2015 NAIP scene"
+    biggest = 1 + int(np.argmax(ndimage.sum(np.ones_like(nd), lakes, range(1, count + 1))))
+    core = ndimage.distance_transform_edt(lakes == biggest)
+    r, c = np.unravel_index(int(np.argmax(core)), core.shape)
+    dry = ndimage.uniform_filter(nd, 25)
+    dry[:30, :] = dry[-30:, :] = dry[:, :30] = dry[:, -30:] = np.inf
+    r2, c2 = np.unravel_index(int(np.argmin(dry)), dry.shape)
+    to_ll = Transformer.from_crs(crs, 4326, always_xy=True)
+    half_px = min(8, int(core[r, c]) - 1)
+    polys = []
+    for row, col, h in ((r, c, half_px), (r2, c2, 8)):
+        x, y = tf * (col + 0.5, row + 0.5)
+        d = h * tf.a
+        ring = [to_ll.transform(x + dx, y + dy) for dx, dy in ((-d, -d), (d, -d), (d, d), (-d, d), (-d, -d))]
+        polys.append(shapely.Polygon(ring))
+    path = tmp_path / "l.gpkg"
+    with _open(path, create=True) as led, led.transaction():
+        for i, poly in enumerate(polys, start=1):
+            led.insert_case({"case_id": f"000000-0000{i}", "status": "closed", "kind": "new_pond",
+                             "lon": poly.centroid.x, "lat": poly.centroid.y}, poly)
+    res = watch(path, img, WatchSettings(sensor="naip"))
+    assert res.reopened == ("000000-00001",)
+    checks = {c.case_id: c for c in res.checked}
+    assert checks["000000-00001"].water_fraction > 0.9 and checks["000000-00002"].water_fraction < 0.1
+    chip = render_chip(img, polys[0])
+    assert chip[:4] == b"\x89PNG"
+
+
+
