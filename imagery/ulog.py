@@ -14,7 +14,10 @@ A log with no position with a fix at all (a bench test, a hardware log without G
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +46,19 @@ def read_ulog(path: str | Path) -> Track:
         TelemetryError: unreadable file, or no position with a GNSS fix.
     """
     path = Path(path)
+    chatter = io.StringIO()  # pyulog prints its warnings to stdout; keep them off the CLI's output
     try:
         from pyulog import ULog
 
-        ulog = ULog(str(path), message_name_filter_list=list(_TOPICS))
+        with contextlib.redirect_stdout(chatter):
+            ulog = ULog(str(path), message_name_filter_list=list(_TOPICS))
     except Exception as exc:  # pyulog raises bare Exceptions / struct errors on corrupt files
         raise TelemetryError(path, f"not a readable PX4 ULog: {exc}") from exc
-    return track_from_ulog(ulog, source=path)
+    track = track_from_ulog(ulog, source=path)
+    notes = [line.strip() for line in chatter.getvalue().splitlines() if line.strip()]
+    if notes:
+        track = replace(track, warnings=track.warnings + tuple(f"pyulog: {n}" for n in notes[:5]))
+    return track
 
 
 def _topic(ulog, name: str) -> dict[str, np.ndarray] | None:

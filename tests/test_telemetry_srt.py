@@ -232,3 +232,25 @@ def test_legacy_tuple_round_trip_is_lon_first(records):
     np.testing.assert_allclose(t.lon, [round(r[0], 4) for r in records])
     np.testing.assert_allclose(t.lat, [round(r[1], 4) for r in records])
     np.testing.assert_allclose(t.rel_alt_m, np.arange(len(records)) + 0.5)
+
+
+_SMALL_REAL = ["p4_rtk.SRT", "mavic_mini.SRT", "air2s.srt", "matrice_300.srt", "mix_p4rtk_mavic2pro.srt",
+               "mavic_2_style.SRT", "broken_incomplete2.SRT"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(_SMALL_REAL), cut=st.floats(0, 1), junk=st.text(max_size=40), at=st.floats(0, 1))
+def test_truncated_or_corrupted_real_files_never_crash(real_data, name, cut, junk, at):
+    text = (real_data / "dji_srt" / name).read_text(encoding="utf-8", errors="replace")
+    text = text[: int(len(text) * cut)]
+    pos = int(len(text) * at)
+    text = text[:pos] + junk + text[pos:]
+    try:
+        track = parse_srt_text(text, source=name)
+    except TelemetryError as exc:
+        assert name in str(exc)
+        return
+    t = track.table
+    assert len(t) >= 1
+    assert t.lat.between(-90, 90).all() and t.lon.between(-180, 180).all()
+    assert np.all(np.diff(t.time_s) >= 0)
