@@ -254,3 +254,16 @@ def test_truncated_or_corrupted_real_files_never_crash(real_data, name, cut, jun
     assert len(t) >= 1
     assert t.lat.between(-90, 90).all() and t.lon.between(-180, 180).all()
     assert np.all(np.diff(t.time_s) >= 0)
+
+
+@pytest.mark.parametrize("name", ["mavic_pro.SRT", "old_format.SRT", "mavic_pro_buggy.SRT", "p4_rtk.SRT",
+                                  "broken_incomplete.SRT", "mix_p4rtk_mavic2pro.srt"])
+def test_legacy_positions_are_near_home_so_not_swapped(real_data, name):
+    import re
+
+    text = (real_data / "dji_srt" / name).read_text(encoding="utf-8", errors="replace")
+    home_lon, home_lat = (float(v) for v in re.search(r"HOME\s*\(\s*([-\d.]+)\s*,\s*([-\d.]+)", text).groups())
+    t = read_srt(real_data / "dji_srt" / name).table
+    north = (t.lat - home_lat) * 111_000
+    east = (t.lon - home_lon) * 111_000 * np.cos(np.radians(home_lat))
+    assert np.hypot(north, east).max() < 2_000  # swapped lon/lat would be thousands of km away
