@@ -179,8 +179,9 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
     """RGB ortho (local CRS) and its water ponds (local metres) around the flight.
 
     The pond cluster sits where both passes look: a 2 x 4 block of ponds north-east of the
-    take-off point, plus a second block partly outside the flown area (its ponds are in the
-    truth with ``fully_seen`` false).
+    take-off point (one with sun glint), plus a second block outside the flown area (its ponds
+    are in the truth with ``fully_seen`` false). Distractors: a drained pond (mud and puddles,
+    in the truth with ``water`` false), a blue factory roof, a road, a hamlet, a tree row.
     """
     import cv2
 
@@ -224,6 +225,22 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
                 ponds.append(p)
                 xx += widths[i] + dike
             yy += heights[j] + dike
+    # sun glint on one pond: a bright patch inside the water
+    g0 = ponds[1].centroid
+    cv2.ellipse(img, (int((g0.x - x0) / gsd), int((y0 - g0.y) / gsd)), (int(3.0 / gsd), int(1.8 / gsd)),
+                20.0, 0, 360, (222, 228, 226), -1, lineType=cv2.LINE_AA)
+    water = [True] * len(ponds)
+    # a drained pond: mud inside intact dikes, a few puddles (a pond, but no water)
+    drained = box(-34.0, 30.0, -14.0, 50.0)
+    fill([(-38.0, 26.0), (-10.0, 26.0), (-10.0, 54.0), (-38.0, 54.0)], (146, 132, 100))
+    fill(np.asarray(drained.exterior.coords), (118, 102, 78))
+    for k in range(4):
+        px_, py_ = -30.0 + 4.0 * k, 36.0 + 3.0 * (k % 2)
+        cv2.circle(img, (int((px_ - x0) / gsd), int((py_ - y0) / -gsd)), int(1.2 / gsd), (48, 84, 90), -1)
+    ponds.append(drained)
+    water.append(False)
+    # a blue steel factory roof: water-coloured to a naive detector, not a pond
+    fill([(-36.0, -24.0), (-18.0, -24.0), (-18.0, -10.0), (-36.0, -10.0)], (66, 108, 158))
     # a road, a hamlet and a tree row: things that are not ponds
     fill([(x0, -60), (x0 + wm, -52), (x0 + wm, -46), (x0, -54)], (168, 160, 146))
     for k in range(9):
@@ -238,8 +255,8 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
     data = np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1)
     crs = local_crs(s.origin_lon, s.origin_lat)
     raster = GeoRaster(data=data, transform=tf, crs=crs, band_names=("red", "green", "blue"))
-    return raster, gpd.GeoDataFrame({"pond_id": [f"U{i + 1:02d}" for i in range(len(ponds))]},
-                                    geometry=ponds, crs=crs)
+    return raster, gpd.GeoDataFrame({"pond_id": [f"U{i + 1:02d}" for i in range(len(ponds))],
+                                     "water": water}, geometry=ponds, crs=crs)
 
 
 # --- the flight ---------------------------------------------------------------------------------
@@ -366,6 +383,11 @@ def generate_uav_clip(out_dir: str | Path, seed: int = 0, *, ortho: GeoRaster | 
                         truth_ponds=out / "truth_ponds.geojson", meta=out / "clip.json")
 
     footprints = []
+    noise = []  # a few sensor-noise fields, cycled (generating one per frame would be slow)
+    for _ in range(5):
+        nz = np.zeros((s.height_px, s.width_px, 3), np.int16)
+        cv2.randn(nz, 0, 2.5)
+        noise.append(nz)
     with atomic_path(paths.video, overwrite=overwrite) as tmp:
         tmp_mp4 = tmp.with_suffix(".mp4")
         vw = cv2.VideoWriter(str(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), s.fps, (s.width_px, s.height_px))
@@ -378,6 +400,8 @@ def generate_uav_clip(out_dir: str | Path, seed: int = 0, *, ortho: GeoRaster | 
                 hmg = ground_homography(en, pose["height_m"][i], ang, gfp, s)
                 frame = cv2.warpPerspective(src, hmg, (s.width_px, s.height_px), flags=cv2.INTER_LINEAR,
                                             borderMode=cv2.BORDER_CONSTANT, borderValue=(100, 120, 130))
+                gain = 1.0 + 0.04 * math.sin(2 * math.pi * i / (4.3 * s.fps))  # auto-exposure drift
+                frame = cv2.add(cv2.convertScaleAbs(frame, alpha=gain), noise[i % len(noise)], dtype=cv2.CV_8U)
                 vw.write(frame)
                 footprints.append(true_footprint_m(en, pose["height_m"][i], ang, s))
         finally:
