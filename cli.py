@@ -970,9 +970,10 @@ def flight_score_cmd(
     print_table("Leaderboard", ["rank", "pilot", "total", "penalties"],
                 [[p["rank"], p["pilot"], f"{p['total']:.1f}", f"-{p['penalty_points']:.0f}"] for p in result["pilots"]])
     for p in result["pilots"]:
-        missing = [k for k, v in p["items"].items() if v["status"] == "not_found"]
-        if missing:
-            info(f"{p['pilot']}: not found: {', '.join(missing)}")
+        for status in ("not_found", "rejected"):
+            names = [k for k, v in p["items"].items() if v["status"] == status]
+            if names:
+                info(f"{p['pilot']}: {status.replace('_', ' ')}: {', '.join(names)}")
     info(f"Wrote {targets[0]} and {targets[1]}")
 
 

@@ -421,6 +421,9 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
             items[item] = _not("not_applicable", "not part of this course")
             continue
         win = getattr(seg, item, None) if item != "targets" else seg.airborne
+        if fs.coarse and item != "targets" and win is not None:
+            items[item] = _not("rejected", f"{item} not judged: {fs.coarse}")
+            continue
         if win is None:
             why = seg.notes.get(item, "not found in the log")
             items[item] = _not("not_found", f"{item} not found: {why}")

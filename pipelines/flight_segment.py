@@ -82,6 +82,7 @@ class FlightSeries:
     has_yaw: bool
     format: str = ""
     warnings: tuple[str, ...] = field(default=())
+    coarse: str = ""  # why the log is too coarse for precision items ("" = fine)
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -173,6 +174,9 @@ def prepare(track: Track, settings: SegmentSettings | None = None) -> FlightSeri
         return FlightSeries(empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
                             np.zeros(0, dtype=object), float("nan"), float("nan"), False, False,
                             track.format, tuple(warnings))
+    coarse = _coarseness(t_raw, tab["lat"].to_numpy(float), tab["lon"].to_numpy(float))
+    if coarse:
+        warnings.append(coarse)
     dt = 1.0 / settings.rate_hz
     t = np.arange(t_raw[0], t_raw[-1] + 1e-9, dt)
     lat = np.interp(t, t_raw, tab["lat"].to_numpy(float))
@@ -218,8 +222,23 @@ def prepare(track: Track, settings: SegmentSettings | None = None) -> FlightSeri
         gimbal_yaw_deg=gy if gy is not None else np.full_like(t, np.nan),
         gimbal_pitch_deg=gp if gp is not None else np.full_like(t, np.nan),
         mode=modes[idx], origin_lon=lon0, origin_lat=lat0, has_alt=has_alt, has_yaw=bool(has_yaw),
-        format=track.format, warnings=tuple(warnings),
+        format=track.format, warnings=tuple(warnings), coarse=coarse,
     )
+
+
+def _coarseness(t: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> str:
+    """Why a log cannot support precision items (FLIGHT.md 4.2 step 5), or "".
+
+    Legacy DJI SRT stores 1 fix per second with 4 decimals (about 11 m); judging a 2 m hover
+    circle from that would be arbitrary.
+    """
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+    if step > 1.0:
+        return f"one record every {step:.1f} s: too sparse for precision items"
+    q = np.concatenate([lat, lon]) * 1e4
+    if len(q) >= 10 and np.all(np.abs(q - np.round(q)) < 1e-6):
+        return "positions rounded to 4 decimals (~11 m): too coarse for precision items"
+    return ""
 
 
 def runs(mask: np.ndarray, min_len: int = 1, max_gap: int = 0) -> list[tuple[int, int]]:
