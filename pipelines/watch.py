@@ -26,9 +26,12 @@ from rasterio.windows import Window, from_bounds
 from tuban import RasterError
 from tuban.imagery.bands import resolve_roles
 from tuban.imagery.crs import WGS84, transformer
+from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, scene_brightness
 from tuban.imagery.water import otsu_threshold
 from tuban.pipelines.cases import WATCHED
 from tuban.pipelines.ledger import open_ledger, utc_now
+
+_SHADOW_REACH_PX = 40
 
 __all__ = ["WatchSettings", "CaseCheck", "WatchResult", "polygon_water", "watch"]
 
@@ -44,6 +47,8 @@ class WatchSettings:
         min_ndwi: floor of the per-scene threshold (NDWI 0: green = nir).
         min_pixels: polygons covering fewer valid pixels are skipped as too small.
         scene_max_px: longest side of the decimated scene read for the Otsu threshold.
+        max_cloud_fraction: polygons more covered by cloud or cloud shadow are skipped (unknown),
+            never judged dry.
     """
 
     bands: dict[str, int] | None = None
@@ -52,6 +57,7 @@ class WatchSettings:
     min_ndwi: float = 0.0
     min_pixels: int = 4
     scene_max_px: int = 2048
+    max_cloud_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,37 +117,54 @@ def polygon_water(ndwi: np.ndarray, inside: np.ndarray, threshold: float) -> tup
     return frac, dike, n
 
 
-def _roles(src: rasterio.DatasetReader, settings: WatchSettings, path: Path) -> tuple[int, int]:
+def _roles(src: rasterio.DatasetReader, settings: WatchSettings, path: Path) -> dict[str, int]:
+    """Band roles of the image: green and nir required; blue/red used for the cloud mask if known."""
     roles = resolve_roles(src.count, descriptions=src.descriptions, explicit=settings.bands,
                           sensor=settings.sensor, required=(("green",), ("nir",)), source=str(path))
-    return roles["green"], roles["nir"]
+    return {r: i for r, i in roles.items() if r in ("blue", "green", "red", "nir")}
 
 
-def _scene_threshold(src, g: int, n: int, settings: WatchSettings) -> float:
+def _bands(data: np.ma.MaskedArray, roles: dict[str, int]) -> dict[str, np.ndarray]:
+    return {r: data[k].astype(np.float64).filled(np.nan) for k, r in enumerate(roles)}
+
+
+def _scene(src, roles: dict[str, int], settings: WatchSettings) -> tuple[float, SceneBrightness]:
+    """Per-scene NDWI threshold (Otsu, floored at ``min_ndwi``) and brightness levels for clouds."""
     scale = min(1.0, settings.scene_max_px / max(src.width, src.height))
     shape = (max(1, int(src.height * scale)), max(1, int(src.width * scale)))
-    data = src.read([g, n], out_shape=(2, *shape), resampling=Resampling.average, masked=True)
-    nd = _ndwi(data[0].astype(np.float64).filled(np.nan), data[1].astype(np.float64).filled(np.nan))
-    t, _ = otsu_threshold(nd[np.isfinite(nd)])
-    return max(float(t), settings.min_ndwi)
+    data = src.read(list(roles.values()), out_shape=(len(roles), *shape), resampling=Resampling.average, masked=True)
+    bands = _bands(data, roles)
+    valid = np.all([np.isfinite(b) for b in bands.values()], axis=0)
+    ref = scene_brightness(bands, valid)
+    cloud, shadow = cloud_shadow_mask(bands, ref)
+    nd = _ndwi(bands["green"], bands["nir"])
+    t, _ = otsu_threshold(nd[np.isfinite(nd) & ~cloud & ~shadow])
+    return max(float(t), settings.min_ndwi), ref
 
 
-def _check(src, g: int, n: int, case: dict[str, Any], threshold: float, settings: WatchSettings) -> CaseCheck | str:
+def _check(src, roles: dict[str, int], ref: SceneBrightness, case: dict[str, Any], threshold: float,
+           settings: WatchSettings) -> CaseCheck | str:
     to_src = transformer(WGS84, src.crs)
     geom = shapely.transform(case["geometry"], lambda xy: np.column_stack(to_src.transform(xy[:, 0], xy[:, 1])))
     if not geom.intersects(shapely.box(*src.bounds)):
         return "outside the image"
     minx, miny, maxx, maxy = geom.bounds
     win = from_bounds(minx, miny, maxx, maxy, src.transform)
-    col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
-    col1 = min(src.width, math.ceil(win.col_off + win.width))
-    row1 = min(src.height, math.ceil(win.row_off + win.height))
+    pad = _SHADOW_REACH_PX  # context so a shadow's cloud is in the window
+    col0, row0 = max(0, math.floor(win.col_off) - pad), max(0, math.floor(win.row_off) - pad)
+    col1 = min(src.width, math.ceil(win.col_off + win.width) + pad)
+    row1 = min(src.height, math.ceil(win.row_off + win.height) + pad)
     if col1 <= col0 or row1 <= row0:
         return "outside the image"
     win = Window(col0, row0, col1 - col0, row1 - row0)
-    data = src.read([g, n], window=win, masked=True, boundless=False)
-    nd = _ndwi(data[0].astype(np.float64).filled(np.nan), data[1].astype(np.float64).filled(np.nan))
+    bands = _bands(src.read(list(roles.values()), window=win, masked=True), roles)
+    cloud, shadow = cloud_shadow_mask(bands, ref, shadow_reach_px=_SHADOW_REACH_PX)
+    nd = _ndwi(bands["green"], bands["nir"])
     inside = ~geometry_mask([geom], out_shape=nd.shape, transform=src.window_transform(win), all_touched=False)
+    covered = inside & (cloud | shadow)
+    if inside.any() and covered.sum() > settings.max_cloud_fraction * inside.sum():
+        return f"cloud or cloud shadow over {covered.sum() / inside.sum():.0%} of the polygon"
+    nd[cloud | shadow] = np.nan
     frac, dike, count = polygon_water(nd, inside, threshold)
     if count < settings.min_pixels:
         return f"only {count} valid pixels inside the polygon"
@@ -165,14 +188,14 @@ def watch(ledger_path: str | Path, image_path: str | Path, settings: WatchSettin
     with src, open_ledger(ledger_path) as led:
         if src.crs is None:
             raise RasterError(image_path, "raster has no CRS")
-        g, n = _roles(src, settings, image_path)
-        threshold = _scene_threshold(src, g, n, settings)
+        roles = _roles(src, settings, image_path)
+        threshold, ref = _scene(src, roles, settings)
         if led.run_with_digest("watch", digest):
             return WatchResult(threshold, unchanged=True)
         cases = led.cases(f"status IN ({', '.join('?' * len(WATCHED))})", list(WATCHED))
         checks, skipped = [], []
         for i, case in enumerate(cases.to_dict("records")):
-            res = _check(src, g, n, case, threshold, settings)
+            res = _check(src, roles, ref, case, threshold, settings)
             if isinstance(res, str):
                 skipped.append((case["case_id"], res))
             else:

@@ -163,3 +163,17 @@ def test_real_naip_lake_reopens_and_farmland_does_not(real_data, tmp_path):
 
 
 
+
+
+def test_a_clouded_pond_is_skipped_not_judged(ledger, tmp_path):
+    img = pond_raster(tmp_path / "new.tif", [square(*CENTRES[1], 80)], size_px=200)
+    with rasterio.open(img, "r+") as ds:
+        data = ds.read()
+        row, col = ds.index(*__import__("pyproj").Transformer.from_crs(4326, ds.crs, always_xy=True)
+                            .transform(*CENTRES[0]))
+        data[:, row - 15:row + 15, col - 15:col + 15] = 0.6  # a white cumulus over case 1
+        ds.write(data)
+    res = watch(ledger, img)
+    assert dict(res.skipped)["350181-00001"].startswith("cloud or cloud shadow")
+    assert res.reopened == ("350181-00002",)
+    assert _status(ledger)["350181-00001"] == "closed"
