@@ -228,11 +228,13 @@ def frame_features(
             status = "ok" if geom is not None else "no_ground"
         if status != "ok":
             notes[status] = notes.get(status, 0) + 1
-        records.append({
-            "frame": int(row.get("frame", i)), "time_s": float(row["time_s"]), "lon": lon, "lat": lat,
-            "alt_m": height, "gimbal_pitch_deg": pitch, "gimbal_yaw_deg": yaw, "gimbal_roll_deg": roll,
-            "gsd_m": gsd_m(cam, height, pitch, roll) if cam is not None and np.isfinite(height) else math.nan,
-            "image": None, "footprint_status": status, "height_source": source, "geometry": geom,
+        gsd = gsd_m(cam, height, pitch, roll) if cam is not None and np.isfinite(height) else math.nan
+        records.append({  # rounded to what the inputs resolve: 1 cm, 0.01 deg, 1 µm/px
+            "frame": int(row.get("frame", i)), "time_s": round(float(row["time_s"]), 6),
+            "lon": _round(lon, 8), "lat": _round(lat, 8), "alt_m": _round(height, 3),
+            "gimbal_pitch_deg": _round(pitch, 2), "gimbal_yaw_deg": _round(yaw, 2), "gimbal_roll_deg": _round(roll, 2),
+            "gsd_m": _round(gsd, 6), "image": None, "footprint_status": status, "height_source": source,
+            "geometry": geom,
         })
     messages = {
         "no_telemetry": "frames without telemetry within the time tolerance: no footprint",
@@ -244,6 +246,10 @@ def frame_features(
     }
     warnings = [f"{notes[k]} {messages[k]}" if k in messages else k for k in notes]
     return records, warnings
+
+
+def _round(value: float, digits: int) -> float:
+    return round(float(value), digits) if np.isfinite(value) else math.nan
 
 
 def _to_gdf(records: list[dict]) -> gpd.GeoDataFrame:
