@@ -74,6 +74,7 @@ def _chromium() -> str:
     return exe
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(ledger, tmp_path, runner):
     out = tmp_path / "report.html"
     r = runner.invoke(app, ["report", "--ledger", str(ledger), "--out", str(out)])

@@ -310,6 +310,7 @@ def test_non_utf8_and_broken_files_give_clear_errors(world, tmp_path):
         import_verdicts(broken, world)
 
 
+@pytest.mark.slow
 def test_millions_of_vertices_are_handled_without_building_them(world, tmp_path):
     ret = _returned(world, tmp_path, {0: {"verdict": "legal", **OK}})
     fc = json.loads(ret.read_text())
