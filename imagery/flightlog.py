@@ -222,6 +222,10 @@ def read_osd_csv(path: str | Path, text: str | None = None) -> Track:
         "gimbal_yaw_deg": _wrap180(plain("GIMBAL.yaw")), "gimbal_pitch_deg": plain("GIMBAL.pitch"),
         "gimbal_roll_deg": plain("GIMBAL.roll"), "speed_m_s": speed, "flight_mode": mode,
     }
+    video = _osd_col(units, "CUSTOM.isVideo")
+    if video is not None:
+        flag = df[video[0]].astype(str).str.strip().str.lower()
+        cols["is_video"] = flag.isin(["1", "true", "yes"]).to_numpy(dtype=float)
     cols = {k: np.asarray(v)[fix] for k, v in cols.items()}
     cols["time_s"] = cols["time_s"] - np.nanmin(cols["time_s"])
     return make_track(cols, source=path, format="dji-osd-csv", start_utc=start_utc, warnings=warnings)

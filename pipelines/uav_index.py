@@ -35,7 +35,7 @@ from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.track import Track
 from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices, save_jpeg
 
-__all__ = ["IndexSettings", "IndexResult", "FRAME_PROPERTIES", "telemetry_at", "index_video", "index_photos",
+__all__ = ["IndexSettings", "IndexResult", "FRAME_PROPERTIES", "video_clock", "telemetry_at", "index_video", "index_photos",
            "frame_features"]
 
 FRAME_PROPERTIES = ("frame", "time_s", "lon", "lat", "alt_m", "gimbal_pitch_deg", "gimbal_yaw_deg",
@@ -94,6 +94,25 @@ class IndexResult:
         return int(self.frames.geometry.notna().sum())
 
 
+def video_clock(track: Track) -> tuple[np.ndarray, str]:
+    """Each record's time on the video clock, and how it was found.
+
+    SRT tracks carry it (``video_time_s``, the cue time). Flight logs are shifted so that the
+    first record with ``is_video`` set (Airdata ``isVideo``, DJI ``CUSTOM.isVideo``) is 0;
+    otherwise the log is assumed to start with the video.
+    """
+    t = track.table
+    if "video_time_s" in t and t["video_time_s"].notna().all():
+        return t["video_time_s"].to_numpy(dtype=float), "SRT cue time"
+    time_s = t["time_s"].to_numpy(dtype=float)
+    if "is_video" in t:
+        rec = np.nan_to_num(t["is_video"].to_numpy(dtype=float)) > 0
+        if rec.any():
+            start = float(time_s[int(np.argmax(rec))])
+            return time_s - start, f"flight log shifted so recording starts at log time {start:.1f} s (isVideo)"
+    return time_s, "telemetry assumed to start with the video (no SRT cue times, no isVideo flag)"
+
+
 def telemetry_at(track: Track, times_s: np.ndarray, *, max_gap_s: float = 2.0) -> pd.DataFrame:
     """Telemetry interpolated to the given times on the track's video clock.
 
@@ -101,9 +120,7 @@ def telemetry_at(track: Track, times_s: np.ndarray, *, max_gap_s: float = 2.0) -
     than ``max_gap_s`` from the nearest record get NaN position.
     """
     t = track.table
-    clock_col = "video_time_s" if "video_time_s" in t and t["video_time_s"].notna().all() else "time_s"
-    clock_all = t[clock_col].to_numpy(dtype=float)
-    clock, first = np.unique(clock_all, return_index=True)
+    clock, first = np.unique(video_clock(track)[0], return_index=True)
     times = np.asarray(times_s, dtype=float)
     out = pd.DataFrame({"time_s": times})
     for name in _NUMERIC:
@@ -309,6 +326,9 @@ def index_video(
         cams = [Camera.from_35mm(24.0, info.width_px, info.height_px, name="24mm-eq")] * len(tel)
     records, warnings = frame_features(tel, cams, settings=settings, dem=dem,
                                        takeoff_ground_m=_takeoff_ground(track, dem))
+    how = video_clock(track)[1]
+    if how != "SRT cue time":
+        warnings.insert(0, f"sync: {how}")
     if base is None:
         warnings.insert(0, "no --camera/--hfov-deg: intrinsics from the SRT focal length, else a 24 mm-equivalent lens")
     if tel["lat"].notna().sum() == 0:

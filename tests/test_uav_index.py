@@ -243,3 +243,18 @@ def test_cli_dem_flat_matches_flat_ground_and_bad_dem(clip, runner, tmp_path):
     not_dem.write_text("not a raster")
     bad = runner.invoke(app, [*common, "--dem", str(not_dem), "--out", str(tmp_path / "x.geojson")])
     assert bad.exit_code == 1 and "Error:" in bad.output and "dem_bad.tif" in bad.output
+
+
+def test_airdata_log_synced_by_is_video(tmp_path):
+    rows = ["time(millisecond),latitude,longitude,height_above_takeoff(meters),gimbal_pitch(degrees),"
+            "gimbal_heading(degrees),isVideo"]
+    for k in range(60):  # 10 Hz for 6 s; recording starts at 3.0 s
+        rows.append(f"{k * 100},{LAT0 + k * 1e-6:.7f},{LON0},80,-90,0,{1 if k >= 30 else 0}")
+    log = tmp_path / "flight.csv"
+    log.write_text("\n".join(rows) + "\n")
+    from tuban.imagery.telemetry import read_track
+
+    video = _video(tmp_path / "v.mp4")  # 2 s
+    result = index_video(video, read_track(log), IndexSettings(hfov_deg=60.0, every_s=1.0))
+    assert result.frames["lat"].tolist() == pytest.approx([LAT0 + 30e-6, LAT0 + 40e-6], abs=1e-9)
+    assert any("isVideo" in w for w in result.warnings)
