@@ -388,3 +388,40 @@ def test_real_dji_photo_exif_position_and_time(real_data):
     assert meta.lon_deg == pytest.approx(-(94 + 20 / 60 + 55.53 / 3600), abs=1e-9)
     assert meta.taken.isoformat() == "2020-06-04T22:10:30"
     assert read_photo_meta(b"not an image").lat_deg is None
+
+
+def test_phone_page_saves_a_returned_geojson_that_imports(world, tmp_path):
+    """Run the page's own script (node, with a tiny DOM stub) and import what it saves."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node not installed")
+    packs = _export(world, tmp_path)
+    html = _members(packs[1].path)["index.html"].decode()
+    data = re.search(r'<script type="application/json" id="tasks-data">(.*?)</script>', html, re.S).group(1)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    stub = f"""
+var store = {{'tasks-data': {{textContent: {json.dumps(data)}}}}};
+var fc = JSON.parse(store['tasks-data'].textContent), id = fc.features[0].properties.task_id;
+store['verdict-' + id] = {{value: 'false_change'}}; store['verified_by-' + id] = {{value: '张三'}};
+store['note-' + id] = {{value: '<b>paddy</b>'}};
+var document = {{getElementById: function (k) {{ return store[k] || null; }},
+                createElement: function () {{ return {{click: function () {{}}}}; }}}};
+var saved; function Blob(parts) {{ saved = parts[0]; }} var URL = {{createObjectURL: function () {{ return 'x'; }}}};
+{script}
+saveReturned(); process.stdout.write(saved);
+"""
+    js = tmp_path / "page.js"
+    js.write_text(stub, encoding="utf-8")
+    out = subprocess.run([node, str(js)], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-500:]
+    ret = tmp_path / "returned.geojson"
+    ret.write_bytes(out.stdout)
+    res = import_verdicts(ret, world)
+    assert (res.applied, res.blank) == (1, 1)
+    with open_ledger(world) as led:
+        v = led.rows("SELECT verdict, verified_by, note FROM verdicts")[0]
+    assert v == {"verdict": "false_change", "verified_by": "张三", "note": "<b>paddy</b>"}
