@@ -10,9 +10,10 @@ pixels exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 from shapely import affinity
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -84,9 +85,19 @@ class _Cluster:
     in_hr: bool
     centre_xy_m: tuple[float, float]
     size_xy_m: tuple[float, float]
+    lens: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    wids: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _rotate(geoms, angle_deg: float, cx: float, cy: float):
+    """Rotate an array of geometries counter-clockwise about ``(cx, cy)`` (vectorised)."""
+    t = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    return shapely.transform(geoms, lambda xy: (xy - (cx, cy)) @ rot + (cx, cy))
 
 
 def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _Cluster:
+    """A cluster plan: its outline now, its ponds (``cells``) built by :func:`_build_cells`."""
     rows, cols = int(rng.integers(2, 5)), int(rng.integers(2, 7))
     size_class = rng.choice(3, p=[0.35, 0.45, 0.2])
     length = (rng.uniform(55, 90), rng.uniform(90, 170), rng.uniform(170, 280))[size_class]
@@ -98,17 +109,21 @@ def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _
     total_x = lens.sum() + dike * (cols + 1)
     total_y = wids.sum() + dike * (rows + 1)
     x0, y0 = cx - total_x / 2, cy - total_y / 2
-    cells = []
-    y = y0 + dike
-    for r in range(rows):
-        x = x0 + dike
-        for c in range(cols):
-            rect = box(x, y, x + lens[c], y + wids[r])
-            cells.append(_Cell(r, c, affinity.rotate(rect, angle, origin=(cx, cy)), float(lens[c]), float(wids[r])))
-            x += lens[c] + dike
-        y += wids[r] + dike
-    outline = affinity.rotate(box(x0, y0, x0 + total_x, y0 + total_y), angle, origin=(cx, cy))
-    return _Cluster(cid, cells, rows, cols, angle, dike, outline, False, (cx, cy), (total_x, total_y))
+    outline = _rotate(box(x0, y0, x0 + total_x, y0 + total_y), angle, cx, cy)
+    cl = _Cluster(cid, [], rows, cols, angle, dike, outline, False, (cx, cy), (total_x, total_y))
+    cl.lens, cl.wids = lens, wids
+    return cl
+
+
+def _build_cells(cl: _Cluster) -> None:
+    (cx, cy), (total_x, total_y) = cl.centre_xy_m, cl.size_xy_m
+    lens, wids, d = cl.lens, cl.wids, cl.dike_m
+    xs = cx - total_x / 2 + d + np.concatenate([[0.0], np.cumsum(lens + d)[:-1]])
+    ys = cy - total_y / 2 + d + np.concatenate([[0.0], np.cumsum(wids + d)[:-1]])
+    r, c = np.meshgrid(np.arange(cl.rows), np.arange(cl.cols), indexing="ij")
+    r, c = r.ravel(), c.ravel()
+    rects = _rotate(shapely.box(xs[c], ys[r], xs[c] + lens[c], ys[r] + wids[r]), cl.angle_deg, cx, cy)
+    cl.cells = [_Cell(int(i), int(j), g, float(lens[j]), float(wids[i])) for i, j, g in zip(r, c, rects, strict=True)]
 
 
 def _place_clusters(
@@ -136,6 +151,7 @@ def _place_clusters(
         if want_hr and not hr_inner.contains(o):
             continue
         cl.in_hr = hr_box.contains(o)
+        _build_cells(cl)
         clusters.append(cl)
         taken.append(o.buffer(40))
         n_ponds += len(cl.cells)
@@ -184,7 +200,7 @@ def _assign_changes(rng: np.random.Generator, clusters: list[_Cluster], scale: f
         done, guard = 0, 0
         while done < target and guard < 200:
             guard += 1
-            cl = order[guard % len(order)] if guard <= len(order) else order[int(rng.integers(len(order)))]
+            cl = order[(guard - 1) % len(order)] if guard <= len(order) else order[int(rng.integers(len(order)))]
             for cell in _run(rng, cl, min(int(rng.integers(1, max_run + 1)), target - done)):
                 cell.kind = kind
                 cell.after = "absent" if kind == "removed_pond" else "drained"
