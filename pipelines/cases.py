@@ -123,11 +123,14 @@ def close_case(ledger_path: str | Path, case_id: str, reason: str, *, at: str | 
 
 def reopen_case(ledger_path: str | Path, case_id: str, *, reason: str = "reopened by user",
                 at: str | None = None) -> str:
-    """Reopen a case (status ``open``, back into the next packs); returns its previous status."""
+    """Reopen a case (status ``open``, back into the next packs); returns its previous status.
+
+    Also re-sends a ``dispatched`` case whose pack was lost: the next export gives it a new task.
+    """
     with open_ledger(ledger_path) as led, led.transaction():
         before = led.case(case_id)["status"]
-        if before in ("open", "dispatched"):
-            raise LedgerError(f"case {case_id} is {before}, not closed or decided")
+        if before == "open":
+            raise LedgerError(f"case {case_id} is already open")
         led.set_status(case_id, "open", "reopened", detail=reason, at=at or utc_now(),
                        closed_reason=None)
     return before

@@ -116,7 +116,7 @@ def _evidence_files(led: Ledger, case: dict[str, Any], geom: Any, settings: Expo
     cid = _safe(case["case_id"])
     for role in ("before", "after"):
         path = case.get(f"raster_{role}")
-        if path and Path(path).is_file():
+        if isinstance(path, str) and path and Path(path).is_file():
             chip = render_chip(path, geom, size_px=settings.chip_size_px)
             if chip:
                 files[f"evidence/{cid}_{role}.png"] = chip
