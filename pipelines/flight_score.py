@@ -412,7 +412,9 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
     course = course or default_course()
     st = settings or ScoreSettings()
     fs = prepare(track, st.segment)
-    seg = segment(fs, st.segment, target_alt_m=course.takeoff_altitude_m, hover_s=course.hover.duration_s)
+    point = _enu(fs, course.hover.lon, course.hover.lat) if course.hover.lon is not None and len(fs) else None
+    seg = segment(fs, st.segment, target_alt_m=course.takeoff_altitude_m, hover_s=course.hover.duration_s,
+                  hover_point_en=point)
     penalties: list[dict] = []
     items: dict[str, dict] = {}
     sq, sq_w = None, None

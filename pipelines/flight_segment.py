@@ -25,6 +25,7 @@ landing      from the last start of descent (vU < -0.2 m/s) to the last airborne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,7 +263,8 @@ def runs(mask: np.ndarray, min_len: int = 1, max_gap: int = 0) -> list[tuple[int
 
 
 def segment(fs: FlightSeries, settings: SegmentSettings | None = None, *,
-            target_alt_m: float | None = None, hover_s: float = 10.0) -> Segments:
+            target_alt_m: float | None = None, hover_s: float = 10.0,
+            hover_point_en: tuple[float, float] | None = None) -> Segments:
     """Find takeoff, hover, rotation, square and landing windows automatically.
 
     Args:
@@ -270,6 +272,8 @@ def segment(fs: FlightSeries, settings: SegmentSettings | None = None, *,
         settings: detection thresholds.
         target_alt_m: the course's take-off altitude, if given (else the height held after the climb).
         hover_s: required hover duration: the first still interval this long is the hover.
+        hover_point_en: the course's hover point in this series' ENU metres; when given, the
+            long-enough still interval nearest to it is the hover.
 
     Returns:
         Segments with ``None`` and a note for every item not found.
@@ -290,7 +294,7 @@ def segment(fs: FlightSeries, settings: SegmentSettings | None = None, *,
     takeoff, plateau_alt = _takeoff(fs, a0, a1, settings, target_alt_m, notes)
     rotation = _rotation(fs, a0, a1, settings, notes)
     after = takeoff.stop if takeoff else a0
-    hover = _hover(fs, after, a1, settings, notes, hover_s)
+    hover = _hover(fs, after, a1, settings, notes, hover_s, hover_point_en)
     candidates = _square_candidates(fs, a0, a1, settings)
     square = candidates[0] if candidates else None
     if square is None:
@@ -376,7 +380,7 @@ def _rotation(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings,
 
 
 def _hover(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, notes: dict[str, str],
-           hover_s: float) -> Window | None:
+           hover_s: float, point_en: tuple[float, float] | None = None) -> Window | None:
     mask = (fs.speed_m_s < st.hover_max_speed_m_s) & (np.abs(fs.yaw_rate_deg_s) < st.hover_max_rate_deg_s)
     if fs.has_alt:
         mask &= fs.u_m > 1.0
@@ -387,6 +391,9 @@ def _hover(fs: FlightSeries, a0: int, a1: int, st: SegmentSettings, notes: dict[
         notes["hover"] = f"no airborne interval of at least {st.hover_min_s:.0f} s without translation or turning"
         return None
     long_enough = [r for r in found if r[1] - r[0] >= 0.9 * hover_s / fs.dt_s]
+    if point_en is not None and long_enough:
+        long_enough.sort(key=lambda r: math.hypot(float(np.mean(fs.e_m[r[0]:r[1]])) - point_en[0],
+                                                  float(np.mean(fs.n_m[r[0]:r[1]])) - point_en[1]))
     s, e = long_enough[0] if long_enough else max(found, key=lambda r: (r[1] - r[0], -r[0]))
     return Window(s, e)
 

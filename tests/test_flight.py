@@ -350,3 +350,19 @@ def test_published_rubric_matches_the_code():
         assert (cells[6] == "W") == rule.wind_scaled, rule
     for code, points in DEFAULT_PENALTIES.items():
         assert f"| `{code}` |" in doc and f"| {points:g} |" in doc
+
+
+def test_course_hover_point_selects_the_hover():
+    """Two long still intervals: the one nearest the course's hover point is judged."""
+    t = np.arange(0, 60, 0.1)
+    u = np.clip(np.minimum(t - 1.0, 59.0 - t) * 2.0, 0.0, 10.0)
+    east = np.interp(t, [0, 22, 32, 60], [0, 0, 30, 30])  # hover at the pad, fly 30 m east, hover again
+    lat0, lon0 = 30.0, 120.0
+    lon = lon0 + east / (111_320.0 * math.cos(math.radians(lat0)))
+    track = make_track({"time_s": t, "lat": np.full(len(t), lat0), "lon": lon, "rel_alt_m": u,
+                        "yaw_deg": np.zeros(len(t))}, format="test")
+    first = judge_track(track, "p").entry["items"]["hover"]
+    assert first["window_s"][1] < 25
+    course = parse_course({"hover": {"duration_s": 10, "point": [float(lon[-1]), lat0]}})
+    chosen = judge_track(track, "p", course).entry["items"]["hover"]
+    assert chosen["window_s"][0] > 30 and chosen["metrics"]["offset_from_point_m"] < 0.5

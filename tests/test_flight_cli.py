@@ -46,6 +46,11 @@ def test_score_contract_and_ranking(runner, sample, tmp_path, kind):
     assert any(q["code"] == "skipped_leg" for q in skipper["penalties"])
     shaky = next(p for p in doc["pilots"] if p["pilot"] == "shaky")
     assert any(q["code"] == "no_full_turn" for q in shaky["penalties"])
+    if kind == "csv":  # flycState from the Airdata CSV, reported next to hover and rotation
+        assert shaky["items"]["hover"]["flight_mode"] == "ATTI"
+        assert skipper["items"]["rotation"]["flight_mode"] == "P-GPS"
+    else:  # SRT carries no flight mode
+        assert shaky["items"]["hover"]["flight_mode"] == "unknown (not in log)"
     truth = sample["pilots"]["solid"]["truth"]
     solid = next(p for p in doc["pilots"] if p["pilot"] == "solid")
     assert solid["items"]["hover"]["metrics"]["r95_m"] == pytest.approx(truth["hover_r95_m"], abs=0.2)
