@@ -23,9 +23,10 @@ from tuban.sample_data.uav_clip import (
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    out = tmp_path_factory.mktemp("clip")
+    # test_uav_detect.py reuses this clip (same folder, same seed) instead of rendering another
+    out = tmp_path_factory.getbasetemp() / "uav_clip_seed3"
     t0 = time.perf_counter()
-    paths = generate_uav_clip(out, seed=3)
+    paths = generate_uav_clip(out, seed=3, overwrite=True)
     return paths, time.perf_counter() - t0
 
 
