@@ -246,3 +246,25 @@ def test_default_county_size_counts_and_speed(tmp_path):
         assert 1000 <= src.width <= 1400
     with rasterio.open(files.hr_before) as src:
         assert 1500 <= src.width <= 2000
+
+
+def test_s2_values_look_like_real_sentinel2(county, real_data):
+    """Same reflectance scale as a real Sentinel-2 scene (x10000): band medians within a factor 2.5,
+    nir the brightest band over land, and water darker in nir than land in both."""
+    cog = real_data / "s2_dollard" / "cog.tif"
+    if not cog.is_file():
+        pytest.skip(f"{cog} not found")
+    with rasterio.open(cog) as src:
+        real = src.read().astype(float)
+    with rasterio.open(county.s2_before) as src:
+        ours = src.read().astype(float)
+    ours = ours[:, ours[0] > 0]
+    real = real.reshape(4, -1)
+    real = real[:, real[0] > 0]
+    for b in range(4):
+        ratio = np.median(ours[b]) / np.median(real[b])
+        assert 0.4 < ratio < 2.5, (b, ratio)
+    for a in (ours, real):
+        land = a[3] > 1500
+        assert land.mean() > 0.3 and np.median(a[3][land]) > np.median(a[2][land])
+        assert np.percentile(a[3], 2) < 600  # some open water
