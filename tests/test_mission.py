@@ -14,11 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, box
+from tuban import OutputExistsError, VectorError
 from tuban.cli import app
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
 from tuban.imagery.vector_io import write_geojson
 from tuban.pipelines.mission import (
+    Mission,
+    MissionPlan,
     MissionSettings,
+    Waypoint,
     patch_targets,
     plan_missions,
     route_order,
@@ -214,8 +218,6 @@ def test_write_plan_names_split_files_and_refuses_existing(tmp_path):
     paths = write_plan(plan, MissionFormat.qgc, tmp_path / "route.plan")
     assert [p.name for p in paths] == [f"route_{i + 1}.plan" for i in range(len(plan.missions))]
     assert all(json.loads(p.read_text())["fileType"] == "Plan" for p in paths)
-    from tuban import OutputExistsError
-
     with pytest.raises(OutputExistsError):
         write_plan(plan, MissionFormat.qgc, tmp_path / "route.plan")
 
@@ -268,3 +270,38 @@ def test_cli_mission_plan_bad_inputs(tmp_path, runner):
     r = runner.invoke(app, ["mission", "plan", str(src), "--format", "dji", "--out", str(tmp_path / "o.kml")])
     assert r.exit_code == 2
     assert not (tmp_path / "o.kml").exists()
+
+
+_LON = st.floats(-179.9, 179.9, allow_nan=False)
+_LAT = st.floats(-80.0, 80.0, allow_nan=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(_LON, _LAT), min_size=1, max_size=6), st.floats(10, 400))
+def test_every_format_round_trips_lon_lat_and_altitude(points, alt):
+    wps = tuple(Waypoint(lon=lo, lat=la, altitude_m=alt, name=f"w{i}") for i, (lo, la) in enumerate(points))
+    m = Mission(name="m", takeoff=points[0], waypoints=wps, speed_m_s=8, altitude_m=alt, distance_m=0, flight_s=0)
+    kml = ET.fromstring(plan_to_kml(MissionPlan((m,))))
+    got_kml = [tuple(map(float, p.find("k:Point/k:coordinates", K).text.split(",")))
+               for p in kml.iter(f"{{{KML_NS}}}Placemark") if p.find("k:ExtendedData", K) is not None]
+    rows = list(csv.DictReader(io.StringIO(mission_to_litchi_csv(m))))
+    got_litchi = [(float(r["longitude"]), float(r["latitude"]), float(r["altitude(m)"])) for r in rows]
+    items = json.loads(mission_to_qgc_plan(m))["mission"]["items"]
+    got_qgc = [(i["params"][5], i["params"][4], i["params"][6]) for i in items if i["command"] == 16]
+    with zipfile.ZipFile(io.BytesIO(mission_to_wpml_kmz(m))) as zf:
+        way = ET.fromstring(zf.read("wpmz/waylines.wpml"))
+    got_wpml = [(*map(float, p.find("k:Point/k:coordinates", K).text.split(",")),
+                 float(p.find("wpml:executeHeight", K).text)) for p in way.iter(f"{{{KML_NS}}}Placemark")]
+    for got in (got_kml, got_litchi, got_qgc, got_wpml):
+        assert len(got) == len(points)
+        for (lo, la, a), (elo, ela) in zip(got, points, strict=True):
+            assert abs(lo - elo) < 1e-6 and abs(la - ela) < 1e-6 and abs(a - alt) < 0.01
+
+
+def test_point_patches_and_projected_coordinates(tmp_path):
+    pts = gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=[Point(LON0, LAT0), Point(LON0 + 0.001, LAT0)], crs=WGS84)
+    t = patch_targets(pts)
+    assert [x[0] for x in t] == ["a", "b"] and t[1][1] == pytest.approx(LON0 + 0.001)
+    utm = gpd.GeoDataFrame(geometry=[Point(500000, 2710000)], crs=WGS84)  # UTM numbers labelled lon/lat
+    with pytest.raises(VectorError, match="not lon/lat"):
+        patch_targets(utm)
