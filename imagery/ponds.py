@@ -74,10 +74,15 @@ def shape_stats(geom: BaseGeometry, pixel_size_m: float) -> ShapeStats:
     return ShapeStats(area, min(1.0, area / rect_area), aspect, min(1.0, compact), side_min, side_max)
 
 
-def is_pond_like(stats: ShapeStats, settings: ShapeSettings) -> bool:
-    """Whether a blob with ``stats`` passes the pond size and shape criteria."""
+def is_pond_like(stats: ShapeStats, settings: ShapeSettings, pixel_size_m: float = 0.0) -> bool:
+    """Whether a blob with ``stats`` passes the pond size and shape criteria.
+
+    A blob narrower than two pixels is never a pond: at that width edges, dikes and residual
+    misregistration make slivers, and a real pond is not resolved.
+    """
     return (
         settings.min_area_m2 <= stats.area_m2 <= settings.max_area_m2
+        and stats.side_min_m >= 2.0 * pixel_size_m
         and stats.rectangularity >= settings.min_rectangularity
         and stats.aspect <= settings.max_aspect
         and stats.compactness >= settings.min_compactness

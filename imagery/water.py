@@ -26,6 +26,9 @@ __all__ = [
     "WaterThresholds",
     "water_thresholds",
     "robust_scale",
+    "otsu_two_thresholds",
+    "brightness",
+    "is_water",
 ]
 
 
@@ -157,9 +160,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class WaterThresholds:
-    """Per-scene water decision: index > ``water`` is water; a change must exceed ``change``."""
+    """Per-scene water decision (all levels derived from the scene itself).
+
+    A pixel is water when its index exceeds ``water`` (open water), or when it exceeds
+    ``weak_water`` *and* its total brightness is below ``dark_level`` (algae-rich, turbid or
+    shallow water: weak index but dark in every band, unlike wet mud or shadow-free soil).
+    A state change must also move the index by more than ``change``.
+    """
 
     water: float
+    weak_water: float
+    dark_level: float
     change: float
     separability: float
     water_mean: float
@@ -174,23 +185,97 @@ def robust_scale(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
-def water_thresholds(index_before: np.ndarray, index_after: np.ndarray) -> WaterThresholds:
+def brightness(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Sum of the reflective bands present (blue, green, red, nir, swir1), float32."""
+    out = None
+    for role in ("blue", "green", "red", "nir", "swir1"):
+        if role in bands:
+            b = np.asarray(bands[role], dtype=np.float32)
+            out = b.copy() if out is None else np.add(out, b, out=out)
+    if out is None:
+        raise KeyError("no reflective band to measure brightness")
+    return out
+
+
+def otsu_two_thresholds(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
+    """Two thresholds splitting finite ``values`` into three classes (multi-level Otsu).
+
+    Example:
+        >>> v = np.r_[np.full(50, -0.6), np.full(50, -0.2), np.full(50, 0.5)]
+        >>> t1, t2 = otsu_two_thresholds(v)
+        >>> -0.6 < t1 < -0.2 < t2 < 0.5
+        True
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 3 or v.min() == v.max():
+        x = float(v[0]) if v.size else 0.0
+        return x, x
+    hist, edges = np.histogram(v, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    p = hist / hist.sum()
+    w = np.concatenate([[0.0], np.cumsum(p)])
+    m = np.concatenate([[0.0], np.cumsum(p * centres)])
+    i, j = np.triu_indices(bins + 1, k=1)
+    keep = (i >= 1) & (j <= bins - 1)
+    i, j = i[keep], j[keep]
+    w0, w1, w2 = w[i], w[j] - w[i], 1.0 - w[j]
+    m0, m1, m2 = m[i], m[j] - m[i], m[-1] - m[j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = m0 ** 2 / w0 + m1 ** 2 / w1 + m2 ** 2 / w2
+    between[~np.isfinite(between)] = -np.inf
+    k = int(np.argmax(between))
+    return float(edges[i[k]]), float(edges[j[k]])
+
+
+def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
+                     brightness_before: np.ndarray, brightness_after: np.ndarray, *,
+                     dark_fraction: float = 0.65) -> WaterThresholds:
     """Scene thresholds from the joint histogram of both dates' (normalised) water index.
 
-    The water/land split is Otsu's threshold. The change margin is a quarter of the gap between
-    the water and land class means, and at least 3 robust sigmas of the index difference over
-    unchanged-looking pixels, so sensor noise and residual misregistration do not count as change.
+    * ``water``: among Otsu's three-class upper threshold and two-class threshold, the first
+      whose upper class is darker than the rest (water is the darkest cover in total
+      brightness; a bright upper class means the split fell between two kinds of land);
+    * ``weak_water``: halfway between ``water`` and the median land index;
+    * ``dark_level``: ``dark_fraction`` x the median brightness of land;
+    * ``change``: a tenth of the water-land gap, and at least 3 robust sigmas of the index
+      difference over pixels that are open water on both dates (sensor noise, residual shift).
+
+    Args:
+        index_before, index_after: sampled index values (same pixels, both dates, finite).
+        brightness_before, brightness_after: :func:`brightness` of the same pixels.
+        dark_fraction: dark water is darker than this share of the land median brightness.
     """
-    joint = np.concatenate([index_before[np.isfinite(index_before)], index_after[np.isfinite(index_after)]])
+    joint = np.concatenate([index_before, index_after]).astype(np.float64)
+    bright = np.concatenate([brightness_before, brightness_after]).astype(np.float64)
+    ok = np.isfinite(joint) & np.isfinite(bright)
+    joint, bright = joint[ok], bright[ok]
     if joint.size < 10:
-        return WaterThresholds(0.0, 0.2, 0.0, 0.0, 0.0)
-    t, eta = otsu_threshold(joint)
+        return WaterThresholds(0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0)
+    t2, eta = otsu_threshold(joint)
+    t = t2
+    for cand in (otsu_two_thresholds(joint)[1], t2):
+        up = joint > cand
+        if up.any() and (~up).any() and np.median(bright[up]) < 0.75 * np.median(bright[~up]):
+            t = cand
+            break
+    else:
+        # No dark upper class: the scene holds (almost) no water; keep the split out of land.
+        t = max(t2, float(np.quantile(joint, 0.995)))
     water = joint[joint > t]
     land = joint[joint <= t]
     w_mean = float(np.median(water)) if water.size else t
     l_mean = float(np.median(land)) if land.size else t
-    diff = (index_after - index_before).ravel()
+    stable = (index_before > t) & (index_after > t)
+    diff = (index_after - index_before)[stable] if stable.sum() >= 100 else index_after - index_before
     noise = robust_scale(diff)
-    change = max(0.25 * (w_mean - l_mean), 3.0 * noise)
-    return WaterThresholds(water=t, change=float(change), separability=eta,
-                           water_mean=w_mean, land_mean=l_mean)
+    change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
+    land_b = bright[joint <= t]
+    dark = dark_fraction * float(np.median(land_b)) if land_b.size else 0.0
+    return WaterThresholds(water=t, weak_water=t - 0.5 * (t - l_mean), dark_level=dark,
+                           change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean)
+
+
+def is_water(index: np.ndarray, bright: np.ndarray, t: WaterThresholds) -> np.ndarray:
+    """Boolean water mask under the scene thresholds ``t`` (see :class:`WaterThresholds`)."""
+    return (index > t.water) | ((index > t.weak_water) & (bright < t.dark_level))

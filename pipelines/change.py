@@ -34,7 +34,13 @@ from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.masks import scene_brightness
 from tuban.imagery.ponds import ShapeSettings
 from tuban.imagery.raster_io import DateSource, open_date
-from tuban.imagery.water import fit_normalisation, water_index, water_index_name, water_thresholds
+from tuban.imagery.water import (
+    brightness,
+    fit_normalisation,
+    water_index,
+    water_index_name,
+    water_thresholds,
+)
 from tuban.pipelines.change_blocks import (
     CODE,
     LAYERS,
@@ -68,6 +74,7 @@ class ChangeSettings:
         correct_shift: resample the second date by the measured misregistration.
         shapes: pond size and shape criteria.
         mask_geoms: exclusion polygons (shapely, EPSG:4326) from a user mask.
+        shadow_reach_m: how far from a cloud its shadow may fall (cloud height / tan(sun elev.)).
     """
 
     bands_before: dict[str, int] | None = None
@@ -80,6 +87,7 @@ class ChangeSettings:
     correct_shift: bool = True
     shapes: ShapeSettings = field(default_factory=ShapeSettings)
     mask_geoms: tuple = ()
+    shadow_reach_m: float = 3000.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,7 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) ->
     bright_b = scene_brightness({r: v for r, v in cat.items() if r != "qa"}, ~nod_b)
     bright_a = scene_brightness({r: v for r, v in cat_a.items() if r != "qa"}, ~nod_a)
     valid = np.concatenate([
-        ~(invalid_mask(b, before, bright_b, 8) | invalid_mask(a, after, bright_a, 8)).ravel()
+        ~(invalid_mask(b, before, bright_b, 8)[0] | invalid_mask(a, after, bright_a, 8)[0]).ravel()
         for b, a in zip(sb, sa, strict=True)
     ])
     gains = fit_normalisation(cat, cat_a, valid)
@@ -157,7 +165,9 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) ->
     ok = valid & np.isfinite(ib) & np.isfinite(ia)
     if not ok.any():
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
-    thresholds = water_thresholds(ib[ok], ia[ok])
+    sum_b = brightness({r: v for r, v in cat.items() if r != "qa"})
+    sum_a = brightness({r: v for r, v in cat_a.items() if r != "qa"})
+    thresholds = water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok])
     wkb = tuple(shapely.to_wkb(g) for g in _mask_in_grid(settings.mask_geoms, grid))
     job = BlockJob(
         token=_token(before, after, grid, applied, gains, thresholds, wkb),
@@ -172,12 +182,46 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) ->
         "shift_px": {"dx": round(shift[0], 3), "dy": round(shift[1], 3), "response": round(response, 3),
                      "applied": bool(applied != (0.0, 0.0))},
         "shift_m": round(math.hypot(*shift) * grid.pixel_size_m, 2),
-        "thresholds": {"water": round(thresholds.water, 4), "change": round(thresholds.change, 4),
+        "thresholds": {"water": round(thresholds.water, 4), "weak_water": round(thresholds.weak_water, 4),
+                       "dark_level": round(thresholds.dark_level, 4), "change": round(thresholds.change, 4),
                        "separability": round(thresholds.separability, 3)},
         "normalisation": {r: [round(g.gain, 4), round(g.offset, 4)] for r, g in gains.items()},
         "clear_fraction_sampled": round(float(ok.mean()), 4),
     }
     return job, stats
+
+
+def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> None:
+    """Mask (in place) shadow-like darkening within ``reach_m`` of any cloud of either date.
+
+    Clouds are found per block; their shadows can fall kilometres away, beyond any block halo,
+    so proximity is measured here on a coarse whole-grid cloud map.
+    """
+    from scipy import ndimage
+
+    factor = max(1, int(math.ceil(max(grid.width, grid.height) / 2048)))
+    ch, cw = -(-grid.height // factor), -(-grid.width // factor)
+    coarse = np.zeros((ch, cw), dtype=bool)
+    for r in range(0, grid.height, strip_px):
+        flags = np.asarray(stack[4, r:r + strip_px])
+        cl = (flags & 1).astype(bool)
+        pad = (-cl.shape[0] % factor, -cl.shape[1] % factor)
+        cl = np.pad(cl, ((0, pad[0]), (0, pad[1])))
+        red = cl.reshape(cl.shape[0] // factor, factor, cw, factor).any(axis=(1, 3))
+        coarse[r // factor: r // factor + red.shape[0]] |= red
+    if not coarse.any():
+        return
+    reach_px = reach_m / (grid.pixel_size_m * factor)
+    near = ndimage.distance_transform_edt(~coarse) <= reach_px
+    for r in range(0, grid.height, strip_px):
+        rows = np.arange(r, min(grid.height, r + strip_px)) // factor
+        cols = np.arange(grid.width) // factor
+        near_full = near[rows][:, cols]
+        flags = np.asarray(stack[4, r:r + strip_px])
+        shade = near_full & ((flags & 2) > 0)
+        if shade.any():
+            codes = stack[0, r:r + strip_px]
+            codes[shade] = CODE["masked"]
 
 
 def _mask_in_grid(geoms: Sequence, grid: Grid) -> list:
@@ -271,6 +315,7 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
             _run_dask(job, windows, sink, settings.scheduler, progress)
         else:
             _run_local(job, windows, sink, settings.workers, progress)
+        mask_shadows(stack, grid, settings.shadow_reach_m)
         counts = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)
                      for r in range(0, grid.height, 1024))
         stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from tuban.imagery.align import Grid, GridReader, open_on_grid
 from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, nodata_mask, qa_mask, user_mask
 from tuban.imagery.raster_io import DateSource
-from tuban.imagery.water import BandGain, WaterThresholds, water_index
+from tuban.imagery.water import BandGain, WaterThresholds, brightness, is_water, water_index
 
 __all__ = ["CODE", "LAYERS", "BlockJob", "process_block", "read_date", "close_thread_readers",
            "quantise_index", "dequantise_index", "quantise_level"]
@@ -125,21 +125,24 @@ def apply_gains(bands: Mapping[str, np.ndarray], gains: Mapping[str, BandGain]) 
 
 
 def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: SceneBrightness,
-                 halo_px: int) -> np.ndarray:
-    """Nodata, QA-flagged, cloud and cloud-shadow pixels of one date."""
+                 halo_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(invalid, cloud)``: nodata, QA-flagged, cloud and near cloud-shadow pixels; clouds."""
     bad = nodata_mask(bands, None)
     if "qa" in bands and src.qa_kind:
-        bad |= qa_mask(bands["qa"], src.qa_kind)
+        q = qa_mask(bands["qa"], src.qa_kind)
+        bad |= q
     clean = {r: np.nan_to_num(b, nan=0.0) for r, b in bands.items() if r != "qa"}
     cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=halo_px)
-    return bad | cloud | shadow
+    if "qa" in bands and src.qa_kind:
+        cloud = cloud | q
+    return bad | cloud | shadow, cloud
 
 
-def code_pixels(index_before: np.ndarray, index_after: np.ndarray, valid: np.ndarray,
-                t: WaterThresholds) -> np.ndarray:
-    """Per-pixel change codes (see :data:`CODE`) from both dates' water index."""
-    wb = index_before > t.water
-    wa = index_after > t.water
+def code_pixels(index_before: np.ndarray, index_after: np.ndarray, bright_before: np.ndarray,
+                bright_after: np.ndarray, valid: np.ndarray, t: WaterThresholds) -> np.ndarray:
+    """Per-pixel change codes (see :data:`CODE`) from both dates' water index and brightness."""
+    wb = is_water(index_before, bright_before, t)
+    wa = is_water(index_after, bright_after, t)
     d = index_after - index_before
     codes = np.zeros(index_before.shape, dtype=np.uint8)
     codes[wb & wa] = CODE["water"]
@@ -172,23 +175,25 @@ def quantise_level(values: np.ndarray, reference: float) -> np.ndarray:
 
 
 #: Layers of a processed block / of the whole-grid result stack.
-LAYERS = ("codes", "index_before", "index_after", "nir_after")
+LAYERS = ("codes", "index_before", "index_after", "brightness_after", "flags")
 
 
 def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
     """Code one window of the grid.
 
     Returns:
-        The window and a ``(4, rows, cols)`` uint8 stack: change codes, quantised water index
-        of both dates, and the after date's NIR (or SWIR) relative to the scene median.
+        The window and a ``(5, rows, cols)`` uint8 stack: change codes, quantised water index
+        of both dates, the after date's brightness relative to the land median, and flags
+        (bit 0 cloud on either date, bit 1 shadow-like darkening).
     """
     rb, ra = _readers(job)
     big, inner = _expand(window, job.grid, job.halo_px)
     before = read_date(rb, job.before, big)
     after = apply_gains(read_date(ra, job.after, big), job.gains)
-    valid = ~invalid_mask(before, job.before, job.bright_before, job.halo_px)
-    valid &= ~invalid_mask(after, job.after, job.bright_after, job.halo_px)
-    valid = valid[inner]
+    bad_b, cloud_b = invalid_mask(before, job.before, job.bright_before, job.halo_px)
+    bad_a, cloud_a = invalid_mask(after, job.after, job.bright_after, job.halo_px)
+    valid = ~(bad_b | bad_a)[inner]
+    cloud = (cloud_b | cloud_a)[inner]
     if job.mask_geoms_wkb:
         import shapely
 
@@ -199,9 +204,16 @@ def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
     ia = water_index({r: after[r][inner] for r in after}, job.index_name)
     valid &= np.isfinite(ib) & np.isfinite(ia)
     out = np.empty((len(LAYERS),) + ib.shape, dtype=np.uint8)
-    out[0] = code_pixels(ib, ia, valid, job.thresholds)
+    bb = brightness({r: before[r][inner] for r in before})
+    ba = brightness({r: after[r][inner] for r in after})
+    out[0] = code_pixels(ib, ia, bb, ba, valid, job.thresholds)
     out[1] = quantise_index(ib)
     out[2] = quantise_index(ia)
-    nir = after.get("nir", after.get("swir1"))
-    out[3] = quantise_level(nir[inner], job.bright_before.nir)
+    out[3] = quantise_level(ba, job.thresholds.dark_level / 0.65 if job.thresholds.dark_level > 0 else 1.0)
+    # Darkening (or brightening back) by >40 % without open water on the darker date: what a
+    # cloud shadow does. Masked later only where a cloud is near (see change.mask_shadows).
+    with np.errstate(invalid="ignore"):
+        shadowish = ((ba < 0.6 * bb) & ~(ia > job.thresholds.water)) | \
+                    ((bb < 0.6 * ba) & ~(ib > job.thresholds.water))
+    out[4] = cloud.astype(np.uint8) | (shadowish.astype(np.uint8) << 1)
     return window, out

@@ -14,6 +14,7 @@ then examined in a small window re-read from both dates:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -36,7 +37,7 @@ from tuban.pipelines.change_blocks import CODE, BlockJob, dequantise_index
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
 COLUMNS = ["patch_id", "kind", "score", "area_m2", "area_mu", "lon", "lat", "rectangularity",
-           "compactness", "aspect", "geometry"]
+           "compactness", "aspect", "solidity", "geometry"]
 
 
 def patch_id(kind: str, lon: float, lat: float) -> str:
@@ -50,12 +51,15 @@ def patch_id(kind: str, lon: float, lat: float) -> str:
     return "CD-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
-def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int) -> np.ndarray:
+def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int,
+               accept: Callable[[np.ndarray], bool] | None = None) -> np.ndarray:
     """Label array splitting a blob of merged ponds at its low-index seams (dikes).
 
     Tries increasing index levels inside the blob; the first level whose 1-px-eroded cores give
     two or more components of at least ``min_px // 4`` pixels wins, and every blob pixel joins
-    its nearest core. Returns labels 1..n (0 outside), or the blob itself as label 1.
+    its nearest core. A split is only kept when ``accept(labels)`` agrees (e.g. every part is
+    pond-shaped), so irregular water (tidal flats, floods) is never cut into fake ponds.
+    Returns labels 1..n (0 outside), or the blob itself as label 1.
     """
     labels_out = blob.astype(np.int32)
     vals = index[blob & np.isfinite(index)]
@@ -73,8 +77,9 @@ def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int) -> np.ndarray:
             continue
         markers = np.where(np.isin(lab, big), lab, 0)
         _, (ri, ci) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
-        nearest = markers[ri, ci]
-        return np.where(blob, nearest, 0).astype(np.int32)
+        nearest = np.where(blob, markers[ri, ci], 0).astype(np.int32)
+        if accept is None or accept(nearest):
+            return nearest
     return labels_out
 
 
@@ -104,7 +109,18 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
     nir = np.asarray(stack[3, rs, cs]).astype(np.float32)
     wet_index = ia if value == CODE["new_water"] else ib
     min_px = max(1, int(settings.min_area_m2 / px_area_m2))
-    labels = split_blob(blob, wet_index, min_px) if blob.sum() >= 2 * min_px else blob.astype(np.int32)
+    def parts_are_ponds(labels: np.ndarray) -> bool:
+        for part in range(1, int(labels.max()) + 1):
+            inside = labels == part
+            polys = [shape(g) for g, v in shapes(inside.astype(np.uint8), mask=inside, transform=wt) if v == 1]
+            if len(polys) != 1 or not is_pond_like(shape_stats(polys[0], grid.pixel_size_m), settings, grid.pixel_size_m):
+                return False
+        return True
+
+    whole = blob.astype(np.int32)
+    labels = whole
+    if blob.sum() >= 2 * min_px and not parts_are_ponds(whole):
+        labels = split_blob(blob, wet_index, min_px, parts_are_ponds)
     t = job.thresholds
     span = max(1e-6, t.water_mean - t.land_mean)
     for part in range(1, int(labels.max()) + 1):
@@ -118,19 +134,22 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         stats = shape_stats(poly, grid.pixel_size_m)
         if stats.area_m2 < settings.min_area_m2:
             continue
+        # A pond is a solid block: a 3x3 opening keeps most of it, while fragments of textured
+        # flooding, shadow edges or tide (speckle around a threshold) mostly vanish.
+        solidity = float(ndimage.binary_opening(inside).sum()) / float(inside.sum())
         delta = np.nanmean(np.abs(ia[inside] - ib[inside]))
         contrast = float(np.clip(delta / span, 0.0, 1.0)) if np.isfinite(delta) else 0.0
         drained = False
         if value == CODE["lost_water"]:
             ring = ndimage.binary_dilation(inside, iterations=2) & ~inside & (win_codes == CODE["land"])
-            wet = (np.nanmedian(ia[inside]) - t.land_mean) / max(1e-6, t.water - t.land_mean)
-            dark = 0.0
+            # Brightness layer: 63.5 = the land median. A drained floor is wet mud, darker than
+            # its dike frame and than dry land; fill is dry soil level with the dikes.
+            inner_b = float(np.median(nir[inside]))
             if ring.sum() >= 4:
-                ring_nir = float(np.median(nir[ring]))
-                if ring_nir > 0:
-                    dark = 1.0 - float(np.median(nir[inside])) / ring_nir
-            drained = bool(wet > 0.5 or dark > 0.2)
-        yield poly, stats, contrast, drained
+                drained = inner_b < 0.8 * float(np.median(nir[ring]))
+            else:
+                drained = inner_b < 0.9 * 63.5
+        yield poly, stats, contrast, drained, solidity
 
 
 def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings) -> gpd.GeoDataFrame:
@@ -145,8 +164,8 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         geom = shape(g)
         if geom.area < min_blob_px * px_area:
             continue
-        for poly, stats, contrast, drained in _examine(geom, int(v), stack, job, settings, px_area):
-            pond = is_pond_like(stats, settings)
+        for poly, stats, contrast, drained, solidity in _examine(geom, int(v), stack, job, settings, px_area):
+            pond = is_pond_like(stats, settings, grid.pixel_size_m) and solidity >= 0.6
             if int(v) == CODE["new_water"]:
                 kind = "new_pond" if pond else "new_water"
             else:
@@ -154,7 +173,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
             score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
             records.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
-                            "aspect": stats.aspect, "geometry": poly})
+                            "aspect": stats.aspect, "solidity": solidity, "geometry": poly})
     if not records:
         return gpd.GeoDataFrame({c: [] for c in COLUMNS}, geometry="geometry", crs=WGS84)
     gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=grid.crs)
@@ -171,7 +190,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
     gdf["area_m2"] = gdf["area_m2"].round(1)
     gdf["area_mu"] = (gdf["area_m2"] / M2_PER_MU).round(3)
     gdf["score"] = gdf["score"].astype(float).round(3)
-    for col in ("rectangularity", "compactness", "aspect"):
+    for col in ("rectangularity", "compactness", "aspect", "solidity"):
         gdf[col] = gdf[col].astype(float).round(3)
     gdf["patch_id"] = [patch_id(k, x, y) for k, x, y in zip(gdf["kind"], gdf["lon"], gdf["lat"], strict=True)]
     gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)

@@ -1,0 +1,130 @@
+"""Quality of ``tuban change`` on the sample county: object F1 per kind, vs a naive baseline.
+
+Usage::
+
+    python benchmarks/quality_change.py --seeds 0 1 2 [--keep DIR]
+
+For each seed the sample county is generated (``tuban.sample_data.county.generate_county``),
+``run_change`` is run on the Sentinel-2-like (10 m) and high-resolution (2 m) pairs, and the
+patches are scored against the truth polygons (IoU >= 0.25, one-to-one). The naive baseline
+thresholds NDWI at a fixed 0.0 on both dates, keeps changed blobs of >= 0.05 ha and calls every
+gain a new pond and every loss a removed pond (no normalisation, masks, or shape test).
+False alarms are predictions of a pond kind that match no truth pond change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from rasterio.features import shapes
+from shapely.geometry import shape
+from tuban.imagery.crs import WGS84
+from tuban.pipelines.change import ChangeSettings, run_change
+from tuban.pipelines.evaluate import score_objects
+
+PAIRS = {"new_pond": ["new_ponds"], "removed_pond": ["removed_ponds"], "drained_pond": ["drained_ponds"],
+         "lost_pond": ["removed_ponds", "drained_ponds"]}
+
+
+def _truth(root: Path, names: list[str], res: str) -> gpd.GeoDataFrame:
+    parts = [gpd.read_file(root / "truth" / f"{n}.geojson") for n in names]
+    g = gpd.GeoDataFrame(gpd.pd.concat(parts, ignore_index=True), crs=WGS84)
+    col = "in_s2" if res == "s2" else "in_hr"
+    return g[g[col].astype(bool)] if col in g else g
+
+
+def baseline(before: Path, after: Path, min_area_m2: float = 500.0) -> gpd.GeoDataFrame:
+    """NDWI > 0 on both dates, changed blobs >= min area, gains = new, losses = removed."""
+    with rasterio.open(before) as b, rasterio.open(after) as a:
+        if b.transform != a.transform or b.shape != a.shape:
+            from rasterio.vrt import WarpedVRT
+
+            a_arr = WarpedVRT(a, crs=b.crs, transform=b.transform, width=b.width, height=b.height).read()
+        else:
+            a_arr = a.read()
+        b_arr = b.read()
+        transform, crs = b.transform, b.crs
+    def ndwi(x):
+        g, n = x[1].astype(np.float32), x[3].astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (g - n) / (g + n)
+    wb, wa = ndwi(b_arr) > 0, ndwi(a_arr) > 0
+    code = np.zeros(wb.shape, np.uint8)
+    code[wa & ~wb] = 1
+    code[wb & ~wa] = 2
+    px = abs(transform.a * transform.e)
+    recs = []
+    for g, v in shapes(code, mask=code > 0, transform=transform):
+        geom = shape(g)
+        if geom.area >= min_area_m2 and geom.area >= px:
+            recs.append({"kind": "new_pond" if v == 1 else "removed_pond", "geometry": geom})
+    if not recs:
+        return gpd.GeoDataFrame({"kind": []}, geometry=[], crs=crs)
+    return gpd.GeoDataFrame(recs, crs=crs)
+
+
+def score(pred: gpd.GeoDataFrame, root: Path, res: str) -> dict:
+    out = {}
+    for kind, names in PAIRS.items():
+        kinds = ["removed_pond", "drained_pond"] if kind == "lost_pond" else [kind]
+        p = pred[pred["kind"].isin(kinds)]
+        out[kind] = score_objects(p, _truth(root, names, res), iou_threshold=0.25).as_dict()
+    allp = pred[pred["kind"].str.endswith("_pond")]
+    truth_all = _truth(root, ["new_ponds", "removed_ponds", "drained_ponds"], res)
+    s = score_objects(allp, truth_all, iou_threshold=0.1)
+    out["false_alarms"] = s.predictions - s.matched
+    out["any_kind_patches"] = int(len(pred))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--keep", type=Path, default=None, help="keep generated counties here")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args()
+    from tuban.sample_data.county import generate_county
+
+    base = args.keep or Path(tempfile.mkdtemp(prefix="tuban-quality-"))
+    rows = []
+    try:
+        for seed in args.seeds:
+            root = base / f"seed{seed}"
+            if not (root / "county.json").exists():
+                generate_county(root, seed=seed)
+            for res in ("s2", "hr"):
+                t0 = time.perf_counter()
+                r = run_change([root / res / "before.tif"], [root / res / "after.tif"], ChangeSettings())
+                dt = time.perf_counter() - t0
+                ours = score(r.patches, root, res)
+                naive = score(baseline(root / res / "before.tif", root / res / "after.tif"), root, res)
+                rows.append({"seed": seed, "res": res, "seconds": round(dt, 1), "shift_px": r.shift_px,
+                             "tuban": ours, "baseline": naive})
+                print(f"seed {seed} {res}: " + "  ".join(
+                    f"{k} F1 {ours[k]['f1']:.2f} (P {ours[k]['precision']:.2f} R {ours[k]['recall']:.2f}, "
+                    f"n={ours[k]['truths']}) / base {naive[k]['f1']:.2f}"
+                    for k in ("new_pond", "removed_pond", "drained_pond", "lost_pond"))
+                    + f"  FA {ours['false_alarms']} / base {naive['false_alarms']}  shift {r.shift_px}", flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    for kind in ("new_pond", "removed_pond", "drained_pond", "lost_pond"):
+        for who in ("tuban", "baseline"):
+            m, t, p = (sum(r[who][kind][k] for r in rows) for k in ("matched", "truths", "predictions"))
+            prec, rec = (m / p if p else 1.0), (m / t if t else 1.0)
+            f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            print(f"pooled {kind:13s} {who:8s} P {prec:.3f} R {rec:.3f} F1 {f1:.3f} (truth {t})")
+
+
+if __name__ == "__main__":
+    main()
