@@ -39,12 +39,9 @@ def rgb_band_indexes(colorinterp: tuple, descriptions: tuple) -> tuple[int, ...]
     if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
         return ci[ColorInterp.red], ci[ColorInterp.green], ci[ColorInterp.blue]
     desc = [(d or "").strip().lower() for d in descriptions]
-    found = []
-    for role in ("red", "green", "blue"):
-        idx = next((i + 1 for i, d in enumerate(desc) if d in _NAMES[role]), None)
-        found.append(idx)
+    found = [next((i + 1 for i, d in enumerate(desc) if d in _NAMES[role]), 0) for role in ("red", "green", "blue")]
     if all(found):
-        return tuple(found)  # type: ignore[return-value]
+        return tuple(found)
     n = len(colorinterp)
     return (1, 2, 3) if n >= 3 else (1,)
 
@@ -105,7 +102,7 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
     pil = Image.fromarray(np.moveaxis(rgb, 0, -1), "RGB")
     if max(pil.size) < size_px:  # small windows: enlarge with crisp pixels so a phone shows them
         up = size_px / max(pil.size)
-        pil = pil.resize((max(1, round(pil.width * up)), max(1, round(pil.height * up))), Image.NEAREST)
+        pil = pil.resize((max(1, round(pil.width * up)), max(1, round(pil.height * up))), Image.Resampling.NEAREST)
         scale *= up
     draw = ImageDraw.Draw(pil)
     inv = ~wt

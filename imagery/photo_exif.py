@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -35,9 +36,9 @@ class PhotoMeta:
     taken: datetime | None = None
 
 
-def _deg(dms: object, ref: object) -> float | None:
+def _deg(dms: Any, ref: object) -> float | None:
     try:
-        d, m, s = (float(x) for x in dms)  # type: ignore[union-attr]
+        d, m, s = (float(x) for x in dms)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     value = d + m / 60.0 + s / 3600.0

@@ -305,7 +305,7 @@ class Ledger:
             "INSERT INTO runs (kind, digest, started_at, inputs, tuban_version) VALUES (?, ?, ?, ?, ?)",
             (kind, digest, utc_now(), json.dumps(inputs or {}, ensure_ascii=False), __version__),
         )
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, counts: dict) -> None:
         self.conn.execute("UPDATE runs SET finished_at = ?, counts = ? WHERE fid = ?",

@@ -79,7 +79,8 @@ def collect_report(ledger_path: str | Path) -> ReportData:
     by_grid: dict[str, dict[str, int]] = {}
     for r in records:
         g = by_grid.setdefault(str(r["grid_id"] or "(no grid)"), {})
-        g[r["status"]] = g.get(r["status"], 0) + 1
+        status = str(r["status"])
+        g[status] = g.get(status, 0) + 1
     by_verdict = dict(Counter(r["verdict"] for r in records if r["verdict"]))
     hours = []
     for f in firsts:
