@@ -129,6 +129,9 @@ def _checks(r: ReturnedVerdict, case: dict[str, Any], task: dict[str, Any], batc
 
 
 def _validate(led: Ledger, batch: ReturnedBatch) -> dict[str, dict[str, Any]]:
+    missing = [str(r.row + 1) for r in batch.rows if not r.task_id]
+    if missing:
+        raise LedgerError(f"{batch.source}: rows with a verdict but no task_id: {', '.join(missing[:20])}")
     bad = sorted({(r.verdict, r.task_id or f"row {r.row}") for r in batch.rows if r.verdict not in VERDICTS})
     if bad:
         listed = ", ".join(f"{v!r} (task {t})" for v, t in bad[:20])

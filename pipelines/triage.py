@@ -198,13 +198,18 @@ class _Matcher:
         self.geoms[self.ids.index(case_id)] = geom
 
 
-def _grid_for(point_wgs84: Any, grids: gpd.GeoDataFrame | None, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The grid cell containing a point (the first in file order if cells overlap)."""
+def _grid_for(geom_wgs84: Any, grids: gpd.GeoDataFrame | None, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid cell containing the centroid (first in file order if cells overlap), else the
+    cell sharing most of the polygon, else none."""
     if grids is None or not len(grids):
         return {}
-    hits = grids.sindex.query(point_wgs84, predicate="intersects")
+    hits = grids.sindex.query(shapely.centroid(geom_wgs84), predicate="intersects")
     if not len(hits):
-        return {}
+        touching = grids.sindex.query(geom_wgs84, predicate="intersects")
+        if not len(touching):
+            return {}
+        shared = [shapely.area(shapely.intersection(grids.geometry.iloc[int(i)], geom_wgs84)) for i in touching]
+        hits = [touching[int(np.argmax(shared))]]
     row = records[int(min(hits))]
     return {k: _str(row.get(k)) for k in ("grid_id", "grid_name", "officer", "phone", "admin_code")}
 
@@ -299,7 +304,7 @@ def _triage_in(led: Ledger, patches, dets, grids, frames, prot, rasters, inputs,
             if not creates:
                 return None
             c = shapely.centroid(geom_wgs)
-            grid = _grid_for(c, grids, grid_records)
+            grid = _grid_for(geom_wgs, grids, grid_records)
             admin = (grid.get("admin_code") or _NO_GRID)[:6]
             case_id = led.next_case_id(admin if admin.isdigit() and len(admin) == 6 else _NO_GRID)
             led.insert_case({

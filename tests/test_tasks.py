@@ -425,3 +425,11 @@ saveReturned(); process.stdout.write(saved);
     with open_ledger(world) as led:
         v = led.rows("SELECT verdict, verified_by, note FROM verdicts")[0]
     assert v == {"verdict": "false_change", "verified_by": "张三", "note": "<b>paddy</b>"}
+
+
+def test_a_verdict_without_task_id_is_rejected(world, tmp_path):
+    _export(world, tmp_path)
+    ret = tmp_path / "r.csv"
+    ret.write_text("task_id,verdict\n,legal\n", encoding="utf-8")
+    with pytest.raises(LedgerError, match="no task_id: 1"):
+        import_verdicts(ret, world)

@@ -142,3 +142,13 @@ def test_cli_triage_and_its_errors(tmp_path, runner):
     assert r.exit_code == 1 and "Error:" in r.output and "bad.geojson" in r.output
     r = runner.invoke(app, ["triage", str(patches), "--ledger", str(ledger)])
     assert r.exit_code == 2  # --grids missing
+
+
+def test_a_patch_whose_centroid_is_outside_every_grid_goes_to_the_grid_it_overlaps(tmp_path):
+    # grids end at LAT0 + 0.05; this L-shaped patch has its centroid outside but overlaps G-W
+    lon, lat = LON0, LAT0 + 0.05
+    poly = shapely.Polygon([(lon - 0.002, lat - 0.0005), (lon + 0.002, lat - 0.0005), (lon + 0.002, lat + 0.004),
+                            (lon - 0.002, lat + 0.004)])
+    res = _run(tmp_path, [feature(poly, patch_id="edge", kind="new_pond", score=0.9)])
+    assert res.new_cases == ("350181-00001",)
+    assert _cases(tmp_path / "tuban.gpkg")["grid_id"].iloc[0] == "G-W"
