@@ -42,6 +42,7 @@ from tuban.pipelines.flight_square import (
     order_corners,
     square_from_spec,
 )
+from tuban.pipelines.flight_targets import target_coverage
 
 __all__ = ["ScoreSettings", "Judged", "subscore", "judge_track", "score_tracks", "scores_json",
            "leaderboard_csv", "load_tracks"]
@@ -336,62 +337,6 @@ def _square(fs: FlightSeries, w: Window, course: Course, st: ScoreSettings,
     return _item(course, "square", metrics, extra), sq, w
 
 
-def _targets(fs: FlightSeries, course: Course, st: ScoreSettings, t_start: float, penalties: list) -> dict:
-    """Camera-footprint coverage of each target (flat ground at take-off height, NED/ZYX gimbal angles).
-
-    Every sample is projected like :func:`tuban.imagery.camera.ground_to_pixel`, vectorised over
-    time: the target is found when it falls inside the image from at least ``min_footprint_height_m``.
-    """
-    from tuban.imagery.camera import Camera, rotation_ned
-
-    tan_h = math.tan(math.radians(course.camera_hfov_deg) / 2)
-    tan_v = math.tan(math.radians(course.camera_vfov_deg) / 2)
-    cam = Camera.from_hfov(course.camera_hfov_deg, 1000, max(2, round(1000 * tan_v / tan_h)))
-    yaw = np.where(np.isfinite(fs.gimbal_yaw_deg), fs.gimbal_yaw_deg, np.nan_to_num(fs.yaw_deg, nan=0.0))
-    pitch = np.where(np.isfinite(fs.gimbal_pitch_deg), fs.gimbal_pitch_deg, -90.0)
-    cam_to_ned = rotation_ned(yaw, pitch, 0.0) @ np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    h = fs.u_m
-    usable = h >= st.min_footprint_height_m
-    # ground point of the optical axis, for the centre distance
-    axis = cam_to_ned[:, :, 2]
-    t_hit = np.where(axis[:, 2] > 1e-6, h / np.maximum(axis[:, 2], 1e-6), np.nan)
-    ce, cn = fs.e_m + t_hit * axis[:, 1], fs.n_m + t_hit * axis[:, 0]
-    half_diag = math.hypot(cam.width_px / 2, cam.height_px / 2)
-    detail, found_t, ratios = [], [], []
-    for tgt in course.targets:
-        te, tn = _enu(fs, tgt.lon, tgt.lat)
-        vec = np.stack([tn - fs.n_m, te - fs.e_m, h], -1)
-        d_c = np.einsum("nij,ni->nj", cam_to_ned, vec)
-        z = np.where(d_c[:, 2] > 1e-9, d_c[:, 2], np.nan)
-        u = cam.cx_px + cam.fx_px * d_c[:, 0] / z
-        v = cam.cy_px + cam.fy_px * d_c[:, 1] / z
-        covered = usable & (u >= 0) & (u < cam.width_px) & (v >= 0) & (v < cam.height_px)
-        r = np.hypot(u - cam.cx_px, v - cam.cy_px) / half_diag
-        if covered.any():
-            i = int(np.flatnonzero(covered)[0])
-            best = int(np.argmin(np.where(covered, r, np.inf)))
-            found_t.append(float(fs.t_s[i]) - t_start)
-            ratios.append(float(r[best]))
-            detail.append({"name": tgt.name, "found": True, "time_to_find_s": _r(fs.t_s[i] - t_start, 2),
-                           "centre_offset_ratio": _r(r[best]),
-                           "centre_distance_m": _r(float(np.nanmin(np.hypot(te - ce, tn - cn)[covered])), 2),
-                           "best_time_s": _r(fs.t_s[best], 2)})
-        else:
-            penalties.append(_penalty(course, "target_missed", "targets",
-                                      f"target {tgt.name} never inside the camera footprint"))
-            detail.append({"name": tgt.name, "found": False, "time_to_find_s": None,
-                           "centre_offset_ratio": None, "centre_distance_m": None, "best_time_s": None})
-    nt = max(1, len(course.targets))
-    metrics = {
-        "found_fraction": len(found_t) / nt,
-        "centre_offset_ratio": float(np.mean(ratios)) if ratios else float("nan"),
-        "time_to_find_s": max(found_t) if found_t else float("nan"),
-        "time_to_find_ratio": max(found_t) / course.targets_time_limit_s if found_t else float("nan"),
-    }
-    return _item(course, "targets", metrics, {"targets": detail,
-                                              "footprint": "pinhole camera, flat ground at take-off height"})
-
-
 def _penalty(course: Course, code: str, item: str, reason: str, times: int = 1) -> dict:
     return {"code": code, "item": item, "points": round(course.penalties[code] * times, 2), "reason": reason}
 
@@ -442,7 +387,10 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
             items[item], sq, sq_w = _square(fs, win, course, st, penalties)
         else:
             t0 = fs.t_s[seg.takeoff.start] if seg.takeoff else fs.t_s[win.start]
-            items[item] = _targets(fs, course, st, float(t0), penalties)
+            metrics, extra, missed = target_coverage(fs, course, float(t0), st.min_footprint_height_m)
+            penalties.extend(_penalty(course, "target_missed", "targets",
+                                      f"target {name} never inside the camera footprint") for name in missed)
+            items[item] = _item(course, "targets", metrics, extra)
     if course.required_flight_mode:
         for item in ("hover", "rotation"):
             mode = items[item].get("flight_mode")

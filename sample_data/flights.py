@@ -27,7 +27,7 @@ from tuban.imagery.vector_io import write_text_atomic
 
 __all__ = ["PilotSkill", "PILOTS", "COURSE_ORIGIN", "simulate_flight", "flight_track", "write_flights"]
 
-COURSE_ORIGIN = (120.15510, 30.27410)  # (lon, lat) of the take-off pad and the square's start corner
+COURSE_ORIGIN = (117.41250, 23.92600)  # (lon, lat) of the pad: a sports field in the sample county (scenes.CountySpec)
 SIDE_M = 20.0
 ALT_M = 10.0
 HOVER_S = 10.0
