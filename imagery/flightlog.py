@@ -227,7 +227,10 @@ def read_osd_csv(path: str | Path, text: str | None = None) -> Track:
         flag = df[video[0]].astype(str).str.strip().str.lower()
         cols["is_video"] = flag.isin(["1", "true", "yes"]).to_numpy(dtype=float)
     cols = {k: np.asarray(v)[fix] for k, v in cols.items()}
-    cols["time_s"] = cols["time_s"] - np.nanmin(cols["time_s"])
+    if not np.isfinite(cols["time_s"]).all():
+        cols["time_s"] = np.arange(len(cols["lat"]), dtype=float) * 0.1
+        warnings.append("unreadable time column; 10 Hz assumed")
+    cols["time_s"] = cols["time_s"] - cols["time_s"].min()
     return make_track(cols, source=path, format="dji-osd-csv", start_utc=start_utc, warnings=warnings)
 
 

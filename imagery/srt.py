@@ -92,6 +92,10 @@ _LEGACY_FIELDS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
 _GPS = re.compile(r"\bGPS\s*\(\s*" + _NUM + r"\s*,\s*" + _NUM + r"\s*(?:,\s*" + _NUM + r"\s*(M?)\s*)?\)")
 _PRY_TAIL = r"\s*\(\s*" + _NUM + r"[^,)\d-]*,\s*" + _NUM + r"[^,)\d-]*,\s*" + _NUM + r"[^)]*\)"
 _F_PRY = re.compile(r"\bF\.PRY" + _PRY_TAIL)
+# Mavic 2 / Air 2S / Mini 3 era: "[Drone: Yaw:90.4, Pitch:0.8, Roll:-1.6]", "[Gimbal: Yaw:.., Pitch:.., Roll:..]"
+_YPR_TAIL = r"\s*:\s*Yaw\s*:\s*" + _NUM + r"\s*,\s*Pitch\s*:\s*" + _NUM + r"\s*,\s*Roll\s*:\s*" + _NUM
+_DRONE_YPR = re.compile(r"\[Drone" + _YPR_TAIL)
+_GIMBAL_YPR = re.compile(r"\[Gimbal" + _YPR_TAIL)
 _G_PRY = re.compile(r"\bG\.PRY" + _PRY_TAIL)
 
 _FRAME_DT_MAX_S = 0.2  # cue intervals at or below this are per-frame records (>= 5 fps)
@@ -296,11 +300,23 @@ def parse_srt_text(text: str, *, source: str | Path | None = None) -> Track:
                 cols[f"{prefix}roll_deg"] = recs.column(starts, vals[:, 1])
                 cols[f"{prefix}yaw_deg"] = recs.column(starts, vals[:, 2])
 
+    for prefix, literal, pattern in (("", "[Drone", _DRONE_YPR), ("gimbal_", "[Gimbal", _GIMBAL_YPR)):
+        if literal in probe and f"{prefix}yaw_deg" not in cols:
+            starts, groups = _matches(pattern, text)
+            if len(starts):
+                vals = _to_float([x for row in groups for x in row]).reshape(-1, 3)
+                cols[f"{prefix}yaw_deg"] = recs.column(starts, vals[:, 0])
+                cols[f"{prefix}pitch_deg"] = recs.column(starts, vals[:, 1])
+                cols[f"{prefix}roll_deg"] = recs.column(starts, vals[:, 2])
+    if "dzoom_ratio" in cols:  # Mini 3 / Air 2S write "[dzoom_ratio: 10000, delta:0]" for 1.0x
+        z = cols["dzoom_ratio"]
+        cols["dzoom_ratio"] = np.where(z >= 100, z / 10000.0, z)
+
     bracket = "lat" in cols and "lon" in cols
     if family and bracket:
         family = "srt-mixed"
     elif bracket:
-        if "gimbal_yaw_deg" in cols or "yaw_deg" in cols:
+        if "gb_yaw" in probe or "drone_yaw" in probe:
             family = "srt-enterprise"
         elif re.search(r"SrtCnt|FrameCnt :|longtitude|\[altitude|\[iso :", text[:4000]) or cues_missing:
             family = "srt-mavic2"
@@ -418,7 +434,7 @@ def _resolve_gps_tuples(text: str, recs: _Records, cols: dict[str, np.ndarray], 
 def _decode_focal(focal: np.ndarray, text: str) -> np.ndarray:
     """35 mm-equivalent focal length; Mavic 2 era integers are ×10 (``240`` = 24 mm)."""
     integer_style = re.search(r"focal_len\s*:\s*\d+\s*\]", text) is not None
-    if integer_style and np.nanmedian(focal) >= 100:
+    if integer_style and np.isfinite(focal).any() and np.nanmedian(focal) >= 100:
         return focal / 10.0
     return focal
 

@@ -267,3 +267,27 @@ def test_legacy_positions_are_near_home_so_not_swapped(real_data, name):
     north = (t.lat - home_lat) * 111_000
     east = (t.lon - home_lon) * 111_000 * np.cos(np.radians(home_lat))
     assert np.hypot(north, east).max() < 2_000  # swapped lon/lat would be thousands of km away
+
+
+MINI3 = """1
+00:00:00,000 --> 00:00:00,033
+<font size="28">SrtCnt : 1, DiffTime : 33ms
+2024-09-04 13:29:07.288
+[iso : 120] [shutter : 1/2000.0] [fnum : 170] [ev : 0] [ct : 5165] [color_md : default] [focal_len : 240] [dzoom_ratio: 10000, delta:0],[latitude: 37.451022] [longitude: 126.656545] [rel_alt: 45.000 abs_alt: 111.890] [Drone: Yaw:90.4, Pitch:0.8, Roll:-1.6] [Gimbal: Yaw:91.0, Pitch:-45.0, Roll:0.0] </font>
+
+2
+00:00:00,033 --> 00:00:00,066
+<font size="28">SrtCnt : 2, DiffTime : 33ms
+2024-09-04 13:29:07.324
+[iso : 120] [shutter : 1/2000.0] [fnum : 170] [ev : 0] [ct : 5164] [color_md : default] [focal_len : 240] [dzoom_ratio: 20000, delta:0],[latitude: 37.451030] [longitude: 126.656550] [rel_alt: 45.100 abs_alt: 111.990] [Drone: Yaw:90.5, Pitch:0.7, Roll:-1.5] [Gimbal: Yaw:91.1, Pitch:-45.0, Roll:0.0] </font>
+"""
+
+
+def test_mini3_style_encodings_and_ypr_brackets():
+    t = parse_srt_text(MINI3).table
+    assert t.dzoom_ratio.tolist() == [1.0, 2.0]  # x10000 encoding
+    assert t.focal_len_35mm.tolist() == [24.0, 24.0]  # x10 encoding
+    assert t.rel_alt_m.tolist() == [45.0, 45.1]
+    assert (t.yaw_deg.iloc[0], t.pitch_deg.iloc[0], t.roll_deg.iloc[0]) == (90.4, 0.8, -1.6)
+    assert (t.gimbal_yaw_deg.iloc[1], t.gimbal_pitch_deg.iloc[1]) == (91.1, -45.0)
+    assert t.frame.tolist() == [0, 1]
