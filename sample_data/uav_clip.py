@@ -251,8 +251,8 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
         cx, cy = -60.0 + 7 * k, -42.0 + rng.uniform(-0.5, 0.5)
         cv2.circle(img, (int((cx - x0) / gsd), int((y0 - cy) / gsd)), int(2.5 / gsd), (52, 88, 46), -1)
     img += rng.normal(0, 5.0, img.shape).astype(np.float32)  # texture
-    img = cv2.GaussianBlur(img, (0, 0), 0.8)
-    data = np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    blurred = cv2.GaussianBlur(img, (0, 0), 0.8)
+    data = np.clip(blurred, 0, 255).astype(np.uint8).transpose(2, 0, 1)
     crs = local_crs(s.origin_lon, s.origin_lat)
     raster = GeoRaster(data=data, transform=tf, crs=crs, band_names=("red", "green", "blue"))
     return raster, gpd.GeoDataFrame({"pond_id": [f"U{i + 1:02d}" for i in range(len(ponds))],
@@ -383,14 +383,12 @@ def generate_uav_clip(out_dir: str | Path, seed: int = 0, *, ortho: GeoRaster | 
                         truth_ponds=out / "truth_ponds.geojson", meta=out / "clip.json")
 
     footprints = []
-    noise = []  # a few sensor-noise fields, cycled (generating one per frame would be slow)
-    for _ in range(5):
-        nz = np.zeros((s.height_px, s.width_px, 3), np.int16)
-        cv2.randn(nz, 0, 2.5)
-        noise.append(nz)
+    noise_rng = np.random.default_rng([seed, 7])  # own stream: the main one stays as it was
+    noise = [np.round(noise_rng.normal(0.0, 2.5, (s.height_px, s.width_px, 3))).astype(np.int16)
+             for _ in range(5)]  # a few sensor-noise fields, cycled (one per frame would be slow)
     with atomic_path(paths.video, overwrite=overwrite) as tmp:
         tmp_mp4 = tmp.with_suffix(".mp4")
-        vw = cv2.VideoWriter(str(tmp_mp4), cv2.VideoWriter_fourcc(*"mp4v"), s.fps, (s.width_px, s.height_px))
+        vw = cv2.VideoWriter(str(tmp_mp4), cv2.VideoWriter.fourcc(*"mp4v"), s.fps, (s.width_px, s.height_px))
         if not vw.isOpened():
             raise RuntimeError("OpenCV cannot write mp4v video here")
         try:

@@ -144,3 +144,15 @@ def test_true_footprint_nadir_geometry():
     assert fp.contains(Point(0, 0))
     with pytest.raises(ValueError):
         true_footprint_m((0.0, 0.0), 80.0, (0.0, -10.0, 0.0), s)  # sees the horizon
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    small = ClipSettings(width_px=320, height_px=180, pass_s=1.0, turn_s=1.0, ortho_gsd_m=0.5)
+    a = generate_uav_clip(tmp_path / "a", seed=5, settings=small)
+    b = generate_uav_clip(tmp_path / "b", seed=5, settings=small)
+    c = generate_uav_clip(tmp_path / "c", seed=6, settings=small)
+    for name in ("video", "srt", "truth_ponds", "truth_footprints"):
+        assert getattr(a, name).read_bytes() == getattr(b, name).read_bytes(), name
+    assert a.srt.read_bytes() != c.srt.read_bytes()
+    with pytest.raises(Exception, match="already exists"):
+        generate_uav_clip(tmp_path / "a", seed=5, settings=small)

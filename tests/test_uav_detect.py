@@ -273,3 +273,19 @@ def test_cli_uav_detect_bad_inputs(clip, runner, tmp_path):
     r = runner.invoke(app, [*base, "--telemetry", str(paths.srt), "--camera", "nosuchcam"])
     assert r.exit_code == 2 and "nosuchcam" in r.output
     assert not out.exists()
+
+
+def test_evidence_from_uav_index_frames_of_the_clip(clip):
+    """Frames indexed by `uav index` attach to the truth ponds; the best is a near-nadir view."""
+    from tuban.pipelines.uav_index import IndexSettings, index_video
+
+    paths, track, _ = clip
+    frames = index_video(paths.video, track, IndexSettings(hfov_deg=70.0, every_s=1.0)).frames
+    ponds = gpd.read_file(paths.truth_ponds)
+    seen = ponds[ponds["fully_seen"]]
+    ev = attach_frames(seen, frames, id_column="pond_id")
+    assert set(ev["patch_id"]) == set(seen["pond_id"])
+    best = ev[ev["rank"] == 1]
+    assert (best["view_angle_deg"] < 30).all()
+    assert ev.groupby("patch_id").size().min() >= 5
+    assert not set(ponds.loc[~ponds["fully_seen"], "pond_id"]) & set(ev["patch_id"])
