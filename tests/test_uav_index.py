@@ -258,3 +258,10 @@ def test_airdata_log_synced_by_is_video(tmp_path):
     result = index_video(video, read_track(log), IndexSettings(hfov_deg=60.0, every_s=1.0))
     assert result.frames["lat"].tolist() == pytest.approx([LAT0 + 30e-6, LAT0 + 40e-6], abs=1e-9)
     assert any("isVideo" in w for w in result.warnings)
+
+
+def test_cli_camera_choices_are_the_presets():
+    from tuban.cli import CameraPresetOpt
+    from tuban.imagery.camera import CAMERA_PRESETS
+
+    assert {c.value for c in CameraPresetOpt} == set(CAMERA_PRESETS)
