@@ -52,6 +52,8 @@ class DatasetSettings:
         min_visible: keep a label cut by the chip edge if this share of the object is inside...
         min_side_px: ...or if the visible piece is at least this many pixels on its short side.
         min_valid: skip chips with less than this share of valid (non-nodata) pixels.
+        empty_keep: share of chips with neither objects nor hard negatives to keep (background
+            examples; a deterministic choice).
     """
 
     tile_size_px: int = 640
@@ -61,6 +63,7 @@ class DatasetSettings:
     min_visible: float = 0.3
     min_side_px: float = 12.0
     min_valid: float = 0.5
+    empty_keep: float = 1.0
 
     def __post_init__(self) -> None:
         if self.tile_size_px < 32:
@@ -147,13 +150,14 @@ def _chip_labels(pieces_src: gpd.GeoSeries, tree, win: Window, s: DatasetSetting
     return rows
 
 
-def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str | Path,
+def build_dataset(pairs: list[tuple], out_dir: str | Path,
                   settings: DatasetSettings | None = None, *, labels_path: str | Path | None = None,
                   overwrite: bool = False, progress: Progress | None = None) -> DatasetSummary:
     """Write a YOLO dataset (images/, labels/, data.yaml with absolute paths) into ``out_dir``.
 
     Args:
-        pairs: ``(raster, labels)`` per raster; labels any CRS, polygons.
+        pairs: ``(raster, labels)`` per raster, labels in any CRS; a third item ``"train"`` or
+            ``"val"`` puts the whole raster in that split (e.g. held-out scenes) instead.
         out_dir: dataset folder; built in a temporary folder and renamed when complete.
         settings: chip and split settings.
         labels_path: the labels file (for error messages).
@@ -170,7 +174,7 @@ def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(out_dir)
-    names = sorted({lab for _, gdf in pairs for lab, n in zip(*_class_and_negative(gdf, labels_path), strict=True)
+    names = sorted({lab for _, gdf, *_ in pairs for lab, n in zip(*_class_and_negative(gdf, labels_path), strict=True)
                     if not n})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -182,10 +186,11 @@ def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str
         objects = {"train": 0, "val": 0}
         negative_chips = guard = 0
         planned = []
-        for k, (raster, gdf) in enumerate(pairs):
+        for k, (raster, gdf, *fixed) in enumerate(pairs):
             src = open_slice_source(raster)
             wins = slice_windows(src.width, src.height, s.tile_size_px, 0)
-            planned.append((raster, gdf, src, wins, split_chips(wins, s.val_fraction, at_end=k % 2 == 0)))
+            splits = [fixed[0]] * len(wins) if fixed else split_chips(wins, s.val_fraction, at_end=k % 2 == 0)
+            planned.append((raster, gdf, src, wins, splits))
         if not any("val" in sp for *_, sp in planned):  # rasters too small: hold out whole rasters
             if len(planned) < 2:
                 raise InputError(pairs[0][0], f"too small to split by area at {s.tile_size_px} px chips; "
@@ -218,8 +223,11 @@ def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str
                     x0, y0, x1, y1 = w.bounds_px
                     lines = [" ".join([str(cls[i])] + [f"{v:.6f}" for v in r])
                              for i, r in _chip_labels(pos, pos_tree, w, s)]
-                    if not lines and len(neg_tree.query(shapely_box(x0, y0, x1, y1))):
-                        negative_chips += 1
+                    if not lines:
+                        if len(neg_tree.query(shapely_box(x0, y0, x1, y1))):
+                            negative_chips += 1
+                        elif _keep_fraction(f"{k}_{w.col_off}_{w.row_off}") >= s.empty_keep:
+                            continue
                     name = f"{stem}_{w.col_off}_{w.row_off}"
                     img = to_uint8_rgb(data, stretch, ok)
                     if not cv2.imwrite(str(tmp / "images" / split / f"{name}.png"), img[..., ::-1]):
@@ -231,14 +239,15 @@ def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str
                 src.close()
             if progress:
                 progress(k + 1, len(planned))
-        if chips["train"] == 0 or chips["val"] == 0:
+        eval_only = all(len(p) > 2 and p[2] == "val" for p in pairs)
+        if chips["val"] == 0 or (chips["train"] == 0 and not eval_only):
             raise InputError(pairs[0][0], f"no usable chips for {'train' if chips['train'] == 0 else 'val'}")
         yaml_text = "\n".join([f"path: {json.dumps(str(out_dir))}", "train: images/train", "val: images/val",
                                "names:"] + [f"  {i}: {json.dumps(n)}" for i, n in enumerate(names)]) + "\n"
         (tmp / "data.yaml").write_text(yaml_text)
         meta = {"settings": asdict(s), "names": names, "chips": chips, "objects": objects,
                 "negative_chips": negative_chips, "guard_chips_dropped": guard,
-                "rasters": [str(Path(str(r)).resolve()) for r, _ in pairs]}
+                "rasters": [str(Path(str(p[0])).resolve()) for p in pairs]}
         (tmp / "tuban_dataset.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -248,3 +257,9 @@ def build_dataset(pairs: list[tuple[str | Path, gpd.GeoDataFrame]], out_dir: str
             shutil.rmtree(tmp, ignore_errors=True)
     return DatasetSummary(out_dir, out_dir / "data.yaml", tuple(names), chips, objects, negative_chips, guard)
 
+
+def _keep_fraction(key: str) -> float:
+    """A stable pseudo-random number in [0, 1) per chip (no global RNG state)."""
+    import zlib
+
+    return (zlib.crc32(key.encode()) % 10007) / 10007.0
