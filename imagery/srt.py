@@ -24,6 +24,7 @@ Extra track columns: ``video_time_s`` (cue start, the clock the video frames sha
 from __future__ import annotations
 
 import re
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +187,8 @@ class _Records:
         if self.fast:
             found = pattern.findall(self.text)
             if len(found) == self.n:
-                try:
-                    return np.array(found, dtype=float)
+                try:  # fromiter(map(float)) is ~2x faster than np.array(list_of_str, dtype=float)
+                    return np.fromiter(map(float, found), dtype=float, count=len(found))
                 except ValueError:
                     return _to_float(found)
             if not found:
@@ -377,14 +378,15 @@ def _fast_fields(text: str, n: int, out: dict[str, np.ndarray]) -> None:
     if "DiffTime" in head:
         pairs = _CNT_DIFF.findall(text)
         if len(pairs) == n:
-            arr = np.array(pairs, dtype=float)
+            arr = np.fromiter(map(float, chain.from_iterable(pairs)), dtype=float, count=2 * n).reshape(n, 2)
             out["framecnt"], out["difftime_ms"] = arr[:, 0], arr[:, 1]
     if "rel_alt" in head:
         for pattern in (_POS4_EXACT, _POS4):
             quartets = pattern.findall(text)
             if len(quartets) == n:
                 try:
-                    pos = np.array(quartets, dtype=float)
+                    pos = np.fromiter(map(float, chain.from_iterable(quartets)), dtype=float,
+                                      count=4 * n).reshape(n, 4)
                 except ValueError:
                     continue
                 for k, name in enumerate(("lat", "lon", "rel_alt_m", "abs_alt_m")):
