@@ -23,6 +23,8 @@ from cases_fixtures import (
     square,
     write_fc,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tuban import LedgerError, VectorError
 from tuban.cli import app
 from tuban.imagery.gcj02 import wgs84_to_gcj02
@@ -433,3 +435,26 @@ def test_a_verdict_without_task_id_is_rejected(world, tmp_path):
     ret.write_text("task_id,verdict\n,legal\n", encoding="utf-8")
     with pytest.raises(LedgerError, match="no task_id: 1"):
         import_verdicts(ret, world)
+
+
+_JSONISH = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.text(max_size=20),
+                        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+                        max_leaves=20)
+
+
+@given(st.binary(max_size=400) | _JSONISH.map(lambda v: json.dumps(v).encode())
+       | st.dictionaries(st.sampled_from(["task_id", "verdict", "photos", "lon", "lat", "note"]), _JSONISH, max_size=6)
+       .map(lambda p: json.dumps({"type": "FeatureCollection", "features": [{"properties": p, "geometry":
+                                                                             {"type": "Point", "coordinates": p.get("lon")}}]}).encode()))
+@settings(max_examples=60, deadline=None)
+def test_returned_parser_never_crashes_on_garbage(tmp_path_factory, data):
+    from tuban.pipelines.returned import read_returned
+
+    for suffix in (".geojson", ".csv"):
+        path = tmp_path_factory.mktemp("g") / f"r{suffix}"
+        path.write_bytes(data)
+        try:
+            batch = read_returned(path)
+        except VectorError:
+            continue
+        assert all(isinstance(r.verdict, str) and r.verdict for r in batch.rows)
