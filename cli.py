@@ -203,6 +203,8 @@ def demo_cmd(
                                           file_okay=False)] = Path("tuban-demo"),
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sample county seed.")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads for change detection.")] = 2,
+    size_km: Annotated[float | None, typer.Option("--size-km", min=2.0, max=40.0,
+                                                  help="Sample county side in km (default 12).")] = None,
 ) -> None:
     """Run the sky-to-task loop on the sample county: change -> cases -> task packs per village."""
     import time
@@ -219,7 +221,8 @@ def demo_cmd(
                 info(f"- {name}")
             bar(done, total)
 
-        result = run_demo(out_dir, DemoSettings(seed=seed, workers=workers), progress=progress)
+        result = run_demo(out_dir, DemoSettings(seed=seed, workers=workers, size_km=size_km),
+                          progress=progress)
     if result.reused:
         info(f"reused from an earlier run: {', '.join(result.reused)}")
     kinds = sorted({k for c in result.patch_counts.values() for k in c})
