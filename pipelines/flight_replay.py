@@ -36,10 +36,13 @@ def _colour(i: int) -> str:
     return COLOURS[i % len(COLOURS)]
 
 
-def common_frame(judged: Sequence[Judged], course: Course | None = None) -> tuple[float, float, list[np.ndarray]]:
-    """Put every pilot in one ENU frame: (ref_lon, ref_lat, [offset_en per pilot]).
+def common_frame(judged: Sequence[Judged], course: Course | None = None,
+                 max_offset_m: float = 5000.0) -> tuple[float, float, list[np.ndarray], list[str]]:
+    """Put every pilot in one ENU frame: ``(ref_lon, ref_lat, [offset_en per pilot], notes)``.
 
-    The reference is the course's square start corner when given, else the first pilot's take-off.
+    The reference is the course's square start corner when given, else the first pilot's
+    take-off. A pilot whose take-off lies more than ``max_offset_m`` away (another venue) is
+    drawn about its own take-off point instead, and a note says so.
     """
     import pymap3d
 
@@ -51,14 +54,17 @@ def common_frame(judged: Sequence[Judged], course: Course | None = None) -> tupl
         lon0, lat0 = usable[0].series.origin_lon, usable[0].series.origin_lat
     else:
         lon0, lat0 = 0.0, 0.0
-    offsets = []
+    offsets, notes = [], []
     for j in judged:
+        off = np.zeros(2)
         if len(j.series):
             e, n, _ = pymap3d.geodetic2enu(j.series.origin_lat, j.series.origin_lon, 0.0, lat0, lon0, 0.0)
-            offsets.append(np.array([float(e), float(n)]))
-        else:
-            offsets.append(np.zeros(2))
-    return lon0, lat0, offsets
+            off = np.array([float(e), float(n)])
+            if float(np.hypot(*off)) > max_offset_m:
+                notes.append(f"{j.pilot} took off {np.hypot(*off) / 1000:.1f} km away: drawn about its own take-off")
+                off = np.zeros(2)
+        offsets.append(off)
+    return lon0, lat0, offsets, notes
 
 
 def _course_shapes(judged: Sequence[Judged], offsets: list[np.ndarray], course: Course) -> dict:
@@ -113,7 +119,9 @@ def _map_svg(pilots: list[dict], shapes: dict) -> str:
     parts = [f'<svg id="track-map" xmlns="http://www.w3.org/2000/svg" viewBox="{x0:.2f} {-y1:.2f} {w:.2f} {h:.2f}" '
              f'preserveAspectRatio="xMidYMid meet" data-x0="{x0:.2f}" data-y1="{y1:.2f}">',
              f'<rect x="{x0:.2f}" y="{-y1:.2f}" width="{w:.2f}" height="{h:.2f}" fill="#fbfbf8"/>']
-    grid = 10.0 if max(w, h) < 200 else 50.0
+    raw = max(w, h) / 8.0  # about 8 grid lines a side, on a 1-2-5 ladder
+    mag = 10.0 ** np.floor(np.log10(raw))
+    grid = float(next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw))
     gx = np.arange(np.ceil(x0 / grid) * grid, x1, grid)
     gy = np.arange(np.ceil(y0 / grid) * grid, y1, grid)
     sw = max(w, h) / 600
@@ -221,7 +229,7 @@ def replay_html(judged: Sequence[Judged], result: dict, course: Course | None = 
         rate_hz: animation sample rate kept in the page.
     """
     course = course or default_course()
-    _, _, offsets = common_frame(judged, course)
+    _, _, offsets, frame_notes = common_frame(judged, course)
     step = max(1, int(round((1.0 / (judged[0].series.dt_s if judged and len(judged[0].series) else 0.1)) / rate_hz)))
     pilots = [_pilot_data(j, off, step) for j, off in zip(judged, offsets, strict=True)]
     shapes = _course_shapes(judged, offsets, course)
@@ -235,7 +243,7 @@ def replay_html(judged: Sequence[Judged], result: dict, course: Course | None = 
         "TITLE": html.escape(f"Flight replay - {result.get('course', '')}"),
         "COURSE": html.escape(f"{result.get('course', '')}; wind grade {result.get('wind_grade', 1)}; "
                               f"square: {shapes.get('square_source', 'none')}"),
-        "LEGEND": legend,
+        "LEGEND": legend + "".join(f'<p class="warn">{html.escape(n)}</p>' for n in frame_notes),
         "MAP": _map_svg(pilots, shapes),
         "PLOTS": "\n".join(_plot_svg(pilots, k, lab) for k, lab in
                            (("u", "Height above take-off (m)"), ("v", "Horizontal speed (m/s)"), ("yaw", "Yaw, unwrapped (deg)"))),
@@ -260,7 +268,7 @@ def replay_pngs(judged: Sequence[Judged], course: Course | None = None) -> dict[
     import matplotlib.pyplot as plt
 
     course = course or default_course()
-    _, _, offsets = common_frame(judged, course)
+    _, _, offsets, _ = common_frame(judged, course)
     shapes = _course_shapes(judged, offsets, course)
     out: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(7, 7), dpi=110)

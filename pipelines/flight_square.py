@@ -64,18 +64,17 @@ def fit_square(x: np.ndarray, y: np.ndarray, side_m: float | None = None) -> tup
     x, y = np.asarray(x, float), np.asarray(y, float)
     cx, cy = float(np.median(x)), float(np.median(y))
     cov = np.cov(np.vstack([x - cx, y - cy]))
-    w, v = np.linalg.eigh(cov)
+    _, v = np.linalg.eigh(cov)
     theta0 = math.atan2(v[1, -1], v[0, -1]) % (math.pi / 2)
-    best = None
+    tries = []
     for theta_try in (theta0, (theta0 + math.pi / 4) % (math.pi / 2)):
         c, s = math.cos(theta_try), math.sin(theta_try)
         px, py = c * (x - cx) + s * (y - cy), -s * (x - cx) + c * (y - cy)
         side0 = side_m or float(np.mean([np.percentile(px, 95) - np.percentile(px, 5),
                                          np.percentile(py, 95) - np.percentile(py, 5)]))
-        res = least_squares(_box_distance, [cx, cy, theta_try, max(side0, 1.0)], args=(x, y),
-                            loss="soft_l1", f_scale=1.0, method="trf")
-        if best is None or res.cost < best.cost:
-            best = res
+        tries.append(least_squares(_box_distance, [cx, cy, theta_try, max(side0, 1.0)], args=(x, y),
+                                   loss="soft_l1", f_scale=1.0, method="trf"))
+    best = min(tries, key=lambda r: r.cost)
     cx, cy, theta, side = best.x
     # Second pass without the corner regions, so overshoots past corners do not inflate the side.
     h = abs(side) / 2.0

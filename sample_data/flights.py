@@ -138,7 +138,7 @@ def simulate_flight(skill: PilotSkill, seed: int = 0, dt_s: float = 0.1) -> tupl
     """
     rng = np.random.default_rng(seed)
     p = _Path(dt_s)
-    truth: dict[str, float | int | bool | list] = {"pilot": skill.name, "rank": skill.rank}
+    truth: dict[str, object] = {"pilot": skill.name, "rank": skill.rank}
     p.hold("ground", 3.0)
     # Take-off: k overlapping minimum-jerk sub-movements, overshoot bump, lateral and heading drift.
     k = skill.climb_submovements

@@ -175,3 +175,14 @@ def test_replay_renders_tracks_in_headless_chromium(replay_dir, sample):
             if sum(abs(a - b) for a, b in zip(px, c, strict=True)) < 60:
                 hits[c] = hits.get(c, 0) + 1
     assert len(hits) == len(sample["pilots"]) and min(hits.values()) > 50, hits  # tracks overlap
+
+
+def test_real_logs_from_different_places_replay(runner, real_data, tmp_path):
+    logs = [real_data / "dji_srt" / "MAVIC3.srt", real_data / "dji_srt" / "matrice_300.srt",
+            real_data / "px4_ulog" / "sample_px4_events.ulg"]
+    res = runner.invoke(app, ["flight", "replay", *map(str, logs), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "index.html").read_text()
+    assert page.count('<path class="track"') == 3
+    assert page.count("km away: drawn about its own take-off") == 2  # three venues, one frame each
+    assert page.count('class="grid"') < 60
