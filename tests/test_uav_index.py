@@ -265,3 +265,18 @@ def test_cli_camera_choices_are_the_presets():
     from tuban.imagery.camera import CAMERA_PRESETS
 
     assert {c.value for c in CameraPresetOpt} == set(CAMERA_PRESETS)
+
+
+def test_photos_with_absolute_altitude_use_the_dem(tmp_path, runner):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("SourceFile,GPSLatitude,GPSLongitude,AbsoluteAltitude,GimbalPitchDegree,FlightYawDegree,"
+                   "DateTimeOriginal,ImageWidth,ImageHeight,FocalLengthIn35mmFormat\n"
+                   f"a.jpg,{LAT0},{LON0},1100.0,-90,0,2024:05:01 10:00:00,4000,3000,24\n")
+    dem = _write_dem(tmp_path / "dem.tif", np.full((400, 400), 1000.0), LON0 - 0.004, LAT0 + 0.004)
+    out = tmp_path / "p.geojson"
+    res = runner.invoke(app, ["uav", "index", str(csv), "--dem", str(dem), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    p = _features(out)[0]["properties"]
+    assert p["height_source"] == "abs_alt-dem" and p["alt_m"] == pytest.approx(100.0)
+    assert p["gsd_m"] == pytest.approx(100 * 43.2666 / 24 / 5000, rel=1e-4)
+    assert "datums" in res.output
