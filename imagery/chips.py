@@ -17,6 +17,7 @@ import shapely
 from PIL import Image, ImageDraw
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window, from_bounds
+
 from tuban import RasterError
 from tuban.imagery.crs import WGS84, transformer
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+
 from tuban import LedgerError
 from tuban.pipelines.ledger import open_ledger, utc_now
 

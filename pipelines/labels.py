@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
+
 from tuban.imagery.vector_io import write_geojson
 from tuban.pipelines.ledger import open_ledger
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import geopandas as gpd
 import shapely
+
 from tuban import LedgerError
 from tuban.imagery.crs import WGS84
 

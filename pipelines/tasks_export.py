@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+
 from tuban import LedgerError, __version__
 from tuban.imagery.chips import render_chip
 from tuban.imagery.crs import WGS84

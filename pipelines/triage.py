@@ -18,6 +18,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
+
 from tuban import VectorError
 from tuban.imagery.crs import M2_PER_MU, WGS84, metric_crs_for_gdf
 from tuban.imagery.vector_io import geojson_dict, geojson_to_gdf, read_vector

@@ -23,6 +23,7 @@ import shapely
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.windows import Window, from_bounds
+
 from tuban import RasterError
 from tuban.imagery.bands import resolve_roles
 from tuban.imagery.crs import WGS84, transformer
@@ -212,7 +213,9 @@ def watch(ledger_path: str | Path, image_path: str | Path, settings: WatchSettin
                 if c.water_back:
                     led.set_status(c.case_id, "restocked", "restocked", detail=detail, run_id=run_id, at=now,
                                    priority=1, watch_water_fraction=c.water_fraction, review_flag=1,
-                                   review_reason=f"water back in {image_path.name} ({c.water_fraction:.0%} of the polygon)")
+                                   review_reason=f"water back in {image_path.name} ({c.water_fraction:.0%} of the polygon"
+                                                 + (f", dry dike edge {c.dike_fraction:.0%})" if c.dike_fraction is not None
+                                                    else ")"))
                     reopened.append(c.case_id)
                 else:
                     led.update_case(c.case_id, watch_water_fraction=c.water_fraction, updated_at=now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban.imagery.gcj02 import gcj02_to_wgs84, in_china, wgs84_to_gcj02
 from tuban.pipelines.tasks_import import distance_m
 

@@ -18,6 +18,7 @@ import shapely
 from cases_fixtures import LAT0, LON0, square
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban import LedgerError
 from tuban.pipelines.ledger import SCHEMA_VERSION, gpkg_blob, open_ledger, parse_gpkg_blob
 

@@ -11,6 +11,7 @@ import zipfile
 import pytest
 from cases_fixtures import LAT0, LON0, grids_file, offset, patch_features, write_fc
 from PIL import Image
+
 from tuban.cli import app
 from tuban.imagery.vector_io import read_vector
 from tuban.pipelines.cases import close_case

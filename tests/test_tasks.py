@@ -25,6 +25,7 @@ from cases_fixtures import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban import LedgerError, VectorError
 from tuban.cli import app
 from tuban.imagery.gcj02 import wgs84_to_gcj02

@@ -8,6 +8,7 @@ import geopandas as gpd
 import pytest
 import shapely
 from cases_fixtures import LAT0, LON0, feature, grids_file, offset, patch_features, square, write_fc
+
 from tuban.cli import app
 from tuban.imagery.vector_io import read_vector
 from tuban.pipelines.cases import close_case

@@ -19,6 +19,7 @@ from cases_fixtures import (
     square,
     write_fc,
 )
+
 from tuban.cli import app
 from tuban.imagery.vector_io import read_vector
 from tuban.pipelines.cases import close_case
@@ -125,6 +126,7 @@ def test_real_naip_lake_reopens_and_farmland_does_not(real_data, tmp_path):
     """Real NAIP (R,G,B,NIR uint8, EPSG:26914): a case on a prairie-pothole lake vs one on dry land."""
     from pyproj import Transformer
     from scipy import ndimage
+
     from tuban.imagery.chips import render_chip
     from tuban.pipelines.ledger import open_ledger as _open
 
