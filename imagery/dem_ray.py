@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pymap3d
+
 from tuban import RasterError
 from tuban.imagery.crs import WGS84, transformer
 from tuban.imagery.georaster import GeoRaster, map_to_pixel

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from tuban import TelemetryError
 from tuban.imagery.track import Track, make_track
 

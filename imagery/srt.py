@@ -28,6 +28,7 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+
 from tuban import TelemetryError
 from tuban.imagery.track import Track, make_track
 

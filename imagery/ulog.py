@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from tuban import TelemetryError
 from tuban.imagery.track import Track, make_track
 

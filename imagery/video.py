@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tuban import InputError
 from tuban.imagery.vector_io import write_bytes_atomic
 

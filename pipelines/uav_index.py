@@ -28,6 +28,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+
 from tuban import InputError, OutputExistsError
 from tuban.imagery.camera import Camera, camera_preset, footprint, gsd_m, view_above_horizon
 from tuban.imagery.crs import WGS84

@@ -11,6 +11,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point
+
 from tuban.imagery.camera import (
     CAMERA_PRESETS,
     Camera,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban import TelemetryError
 from tuban.imagery.photo_meta import parse_dms, read_exiftool_csv, read_photo_meta
 from tuban.imagery.telemetry import read_track, sniff_format

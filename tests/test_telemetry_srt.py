@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban import TelemetryError
 from tuban.imagery.srt import frame_interval_s, parse_srt_text, read_srt
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import shape
+
 from tuban.cli import app
 from tuban.imagery.srt import parse_srt_text
 from tuban.pipelines.uav_index import IndexSettings, index_video, telemetry_at
@@ -197,6 +198,7 @@ def test_telemetry_interpolates_on_the_cue_clock(times):
 def test_synthetic_clip_footprints_match_truth(tmp_path, runner):
     """Issue 5 targets on the sample UAV clip: IoU >= 0.85 on >= 95 % of frames, nadir centre <= 2 m."""
     import geopandas as gpd
+
     from tuban.imagery.crs import utm_crs_for
     from tuban.sample_data.uav_clip import generate_uav_clip
 
