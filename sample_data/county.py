@@ -35,6 +35,7 @@ import shapely
 from affine import Affine
 from pyproj import CRS
 from shapely.geometry import box
+
 from tuban import OutputExistsError, __version__
 from tuban.imagery.crs import M2_PER_MU, transformer, utm_crs_for
 from tuban.imagery.vector_io import write_geojson
@@ -223,11 +224,10 @@ def _to_utm(geom, origin: tuple[float, float]):
     return shapely.transform(geom, lambda c: c + np.asarray(origin))
 
 
-def _truth_frame(ponds, scenes: dict[str, Scene], cloud, grids, origin, crs) -> gpd.GeoDataFrame:
+def _truth_frame(ponds: tuple[Pond, ...], scenes: dict[str, Scene], cloud, grids, origin, crs) -> gpd.GeoDataFrame:
     rows = []
     fp = {s: scenes[f"{s}/before"].footprint.intersection(scenes[f"{s}/after"].footprint) for s in ("s2", "hr")}
     for p in ponds:
-        p: Pond
         g = p.geometry
         area = g.area
         xs, ys = np.asarray(g.exterior.coords).T

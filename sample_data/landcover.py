@@ -17,6 +17,7 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
+
 from tuban.sample_data.radiometry import MATERIALS, feature_spectrum, material_texture
 
 __all__ = ["Patch", "Village", "Landscape", "make_patch", "build_landscape"]
@@ -76,6 +77,7 @@ def make_patch(
 ) -> Patch:
     """A patch with per-feature spectra; an unchanged material drifts only slightly between dates."""
     sb = feature_spectrum(before, rng, jitter) if before else None
+    sa: tuple[float, ...] | None
     if after and after == before and sb is not None:
         sa = tuple(float(v) for v in np.clip(np.asarray(sb) * (1 + rng.normal(0, drift, 4)), 0.005, 0.95))
     else:
@@ -144,6 +146,30 @@ def _river(rng, w, h, m, ys, xs, mud_w) -> tuple[LineString, BaseGeometry]:
         if len(seg) >= 2:
             parts.append(LineString(seg).buffer((11 + 6 * k) * rng.uniform(0.9, 1.1), 8))
     return LineString(line), unary_union(parts)
+
+
+def _tidal_creeks(rng, h, ys, xs, mud_w) -> BaseGeometry:
+    """Branching tidal creeks cut into the mudflat from the low-tide line (water on both dates)."""
+    creeks = []
+    for _ in range(int(rng.integers(3, 8))):
+        y = rng.uniform(0.05, 0.95) * h
+        start = np.array([np.interp(y, ys, xs) + np.interp(y, ys, mud_w) + 20.0, y])
+        reach = np.interp(y, ys, mud_w) * rng.uniform(0.6, 1.0)
+        trunk = np.repeat(start[None], 26, axis=0)
+        for depth, width in ((0, rng.uniform(6, 12)), (1, rng.uniform(3, 6)), (1, rng.uniform(3, 6))):
+            n = 25
+            heading = np.pi + rng.normal(0, 0.25) + (rng.choice([-0.7, 0.7]) if depth else 0.0)
+            steps = heading + np.cumsum(rng.normal(0, 0.25, n))
+            seg = reach / n * (0.5 if depth else 1.0)
+            p0 = start if not depth else trunk[int(rng.integers(5, n // 2))]
+            pts = p0 + np.cumsum(np.column_stack([np.cos(steps), np.sin(steps)]) * seg, axis=0)
+            pts = np.vstack([p0, pts])
+            if not depth:
+                trunk = pts
+            half = len(pts) // 2
+            creeks.append(LineString(pts[: half + 1]).buffer(width / 2, 4))
+            creeks.append(LineString(pts[half:]).buffer(width / 4, 4))
+    return unary_union(creeks) if creeks else Polygon()
 
 
 def _canals(rng, w, h, m, ys, xs, river: LineString) -> BaseGeometry:
@@ -272,6 +298,9 @@ def build_landscape(rng: np.random.Generator, width_m: float, height_m: float, m
 
     # tidal mudflat and sea: the after date has a higher tide (narrower mudflat)
     patches.append(make_patch(east, "mudflat", "mudflat", rng, role="mudflat", jitter=0.04))
+    creeks = _tidal_creeks(rng, h, ys, xs, mud_w)
+    if not creeks.is_empty:
+        patches.append(make_patch(creeks, "sea", "sea", rng, role="creek", jitter=0.05))
     for date, frac in (("before", 1.0), ("after", rng.uniform(0.45, 0.7))):
         sea_line = np.column_stack([xs + mud_w * frac, ys])
         sea = Polygon([(w + m + 10, -m - 10), *sea_line.tolist(), (w + m + 10, h + m + 10)]).buffer(0)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 from shapely import affinity
-from shapely.geometry import Polygon, box
+from shapely.geometry import Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
+
 from tuban.sample_data.landcover import Landscape, Patch, make_patch
 from tuban.sample_data.radiometry import WATER_COLOURS, material_texture, water_spectrum
 
@@ -110,9 +111,7 @@ def _make_cluster(rng: np.random.Generator, cid: str, cx: float, cy: float) -> _
     total_y = wids.sum() + dike * (rows + 1)
     x0, y0 = cx - total_x / 2, cy - total_y / 2
     outline = _rotate(box(x0, y0, x0 + total_x, y0 + total_y), angle, cx, cy)
-    cl = _Cluster(cid, [], rows, cols, angle, dike, outline, False, (cx, cy), (total_x, total_y))
-    cl.lens, cl.wids = lens, wids
-    return cl
+    return _Cluster(cid, [], rows, cols, angle, dike, outline, False, (cx, cy), (total_x, total_y), lens, wids)
 
 
 def _build_cells(cl: _Cluster) -> None:
@@ -120,8 +119,8 @@ def _build_cells(cl: _Cluster) -> None:
     lens, wids, d = cl.lens, cl.wids, cl.dike_m
     xs = cx - total_x / 2 + d + np.concatenate([[0.0], np.cumsum(lens + d)[:-1]])
     ys = cy - total_y / 2 + d + np.concatenate([[0.0], np.cumsum(wids + d)[:-1]])
-    r, c = np.meshgrid(np.arange(cl.rows), np.arange(cl.cols), indexing="ij")
-    r, c = r.ravel(), c.ravel()
+    rr, cc = np.meshgrid(np.arange(cl.rows), np.arange(cl.cols), indexing="ij")
+    r, c = rr.ravel(), cc.ravel()
     rects = _rotate(shapely.box(xs[c], ys[r], xs[c] + lens[c], ys[r] + wids[r]), cl.angle_deg, cx, cy)
     cl.cells = [_Cell(int(i), int(j), g, float(lens[j]), float(wids[i])) for i, j, g in zip(r, c, rects, strict=True)]
 
@@ -254,12 +253,14 @@ def build_ponds(
             cb = {"absent": None, "water": colour, "drained": "mud"}[cell.before]
             ca = {"absent": None, "water": colour_after, "drained": "mud"}[cell.after]
             sb = water_spectrum(cb, rng) if cb else None
+            sa: tuple[float, ...] | None
             if ca and ca == cb and sb is not None:
                 sa = tuple(float(v) for v in np.asarray(sb) * (1 + rng.normal(0, 0.04, 4)))
             else:
                 sa = water_spectrum(ca, rng) if ca else None
             tex = material_texture(ca or cb or "clear")
             waters.append(Patch(cell.geom, cb, ca, sb, sa, tex, "pond"))
+            extras.extend(_aerators(rng, cell, cl.angle_deg))
             if "drained" in (cell.before, cell.after):  # a puddle left in one corner (< 10 % of the bottom)
                 corner = cell.geom.exterior.coords[int(rng.integers(4))]
                 puddle = affinity.scale(cell.geom, 0.25, 0.25, origin=corner)
@@ -276,6 +277,27 @@ def build_ponds(
                 kind=cell.kind,
             ))
     return PondWorld(tuple(ponds), tuple(fills + dikes + waters + extras), tuple(c.outline for c in clusters))
+
+
+def _aerators(rng: np.random.Generator, cell: _Cell, angle_deg: float) -> list[Patch]:
+    """Paddle-wheel aerators of fish/shrimp ponds: small bright foam patches on the water (2 m scale)."""
+    if "water" not in (cell.before, cell.after) or rng.random() < 0.5:
+        return []
+    c = cell.geom.centroid
+    t = np.deg2rad(angle_deg)
+    out = []
+    for _ in range(int(rng.integers(1, 3))):
+        u = rng.uniform(-1, 1) * max(cell.length_m / 2 - 12, 0)
+        v = rng.uniform(-1, 1) * max(cell.width_m / 2 - 12, 0)
+        x = c.x + u * np.cos(t) - v * np.sin(t)
+        y = c.y + u * np.sin(t) + v * np.cos(t)
+        foam = affinity.rotate(affinity.scale(Point(x, y).buffer(1.0, 8), rng.uniform(2, 4), rng.uniform(1, 1.8)),
+                               rng.uniform(0, 180), origin=(x, y))
+        spec = tuple(float(v) for v in np.array([0.20, 0.22, 0.21, 0.15]) * rng.uniform(0.8, 1.2))
+        b = spec if cell.before == "water" else None
+        a = spec if cell.after == "water" else None
+        out.append(Patch(foam, "foam" if b else None, "foam" if a else None, b, a, 0.1, "aerator"))
+    return out
 
 
 def _sheds(rng: np.random.Generator, cl: _Cluster) -> list[Patch]:

@@ -9,11 +9,12 @@ written to disk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from affine import Affine
 from shapely.geometry import Point, Polygon, box
+
 from tuban.sample_data.atmosphere import (
     Cloud,
     Gain,
@@ -215,8 +216,6 @@ def make_scenes(
 
 
 def _with_wedge(rng: np.random.Generator, scene: Scene, frac: tuple[float, float]) -> Scene:
-    from dataclasses import replace
-
     return replace(scene, wedge=_wedge(rng, scene.box, frac))
 
 

@@ -18,6 +18,7 @@ from pyproj import CRS
 from rasterio.features import geometry_mask
 from shapely.geometry import box
 from shapely.ops import unary_union
+
 from tuban import OutputExistsError
 from tuban.cli import app
 from tuban.sample_data.county import CountyFiles, CountySpec, generate_county, read_manifest
