@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.signal import find_peaks, savgol_filter
+
 from tuban import TelemetryError, __version__
 from tuban.imagery.track import Track
 from tuban.pipelines.flight_course import ITEMS, Course, default_course, thresholds
@@ -411,9 +412,18 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
         "source": {"file": track.source.name if track.source else None, "format": track.format,
                    "records": len(track), "warnings": list(fs.warnings)},
         "items": items,
+        "order_flown": _order_flown(items, course),
         "penalties": penalties,
     }
     return Judged(pilot=pilot, entry=entry, series=fs, segments=seg, square=sq, square_window=sq_w)
+
+
+def _order_flown(items: dict[str, dict], course: Course) -> dict:
+    """The order the scored maneuvers were flown in, against the course's list (reported, not scored)."""
+    flown = sorted((v["window_s"][0], k) for k, v in items.items() if v["status"] == "scored" and "window_s" in v)
+    order = [k for _, k in flown]
+    expected = [k for k in course.items if k in order]
+    return {"items": order, "as_listed": order == expected}
 
 
 def score_tracks(named: Sequence[tuple[str, Track]], course: Course | None = None,

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuban import InputError
 from tuban.imagery.track import make_track
 from tuban.pipelines.flight_course import (
@@ -218,6 +219,7 @@ def test_climb_submovements_and_flight_mode_reported(scored, flights):
 def test_every_item_has_metrics_subscores_and_reasons(scored):
     by_pilot, _ = scored
     for p in by_pilot.values():
+        assert p["order_flown"] == {"items": ["takeoff", "hover", "rotation", "square"], "as_listed": True}
         for item in ("takeoff", "rotation", "square", "hover", "targets"):
             it = p["items"][item]
             assert it["status"] == "scored"
@@ -366,3 +368,23 @@ def test_course_hover_point_selects_the_hover():
     course = parse_course({"hover": {"duration_s": 10, "point": [float(lon[-1]), lat0]}})
     chosen = judge_track(track, "p", course).entry["items"]["hover"]
     assert chosen["window_s"][0] > 30 and chosen["metrics"]["offset_from_point_m"] < 0.5
+
+
+@given(n=st.integers(0, 400), seed=st.integers(0, 10_000), alt=st.booleans(), yaw=st.booleans(),
+       step=st.sampled_from([0.05, 0.1, 1.0, 2.5]))
+@settings(max_examples=40, deadline=None)
+def test_any_track_is_judged_without_crashing(n, seed, alt, yaw, step):
+    """Random walks, gaps, missing columns: every item gets a status and scores.json stays valid JSON."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.uniform(0.2, 1.8, n) * step) if n else np.zeros(0)
+    walk = np.cumsum(rng.normal(0, 2e-5, (n, 2)), axis=0)
+    cols = {"time_s": t, "lat": 24.0 + walk[:, 0], "lon": 117.0 + walk[:, 1]}
+    if alt:
+        cols["rel_alt_m"] = np.abs(np.cumsum(rng.normal(0, 0.5, n)))
+    if yaw:
+        cols["yaw_deg"] = (np.cumsum(rng.normal(0, 20, n)) + 180) % 360 - 180
+    result, _ = score_tracks([("p", make_track(cols, format="fuzz"))], parse_course(yaml.safe_load(course_yaml())))
+    entry = result["pilots"][0]
+    assert 0 <= entry["total"] <= 100
+    assert {v["status"] for v in entry["items"].values()} <= {"scored", "not_found", "rejected", "not_applicable"}
+    scores_json(result)  # no NaN or numpy types leak into the JSON

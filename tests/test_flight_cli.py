@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from tuban.cli import app
 from tuban.sample_data.flights import write_flights
 
@@ -154,6 +155,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed")
 def test_replay_renders_tracks_in_headless_chromium(replay_dir, sample):
     from PIL import Image
