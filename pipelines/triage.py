@@ -99,6 +99,8 @@ def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise VectorError(path, "file not found")
+    if path.suffix.lower() not in (".geojson", ".json"):  # GeoPackage, Shapefile, ...: no raster members
+        return read_vector(path), {}
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:

@@ -153,3 +153,10 @@ def test_a_patch_whose_centroid_is_outside_every_grid_goes_to_the_grid_it_overla
     res = _run(tmp_path, [feature(poly, patch_id="edge", kind="new_pond", score=0.9)])
     assert res.new_cases == ("350181-00001",)
     assert _cases(tmp_path / "tuban.gpkg")["grid_id"].iloc[0] == "G-W"
+
+
+def test_patches_from_a_geopackage(tmp_path):
+    gdf = read_vector(write_fc(tmp_path / "p.geojson", patch_features([WEST, EAST])))
+    gdf.to_file(tmp_path / "p.gpkg", driver="GPKG")
+    patches, rasters = read_patches(tmp_path / "p.gpkg")
+    assert len(patches) == 2 and rasters == {}
