@@ -630,11 +630,13 @@ class UavDetectorOpt(str, _uav_enum.Enum):
 @handles_errors
 def uav_detect(
     video: Annotated[_UavPath, typer.Argument(exists=True, dir_okay=False, help="Drone video (MP4/MOV).")],
-    telemetry: Annotated[_UavPath, typer.Option("--telemetry", exists=True, help="Flight log: DJI SRT, Airdata/OSD CSV, GPX, ULog.")],
     out_path: Annotated[_UavPath, typer.Option("--out", help="Merged detections GeoJSON (EPSG:4326).")],
-    camera: Annotated[str | None, typer.Option("--camera", help="Camera preset (e.g. m3e, m30t-wide, mini3).")] = None,
+    telemetry: Annotated[_UavPath | None, typer.Option("--telemetry", exists=True, help="Flight log: DJI SRT, Airdata/OSD CSV, GPX, ULog (default: VIDEO.SRT beside it).")] = None,
+    camera: Annotated[CameraPresetOpt | None, typer.Option("--camera", help="Camera preset.")] = None,
     hfov_deg: Annotated[float | None, typer.Option("--hfov-deg", min=1, max=179, help="Horizontal field of view of the video frame, degrees.")] = None,
     every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one frame every this many seconds.")] = 1.0,
+    dem: Annotated[_UavPath | None, typer.Option("--dem", exists=True, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
+    height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
     model: Annotated[_UavPath | None, typer.Option("--model", exists=True, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
@@ -642,12 +644,17 @@ def uav_detect(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Detect ponds on drone video frames, project them to the ground, merge across frames."""
+    from tuban.imagery.dem_ray import read_dem
     from tuban.imagery.telemetry import read_track
     from tuban.imagery.vector_io import check_output, write_geojson
     from tuban.pipelines.uav_detect import UavDetectSettings, detect_video
 
     if camera is not None and hfov_deg is not None:
         usage_error("give --camera or --hfov-deg, not both", "--hfov-deg")
+    if telemetry is None:
+        telemetry = next((p for p in (video.with_suffix(".SRT"), video.with_suffix(".srt")) if p.exists()), None)
+        if telemetry is None:
+            usage_error(f"no telemetry: give --telemetry (no {video.stem}.SRT beside the video)", "--telemetry")
     check_output(out_path, overwrite)
     if detector_kind is UavDetectorOpt.baseline:
         from tuban.models.detector import FakeDetector
@@ -658,12 +665,14 @@ def uav_detect(
 
         detector = load_detector(model, YoloSettings(conf=conf))
     track = read_track(telemetry)
+    elevation = read_dem(dem) if dem else None
     settings = UavDetectSettings(min_score=conf, min_frames=min_frames)
     try:
         with progress_bar("uav detect") as cb:
-            gdf, stats = detect_video(video, track, detector, every_s=every_s, preset=camera,
-                                      hfov_deg=hfov_deg, settings=settings, progress=cb)
-    except ValueError as exc:  # unknown preset / no intrinsics
+            gdf, stats = detect_video(video, track, detector, every_s=every_s,
+                                      preset=camera.value if camera else None, hfov_deg=hfov_deg,
+                                      settings=settings, dem=elevation, height_m=height_m, progress=cb)
+    except ValueError as exc:  # no intrinsics
         usage_error(str(exc), "--camera")
     write_geojson(gdf, out_path, overwrite=overwrite)
     info(f"{stats['frames_sampled']} frames sampled ({stats['frames_with_pose']} with telemetry), "

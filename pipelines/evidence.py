@@ -14,6 +14,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+
 from tuban import VectorError
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
 

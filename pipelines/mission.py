@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
+
 from tuban import VectorError
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
 

@@ -23,16 +23,18 @@ representative: uncut, closest to nadir).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
+
 from tuban import TelemetryError
 from tuban.imagery.camera import Camera, camera_preset, pixel_rays_ned, pixel_to_ground
 from tuban.imagery.crs import WGS84, utm_crs_for
+from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.track import Track
 from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices
 from tuban.models.detector import Detection, Detector
@@ -65,6 +67,8 @@ class FramePose:
         lon, lat: camera position, WGS84 degrees.
         height_m: camera height above the (flat) ground.
         yaw_deg, pitch_deg, roll_deg: gimbal attitude (DJI: NED, ZYX, pitch -90 = nadir).
+        camera_alt_m: camera altitude in a DEM's vertical datum (NaN: the DEM under the
+            camera + ``height_m``); only used when projecting onto a DEM.
     """
 
     frame: int
@@ -75,6 +79,7 @@ class FramePose:
     yaw_deg: float
     pitch_deg: float
     roll_deg: float = 0.0
+    camera_alt_m: float = float("nan")
 
     @property
     def usable(self) -> bool:
@@ -188,8 +193,8 @@ def _densify(outline: Sequence[tuple[float, float]], per_edge: int) -> np.ndarra
 
 
 def project_detection(det: Detection, pose: FramePose, camera: Camera, settings: UavDetectSettings,
-                      ) -> GroundDetection | None:
-    """Cast one pixel-space detection onto flat ground; None if any ray misses the ground.
+                      dem: GeoRaster | None = None) -> GroundDetection | None:
+    """Cast one pixel-space detection onto flat ground (or ``dem``); None if a ray misses it.
 
     Example:
         >>> cam = Camera.from_hfov(90.0, 100, 100)
@@ -202,7 +207,8 @@ def project_detection(det: Detection, pose: FramePose, camera: Camera, settings:
     uv = _densify(det.outline_px, settings.edge_points)
     lon, lat, hit = pixel_to_ground(camera, uv[:, 0], uv[:, 1], lon_deg=pose.lon, lat_deg=pose.lat,
                                     height_m=pose.height_m, yaw_deg=pose.yaw_deg,
-                                    pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg)
+                                    pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg, dem=dem,
+                                    camera_alt_m=pose.camera_alt_m if np.isfinite(pose.camera_alt_m) else None)
     if not np.all(hit):
         return None
     poly = Polygon(np.column_stack([lon, lat]))
@@ -227,8 +233,9 @@ def detect_frames(
     *,
     progress: Callable[[int, int], None] | None = None,
     total: int = 0,
+    dem: GeoRaster | None = None,
 ) -> list[GroundDetection]:
-    """Run ``detector`` on frames (RGB uint8) and project what it finds to the ground.
+    """Run ``detector`` on frames (RGB uint8) and project what it finds to the ground (or ``dem``).
 
     Frames whose pose is unusable (no position/height/angles) or whose view reaches the
     horizon at a detection are skipped for that detection.
@@ -248,7 +255,7 @@ def detect_frames(
             for d in dets:
                 if d.score < s.min_score:
                     continue
-                g = project_detection(d, pose, cam, s)
+                g = project_detection(d, pose, cam, s, dem)
                 if g is not None and g.off_nadir_deg <= s.max_off_nadir_deg:
                     out.append(g)
         done += len(batch)
@@ -431,9 +438,16 @@ def detect_video(
     preset: str | None = None,
     hfov_deg: float | None = None,
     settings: UavDetectSettings | None = None,
+    dem: GeoRaster | None = None,
+    height_m: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, float]]:
     """Detect, project and merge objects over a drone video sampled every ``every_s`` seconds.
+
+    Args:
+        dem: ground elevation; rays are marched onto it. The camera altitude is the DEM at the
+            first logged position (take-off) plus the height above take-off.
+        height_m: constant height above ground overriding the telemetry height.
 
     Returns:
         ``(merged detections, stats)``; stats: frames sampled, frames with a usable pose,
@@ -442,13 +456,23 @@ def detect_video(
     info = probe_video(video)
     camera = camera_for_video(info, preset=preset, hfov_deg=hfov_deg, track=track)
     wanted = sample_frame_indices(info.frame_count, info.fps, every_s).tolist()
-    poses = {p.frame: p for p in frame_poses(track, wanted, info.fps)}
+    plist = frame_poses(track, wanted, info.fps)
+    if height_m is not None:
+        plist = [replace(p, height_m=float(height_m)) for p in plist]
+    elif dem is not None:
+        from tuban.imagery.dem_ray import sample_dem
+
+        t = track.table[np.isfinite(track.table["lon"].to_numpy(float))]
+        ground = float(sample_dem(dem, t["lon"].iloc[0], t["lat"].iloc[0])[0])
+        if np.isfinite(ground):
+            plist = [replace(p, camera_alt_m=ground + p.height_m) for p in plist]
+    poses = {p.frame: p for p in plist}
     usable = sum(p.usable for p in poses.values())
     if usable == 0:
         raise TelemetryError(track.source, "no frame of the video falls within the telemetry "
                              "(check that the log belongs to this video)")
     frames = ((poses[i], img) for i, img in iter_frames(video, wanted))
-    dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted))
+    dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted), dem=dem)
     merged = merge_ground_detections(dets, settings)
     stats = {"frames_sampled": len(wanted), "frames_with_pose": usable, "detections_raw": len(dets),
              "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2)}

@@ -37,6 +37,7 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS
 from shapely.geometry import Polygon, box
+
 from tuban.imagery.crs import WGS84, transformer
 from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.vector_io import atomic_path, write_geojson, write_text_atomic

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Point, box
+
 from tuban import OutputExistsError, VectorError
 from tuban.cli import app
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for

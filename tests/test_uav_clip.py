@@ -11,6 +11,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import Point
+
 from tuban.imagery.crs import WGS84, transformer
 from tuban.sample_data.uav_clip import (
     ClipSettings,

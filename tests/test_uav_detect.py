@@ -7,6 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from shapely.geometry import Point, box
+
 from tuban import TelemetryError, VectorError
 from tuban.imagery.camera import Camera, footprint, pixel_to_ground
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
@@ -248,7 +249,7 @@ def test_cli_uav_detect_on_clip(clip, runner, tmp_path):
     assert match_truth(det, truth[truth["fully_seen"] & truth["water"]])["f1"] >= 0.8
     assert {"label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame"} <= set(det.columns)
     assert (det["n_frames"] >= 2).all() and det["lon"].between(117.41, 117.43).all()
-    r = runner.invoke(app, ["uav", "detect", str(paths.video), "--telemetry", str(paths.srt),
+    r = runner.invoke(app, ["uav", "detect", str(paths.video),  # telemetry: clip.SRT beside it
                             "--detector", "baseline", "--out", str(out)])
     assert r.exit_code == 1 and "already exists" in r.output
 
@@ -268,6 +269,10 @@ def test_cli_uav_detect_bad_inputs(clip, runner, tmp_path):
     r = runner.invoke(app, ["uav", "detect", str(fake_video), "--telemetry", str(paths.srt),
                             "--detector", "baseline", "--out", str(out)])
     assert r.exit_code == 1 and "fake.mp4" in r.output
+    lone = tmp_path / "lone.mp4"  # no lone.SRT beside it and no --telemetry
+    lone.write_bytes(paths.video.read_bytes())
+    r = runner.invoke(app, ["uav", "detect", str(lone), "--detector", "baseline", "--out", str(out)])
+    assert r.exit_code == 2 and "--telemetry" in r.output
     r = runner.invoke(app, [*base, "--telemetry", str(paths.srt), "--camera", "m3e", "--hfov-deg", "70"])
     assert r.exit_code == 2
     r = runner.invoke(app, [*base, "--telemetry", str(paths.srt), "--camera", "nosuchcam"])
@@ -289,3 +294,23 @@ def test_evidence_from_uav_index_frames_of_the_clip(clip):
     assert (best["view_angle_deg"] < 30).all()
     assert ev.groupby("patch_id").size().min() >= 5
     assert not set(ponds.loc[~ponds["fully_seen"], "pond_id"]) & set(ev["patch_id"])
+
+
+def test_flat_dem_gives_the_same_ground_as_flat_projection():
+    from affine import Affine
+
+    from tuban.imagery.georaster import GeoRaster
+
+    utm = utm_crs_for(117.42, 23.93)
+    x0, y0 = transformer(WGS84, utm).transform(117.42, 23.93)
+    dem = GeoRaster(np.full((200, 200), 12.0), Affine(2.0, 0, x0 - 200, 0, -2.0, y0 + 200), utm)
+    pose = FramePose(0, 0.0, 117.42, 23.93, 80.0, 30.0, -60.0, 0.0, camera_alt_m=92.0)
+    det = Detection((400, 300, 520, 380), 0.9, "pond")
+    flat = project_detection(det, pose, CAM, UavDetectSettings())
+    on_dem = project_detection(det, pose, CAM, UavDetectSettings(), dem)
+    a, b = gpd.GeoSeries([flat.polygon, on_dem.polygon], crs=WGS84).to_crs(utm)
+    assert a.intersection(b).area / a.union(b).area > 0.97
+    higher = GeoRaster(np.full((200, 200), 32.0), dem.transform, utm)  # ground 20 m closer
+    c = gpd.GeoSeries([project_detection(det, pose, CAM, UavDetectSettings(), higher).polygon],
+                      crs=WGS84).to_crs(utm).iloc[0]
+    assert c.area < 0.7 * a.area  # nearer ground: a smaller patch of it
