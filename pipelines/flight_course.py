@@ -28,6 +28,7 @@ Example course file::
     tolerances: {hover.r95_m: [0.5, 2.0]}
     item_weights: {square: 0.3}
     penalties: {skipped_leg: 10}
+    windows: {ace: {hover: [12.0, 24.0]}}   # judge-given item windows, s since log start
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class Course:
     rules: tuple[MetricRule, ...] = DEFAULT_RULES
     item_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ITEM_WEIGHTS))
     penalties: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
+    windows: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def rules_for(self, item: str) -> tuple[MetricRule, ...]:
         return tuple(r for r in self.rules if r.item == item)
@@ -237,7 +239,7 @@ def parse_course(doc: Any) -> Course:
     if not isinstance(doc, dict):
         raise ValueError("top level must be a mapping")
     known = {"name", "wind_grade", "wind_speed_m_s", "items", "takeoff", "hover", "rotation", "square",
-             "targets", "required_flight_mode", "tolerances", "item_weights", "penalties"}
+             "targets", "required_flight_mode", "tolerances", "item_weights", "penalties", "windows"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; known: {sorted(known)}")
@@ -285,6 +287,7 @@ def parse_course(doc: Any) -> Course:
     kw["rules"] = _tolerances(doc.get("tolerances") or {}, course.rules)
     kw["item_weights"] = _weights(doc.get("item_weights") or {}, course.item_weights)
     kw["penalties"] = _penalties(doc.get("penalties") or {}, course.penalties)
+    kw["windows"] = _windows(doc.get("windows") or {})
     return replace(course, **kw)
 
 
@@ -413,4 +416,26 @@ def _penalties(p: Any, default: dict[str, float]) -> dict[str, float]:
     out = dict(default)
     for k, v in p.items():
         out[k] = _number(v, f"penalties.{k}", lo=0.0)
+    return out
+
+
+def _windows(w: Any) -> dict[str, dict[str, tuple[float, float]]]:
+    """Judge-given time windows: ``{pilot: {item: [start_s, end_s]}}``, seconds since log start."""
+    if not isinstance(w, dict):
+        raise ValueError("windows must map pilot names to {item: [start_s, end_s]}")
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for pilot, items in w.items():
+        if not isinstance(items, dict):
+            raise ValueError(f"windows.{pilot} must map items to [start_s, end_s]")
+        out[str(pilot)] = {}
+        for item, pair in items.items():
+            if item not in ("takeoff", "hover", "rotation", "square"):
+                raise ValueError(f"windows.{pilot}.{item}: only takeoff, hover, rotation, square take windows")
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"windows.{pilot}.{item} must be [start_s, end_s]")
+            t0 = _number(pair[0], f"windows.{pilot}.{item} start", lo=0.0)
+            t1 = _number(pair[1], f"windows.{pilot}.{item} end", lo=0.0)
+            if t1 <= t0:
+                raise ValueError(f"windows.{pilot}.{item}: end {t1} must be after start {t0}")
+            out[str(pilot)][item] = (t0, t1)
     return out

@@ -17,7 +17,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +229,25 @@ def _ideal_square(fs: FlightSeries, w: Window, course: Course) -> Square:
     return Square(corners=corners, side_m=side, fitted=True)
 
 
+def _judge_windows(fs: FlightSeries, seg: Segments,
+                   windows: dict[str, tuple[float, float]]) -> tuple[Segments, list[str]]:
+    """Replace automatic windows by the judges' (seconds since log start) where given."""
+    if not windows or not len(fs):
+        return seg, []
+    changes: dict = {}
+    for item, (t0, t1) in windows.items():
+        a = int(np.searchsorted(fs.t_s, t0))
+        b = int(np.searchsorted(fs.t_s, t1, side="right"))
+        if b - a < 2:
+            seg.notes[item] = f"judges' window {t0:g}-{t1:g} s holds no data"
+            changes[item] = None
+            continue
+        changes[item] = Window(a, b)
+        if item == "square":
+            changes["square_candidates"] = (Window(a, b),)
+    return replace(seg, **changes), [k for k, v in changes.items() if v is not None and k in windows]
+
+
 def _pick_square(fs: FlightSeries, candidates: Sequence[Window], course: Course) -> Window:
     """The candidate interval whose samples lie closest to a square (the course's, else fitted).
 
@@ -361,6 +380,7 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
     point = _enu(fs, course.hover.lon, course.hover.lat) if course.hover.lon is not None and len(fs) else None
     seg = segment(fs, st.segment, target_alt_m=course.takeoff_altitude_m, hover_s=course.hover.duration_s,
                   hover_point_en=point)
+    seg, judged_items = _judge_windows(fs, seg, course.windows.get(pilot, {}))
     penalties: list[dict] = []
     items: dict[str, dict] = {}
     sq, sq_w = None, None
@@ -378,7 +398,8 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
             penalties.append(_penalty(course, "missing_item", item, f"{item} not found: {why}"))
             continue
         if item == "takeoff":
-            items[item] = _takeoff(fs, win, float(seg.target_alt_m), course)
+            target = seg.target_alt_m if seg.target_alt_m is not None else float(np.median(fs.u_m[win.stop - 5:win.stop]))
+            items[item] = _takeoff(fs, win, float(target), course)
         elif item == "rotation":
             items[item] = _rotation(fs, win, course, penalties)
         elif item == "hover":
@@ -392,6 +413,9 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
             penalties.extend(_penalty(course, "target_missed", "targets",
                                       f"target {name} never inside the camera footprint") for name in missed)
             items[item] = _item(course, "targets", metrics, extra)
+    for item in judged_items:
+        if items[item]["status"] == "scored":
+            items[item]["window_source"] = "judges"
     if course.required_flight_mode:
         for item in ("hover", "rotation"):
             mode = items[item].get("flight_mode")

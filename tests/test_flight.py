@@ -388,3 +388,22 @@ def test_any_track_is_judged_without_crashing(n, seed, alt, yaw, step):
     assert 0 <= entry["total"] <= 100
     assert {v["status"] for v in entry["items"].values()} <= {"scored", "not_found", "rejected", "not_applicable"}
     scores_json(result)  # no NaN or numpy types leak into the JSON
+
+
+def test_judges_windows_override_segmentation(flights):
+    track, _ = flights["ace"]  # ace: hover from ~12 s, rotation 25-35 s (see sample_data/flights.py)
+    doc = yaml.safe_load(course_yaml())
+    doc["windows"] = {"ace": {"hover": [14.0, 18.0], "rotation": [25.0, 30.0]}}
+    entry = judge_track(track, "ace", parse_course(doc)).entry
+    hover, rot = entry["items"]["hover"], entry["items"]["rotation"]
+    assert hover["window_source"] == "judges" and 14.0 <= hover["window_s"][0] and hover["window_s"][1] <= 18.0
+    assert rot["window_source"] == "judges" and rot["metrics"]["turn_deg"] < 200
+    codes = [p["code"] for p in entry["penalties"]]
+    assert "hover_short" in codes and "no_full_turn" in codes
+    assert "window_source" not in entry["items"]["square"]
+    other = judge_track(track, "someone else", parse_course(doc)).entry
+    assert "window_source" not in other["items"]["hover"]
+    with pytest.raises(ValueError, match="end"):
+        parse_course({"windows": {"ace": {"hover": [20, 10]}}})
+    with pytest.raises(ValueError, match="only takeoff"):
+        parse_course({"windows": {"ace": {"targets": [0, 10]}}})
