@@ -23,6 +23,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
+
 from tuban import AlignmentError
 from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.raster_io import DateSource
@@ -149,7 +150,7 @@ def open_on_grid(
         if aligned:
             yield GridReader(ds, (int(round(col)), int(round(row))))
             return
-        dst_t = grid.transform * Affine.translation(shift_px[0], shift_px[1])
+        dst_t = grid.transform @ Affine.translation(shift_px[0], shift_px[1])
         nodata = src.nodata
         vrt_kw = dict(crs=grid.crs, transform=dst_t, width=grid.width, height=grid.height,
                       resampling=resampling)

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from scipy import ndimage
 from shapely.geometry import shape
+
 from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.ponds import (
     ShapeSettings,
@@ -143,12 +144,12 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         if value == CODE["lost_water"]:
             ring = ndimage.binary_dilation(inside, iterations=2) & ~inside & (win_codes == CODE["land"])
             # Brightness layer: 63.5 = the land median. A drained floor is wet mud, darker than
-            # its dike frame and than dry land; fill is dry soil level with the dikes.
+            # its dike frame (or than dry land); fill is dry soil, as bright as the dikes or more.
             inner_b = float(np.median(nir[inside]))
             if ring.sum() >= 4:
-                drained = inner_b < 0.8 * float(np.median(nir[ring]))
+                drained = inner_b < 0.95 * float(np.median(nir[ring]))
             else:
-                drained = inner_b < 0.9 * 63.5
+                drained = inner_b < 63.5
         yield poly, stats, contrast, drained, solidity
 
 
