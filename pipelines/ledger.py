@@ -332,8 +332,23 @@ class Ledger:
             "WHERE table_name = 'cases'", (*ext, utc_now()))
 
 
+def _envelope(blob: bytes | None, index: int) -> float | None:
+    geom = parse_gpkg_blob(blob) if blob is not None else None
+    return None if geom is None or geom.is_empty else float(geom.bounds[index])
+
+
+def _register_gpkg_functions(conn: sqlite3.Connection) -> None:
+    """SQL functions the GeoPackage R-tree triggers call (QGIS/GDAL add them on "create spatial
+    index"); without them any later write by tuban would fail with ``no such function``."""
+    for name, index in (("ST_MinX", 0), ("ST_MinY", 1), ("ST_MaxX", 2), ("ST_MaxY", 3)):
+        conn.create_function(name, 1, lambda b, i=index: _envelope(b, i), deterministic=True)
+    conn.create_function("ST_IsEmpty", 1,
+                         lambda b: None if b is None else int(parse_gpkg_blob(b).is_empty), deterministic=True)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+    _register_gpkg_functions(conn)
     conn.execute("PRAGMA journal_mode = DELETE")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")

@@ -148,3 +148,23 @@ def test_kill_9_in_the_middle_of_a_big_import_loses_nothing(tmp_path):
     with open_ledger(path) as led:
         assert led.rows("SELECT COUNT(*) AS n FROM verdicts")[0]["n"] == 1500
         assert led.rows("SELECT COUNT(*) AS n FROM cases WHERE status = 'confirmed'")[0]["n"] == 1490
+
+
+def test_writes_still_work_after_qgis_adds_a_spatial_index(tmp_path):
+    """QGIS/GDAL "create spatial index" adds R-tree triggers calling ST_MinX & co."""
+    path = tmp_path / "l.gpkg"
+    _fill(path, 2)
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+    CREATE VIRTUAL TABLE rtree_cases_geom USING rtree(id, minx, maxx, miny, maxy);
+    CREATE TRIGGER rtree_cases_geom_update2 AFTER UPDATE OF geom ON cases
+      WHEN OLD.fid = NEW.fid AND (NEW.geom NOTNULL AND NOT ST_IsEmpty(NEW.geom))
+    BEGIN INSERT OR REPLACE INTO rtree_cases_geom VALUES (NEW.fid, ST_MinX(NEW.geom), ST_MaxX(NEW.geom),
+          ST_MinY(NEW.geom), ST_MaxY(NEW.geom)); END;
+    """)
+    conn.close()
+    with open_ledger(path) as led, led.transaction():
+        led.update_case("350181-00001", geometry=square(LON0, LAT0, 100), kind="moved")
+    conn = sqlite3.connect(path)
+    minx, maxx = conn.execute("SELECT minx, maxx FROM rtree_cases_geom").fetchone()
+    assert minx < LON0 < maxx
