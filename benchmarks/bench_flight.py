@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from tuban.imagery.track import make_track
 from tuban.pipelines.flight_course import parse_course
 from tuban.pipelines.flight_score import judge_track

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from tuban.pipelines.flight_course import ITEMS, Course, default_course
 from tuban.pipelines.flight_score import Judged
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.signal import savgol_filter
+
 from tuban.imagery.track import Track
 
 __all__ = ["SegmentSettings", "FlightSeries", "Window", "Segments", "prepare", "segment", "runs"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from tuban.imagery.camera import Camera, rotation_ned
 from tuban.pipelines.flight_course import Course
 from tuban.pipelines.flight_segment import FlightSeries

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tuban.imagery.track import Track, make_track
 from tuban.imagery.vector_io import write_text_atomic
 
