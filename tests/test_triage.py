@@ -137,6 +137,8 @@ def test_cli_triage_and_its_errors(tmp_path, runner):
     r = runner.invoke(app, ["cases", "list", "--ledger", str(ledger), "--format", "json"])
     assert r.exit_code == 0
     assert [c["case_id"] for c in json.loads(r.stdout)] == ["350181-00001", "350182-00001"]
+    r = runner.invoke(app, ["cases", "list", "--ledger", str(ledger), "--status", "open"])
+    assert r.exit_code == 0 and "2 cases" in r.output
     bad = tmp_path / "bad.geojson"
     bad.write_text("{not json", encoding="utf-8")
     r = runner.invoke(app, ["triage", str(bad), "--ledger", str(ledger), "--grids", str(grids)])
