@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+from PIL import Image
 
 from tuban import LedgerError, __version__
 from tuban.imagery.chips import render_chip
@@ -73,6 +74,7 @@ class ExportSettings:
         gcj02: also write GCJ-02 (offset) KML/TXT for Ovital.
         chip_size_px: longest side of evidence chips.
         max_frames: drone frames per case copied into the pack.
+        frame_max_px: drone frames are shrunk to this long side (JPEG).
         overwrite: replace existing zips of the same name.
     """
 
@@ -81,6 +83,7 @@ class ExportSettings:
     gcj02: bool = False
     chip_size_px: int = 256
     max_frames: int = 3
+    frame_max_px: int = 1600
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -129,8 +132,23 @@ def _evidence_files(led: Ledger, case: dict[str, Any], geom: Any, settings: Expo
         if n >= settings.max_frames or not p.is_file() or p.stat().st_size > _MAX_FRAME_BYTES:
             continue
         n += 1
-        files[f"evidence/{cid}_frame{n}{p.suffix.lower() or '.jpg'}"] = p.read_bytes()
+        files[f"evidence/{cid}_frame{n}.jpg"] = _phone_jpeg(p, settings.frame_max_px)
     return files
+
+
+def _phone_jpeg(path: Path, max_px: int) -> bytes:
+    """A drone frame as a JPEG no larger than ``max_px`` on its long side (phones, slow links)."""
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if max(img.size) <= max_px and img.format == "JPEG":
+                return data
+            img.thumbnail((max_px, max_px))
+            buf = io.BytesIO()
+            img.convert("RGB").save(buf, format="JPEG", quality=85)
+            return buf.getvalue()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return data
 
 
 def _task_feature(case: dict[str, Any], geom: Any, task_id: str, evidence: list[str]) -> dict[str, Any]:

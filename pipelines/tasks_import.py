@@ -6,6 +6,8 @@
   beside it and the case goes to ``review``.
 - Photo checks: a photo whose EXIF position is far from the case, or taken before dispatch,
   flags the verdict and sends the case to ``review``; so does a returned position far away.
+- Photos shipped with the verdicts are kept in ``<ledger stem>_photos/<case_id>/`` and listed as
+  ``photo`` evidence of the case (with EXIF position and time).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,11 +24,12 @@ from typing import Any
 
 from tuban import LedgerError
 from tuban.imagery.photo_exif import read_photo_meta
+from tuban.imagery.vector_io import write_bytes_atomic
 from tuban.pipelines.cases import VERDICT_STATUS, VERDICTS
 from tuban.pipelines.ledger import Ledger, open_ledger, utc_now
 from tuban.pipelines.returned import ReadLimits, ReturnedBatch, ReturnedVerdict, read_returned
 
-__all__ = ["ImportSettings", "ImportResult", "import_verdicts", "apply_batch", "distance_m"]
+__all__ = ["ImportSettings", "ImportResult", "import_verdicts", "apply_batch", "distance_m", "photo_dir"]
 
 #: Largest UTC offset on Earth: a photo without an offset is only "before dispatch" beyond it.
 _MAX_TZ = timedelta(hours=14)
@@ -128,6 +132,32 @@ def _checks(r: ReturnedVerdict, case: dict[str, Any], task: dict[str, Any], batc
     return flags
 
 
+def photo_dir(ledger_path: str | Path) -> Path:
+    """Where imported field photos are kept: ``<ledger stem>_photos/`` beside the ledger."""
+    ledger_path = Path(ledger_path)
+    return ledger_path.parent / f"{ledger_path.stem}_photos"
+
+
+def _keep_photos(led: Ledger, r: ReturnedVerdict, case_id: str, batch: ReturnedBatch, run_id: int | None) -> None:
+    """Copy the verdict's photos beside the ledger and record each as evidence (kind ``photo``)."""
+    for name in r.photos:
+        data = batch.photos.get(name)
+        if not data:
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-80:] or "photo"
+        target = photo_dir(led.path) / re.sub(r"[^A-Za-z0-9_.-]+", "_", case_id) / f"{sha[:12]}_{safe}"
+        if not target.exists():
+            write_bytes_atomic(target, data)
+        meta = read_photo_meta(data)
+        props = {"task_id": r.task_id, "name": name, "sha256": sha, "lon": meta.lon_deg, "lat": meta.lat_deg,
+                 "taken": meta.taken.isoformat() if meta.taken else None, "verified_by": r.verified_by}
+        led.conn.execute(
+            "INSERT OR IGNORE INTO evidence (case_id, kind, source_id, path, rank_key, properties, run_id) "
+            "VALUES (?, 'photo', ?, ?, NULL, ?, ?)",
+            (case_id, sha, str(target), json.dumps(props, ensure_ascii=False), run_id))
+
+
 def _validate(led: Ledger, batch: ReturnedBatch) -> dict[str, dict[str, Any]]:
     missing = [str(r.row + 1) for r in batch.rows if not r.task_id]
     if missing:
@@ -172,6 +202,7 @@ def apply_batch(led: Ledger, batch: ReturnedBatch, settings: ImportSettings = Im
             task = tasks[r.task_id]
             case = led.case(task["case_id"])
             flags = _checks(r, case, task, batch, settings)
+            _keep_photos(led, r, case["case_id"], batch, run_id)
             earlier = {v["verdict"] for v in led.rows("SELECT verdict FROM verdicts WHERE task_id = ?", (r.task_id,))}
             conflict = bool(earlier - {r.verdict})
             led.conn.execute(

@@ -212,6 +212,12 @@ def test_photo_checks_flag_far_away_and_before_dispatch_photos(world, tmp_path):
     assert any(f.startswith("photo early.jpg") and "before dispatch" in f for f in flags)
     assert not any("near.jpg" in f for f in flags)
     assert _statuses(world)["350181-00001"] == "review"
+    # the photos are kept beside the ledger as evidence of the case
+    with open_ledger(world) as led:
+        kept = led.rows("SELECT path, properties FROM evidence WHERE kind = 'photo' ORDER BY fid")
+    assert len(kept) == 3
+    assert {Path(k["path"]).read_bytes() for k in kept} == {near, far, early}
+    assert all(Path(k["path"]).parent == world.parent / "tuban_photos" / "350181-00001" for k in kept)
 
 
 def test_good_photos_pass(world, tmp_path):
@@ -459,3 +465,14 @@ def test_returned_parser_never_crashes_on_garbage(tmp_path_factory, data):
         except VectorError:
             continue
         assert all(isinstance(r.verdict, str) and r.verdict for r in batch.rows)
+
+
+def test_big_drone_frames_are_shrunk_for_phones(tmp_path):
+    from PIL import Image
+
+    from tuban.pipelines.tasks_export import _phone_jpeg
+
+    big = tmp_path / "f.png"
+    Image.new("RGB", (4000, 3000), (10, 80, 30)).save(big)
+    out = Image.open(io.BytesIO(_phone_jpeg(big, 1600)))
+    assert out.format == "JPEG" and out.size == (1600, 1200)
