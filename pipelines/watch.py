@@ -1,8 +1,8 @@
 """Re-watch against re-stocking (防复养): closed and rectified pond cases checked in new imagery.
 
 For each watched case inside the new image, the water fraction of its polygon is measured with
-NDWI (green, nir) against a per-scene Otsu threshold (never below NDWI 0, where green stops
-exceeding nir), and the dike structure is measured as the share of non-water pixels on the
+NDWI (green, nir), or MNDWI (green, swir1) when the image has a SWIR band, against a per-scene
+Otsu threshold (never below 0, where green stops exceeding nir/swir), and the dike structure is measured as the share of non-water pixels on the
 polygon's inner edge. Water back (fraction at least ``min_water_fraction``) reopens the case as
 ``restocked`` with priority 1, so it goes into the next task packs.
 """
@@ -119,10 +119,15 @@ def polygon_water(ndwi: np.ndarray, inside: np.ndarray, threshold: float) -> tup
 
 
 def _roles(src: rasterio.DatasetReader, settings: WatchSettings, path: Path) -> dict[str, int]:
-    """Band roles of the image: green and nir required; blue/red used for the cloud mask if known."""
+    """Band roles: green and nir required; swir1 switches to MNDWI; blue/red help the cloud mask."""
     roles = resolve_roles(src.count, descriptions=src.descriptions, explicit=settings.bands,
                           sensor=settings.sensor, required=(("green",), ("nir",)), source=str(path))
-    return {r: i for r, i in roles.items() if r in ("blue", "green", "red", "nir")}
+    return {r: i for r, i in roles.items() if r in ("blue", "green", "red", "nir", "swir1")}
+
+
+def _water_index(bands: dict[str, np.ndarray]) -> np.ndarray:
+    """MNDWI (green, swir1) when the image has SWIR (better on turbid and algae water), else NDWI."""
+    return _ndwi(bands["green"], bands["swir1"] if "swir1" in bands else bands["nir"])
 
 
 def _bands(data: np.ma.MaskedArray, roles: dict[str, int]) -> dict[str, np.ndarray]:
@@ -138,7 +143,7 @@ def _scene(src, roles: dict[str, int], settings: WatchSettings) -> tuple[float, 
     valid = np.all([np.isfinite(b) for b in bands.values()], axis=0)
     ref = scene_brightness(bands, valid)
     cloud, shadow = cloud_shadow_mask(bands, ref)
-    nd = _ndwi(bands["green"], bands["nir"])
+    nd = _water_index(bands)
     t, _ = otsu_threshold(nd[np.isfinite(nd) & ~cloud & ~shadow])
     return max(float(t), settings.min_ndwi), ref
 
@@ -160,7 +165,7 @@ def _check(src, roles: dict[str, int], ref: SceneBrightness, case: dict[str, Any
     win = Window(col0, row0, col1 - col0, row1 - row0)
     bands = _bands(src.read(list(roles.values()), window=win, masked=True), roles)
     cloud, shadow = cloud_shadow_mask(bands, ref, shadow_reach_px=_SHADOW_REACH_PX)
-    nd = _ndwi(bands["green"], bands["nir"])
+    nd = _water_index(bands)
     inside = ~geometry_mask([geom], out_shape=nd.shape, transform=src.window_transform(win), all_touched=False)
     covered = inside & (cloud | shadow)
     if inside.any() and covered.sum() > settings.max_cloud_fraction * inside.sum():

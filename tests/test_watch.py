@@ -179,3 +179,21 @@ def test_a_clouded_pond_is_skipped_not_judged(ledger, tmp_path):
     assert dict(res.skipped)["350181-00001"].startswith("cloud or cloud shadow")
     assert res.reopened == ("350181-00002",)
     assert _status(ledger)["350181-00001"] == "closed"
+
+
+def test_swir_switches_to_mndwi_and_finds_an_algae_pond(ledger, tmp_path):
+    """Algae-rich water: NDWI below 0 (nir 0.10 > green 0.09) but MNDWI clearly positive."""
+    src = pond_raster(tmp_path / "4band.tif", [square(*CENTRES[0], 80)], size_px=200)
+    with rasterio.open(src) as ds:
+        rgbn = ds.read()
+        profile = ds.profile | {"count": 5}
+    algae = rgbn[3] < 0.03  # the pond pixels of the fixture (water: nir 0.02)
+    rgbn[:, algae] = np.array([0.05, 0.09, 0.05, 0.10])[:, None]
+    swir = np.where(algae, 0.02, 0.20).astype(np.float32)
+    five = tmp_path / "5band.tif"
+    with rasterio.open(five, "w", **profile) as ds:
+        ds.write(np.concatenate([rgbn, swir[None]]))
+    only_nir = watch(ledger, five, WatchSettings(bands={"green": 2, "nir": 4}))
+    assert only_nir.reopened == ()
+    with_swir = watch(ledger, five, WatchSettings(bands={"green": 2, "nir": 4, "swir1": 5}))
+    assert with_swir.reopened == ("350181-00001",)
