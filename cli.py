@@ -172,7 +172,7 @@ from pathlib import Path  # noqa: E402  (typer resolves the annotations below at
 def sample_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the county into.", file_okay=False)],
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); same seed, identical files.")] = 0,
-    size_km: Annotated[float, typer.Option("--size-km", min=1.0, max=40.0,
+    size_km: Annotated[float, typer.Option("--size-km", min=2.0, max=20.0,
                                            help="County side in km (10 m pixels; 12 km takes ~15 s).")] = 12.0,
     overwrite: OverwriteOpt = False,
 ) -> None:

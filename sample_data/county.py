@@ -252,7 +252,9 @@ def _truth_frame(ponds: tuple[Pond, ...], scenes: dict[str, Scene], cloud, grids
             "in_hr": bool(g.intersection(fp["hr"]).area >= 0.5 * area),
             "cloud_after": bool(cloud_cover_at(cloud, np.append(xs, cx), np.append(ys, cy)).any()),
         })
-    cols = list(rows[0]) if rows else ["pond_id", "kind"]
+    cols = ["pond_id", "kind", "area_m2", "area_mu", "water_colour_before", "water_colour_after", "state_before",
+            "state_after", "cluster_id", "length_m", "width_m", "angle_deg", "dike_width_m", "grid_id", "in_s2",
+            "in_hr", "cloud_after"]
     return gpd.GeoDataFrame(rows, columns=cols, geometry=[_to_utm(p.geometry, origin) for p in ponds], crs=crs)
 
 

@@ -168,6 +168,8 @@ def _run(rng: np.random.Generator, cl: _Cluster, length: int) -> list[_Cell]:
 
 
 def _assign_changes(rng: np.random.Generator, clusters: list[_Cluster], scale: float) -> None:
+    if not clusters:
+        return
     new_target = max(3, round(rng.integers(12, 29) * scale))
     removed_target = max(2, round(rng.integers(6, 14) * scale))
     drained_target = max(2, round(rng.integers(5, 10) * scale))

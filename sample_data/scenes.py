@@ -75,8 +75,8 @@ class CountySpec:
     @classmethod
     def of_size_km(cls, size_km: float) -> CountySpec:
         """A square county ``size_km`` on a side; the 2 m scene covers 30 % of the side (<= 3.6 km)."""
-        if not 1.0 <= size_km <= 40.0:
-            raise ValueError(f"county size must be 1-40 km, got {size_km}")
+        if not 2.0 <= size_km <= 20.0:
+            raise ValueError(f"county size must be 2-20 km, got {size_km}")
         s2 = round(size_km * 100)
         return cls(s2_size_px=s2, hr_size_px=min(1800, max(64, round(s2 * 10 * 0.3 / 2))))
 
