@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ class TriageSettings:
 
     Args:
         min_iou: a patch joins a case when their IoU reaches this...
-        join_distance_m: ...or when their centroids are this close (metres).
+        join_distance_m: ...or when their centroids are this close (metres), and closer than half
+            the side of the smaller one (so neighbouring small ponds are never merged).
         high_score / mid_score: change scores worth 2 / 1 priority points.
         large_area_m2: patches at least this large get 1 point (default 10 亩).
         protected_points: points for touching a protected zone.
@@ -187,7 +189,9 @@ class _Matcher:
             union = shapely.area(shapely.union(other, geom))
             iou = inter / union if union > 0 else 0.0
             dist = shapely.distance(shapely.centroid(other), shapely.centroid(geom))
-            if iou >= self.settings.min_iou or dist <= reach:
+            # centroid reach scales with size, so neighbouring small ponds of a cluster stay apart
+            size_m = math.sqrt(max(min(shapely.area(other), shapely.area(geom)), 0.0))
+            if iou >= self.settings.min_iou or dist <= min(reach, 0.5 * size_m):
                 key = (iou, -dist)
                 if best_key is None or key > best_key:
                     best, best_key = self.ids[i], key

@@ -162,3 +162,13 @@ def test_patches_from_a_geopackage(tmp_path):
     gdf.to_file(tmp_path / "p.gpkg", driver="GPKG")
     patches, rasters = read_patches(tmp_path / "p.gpkg")
     assert len(patches) == 2 and rasters == {}
+
+
+def test_neighbouring_small_ponds_of_a_cluster_stay_separate_cases(tmp_path):
+    # 20 m ponds separated by a 5 m dike: centroids 25 m apart, no overlap
+    res = _run(tmp_path, patch_features([WEST, offset(*WEST, 25, 0), offset(*WEST, 0, 25)], side_m=20))
+    assert len(res.new_cases) == 3
+    # the same ponds seen again a 10 m pixel off (IoU 0.27) join their own cases, not a neighbour
+    again = _run(tmp_path, patch_features([offset(*WEST, 8, 6), offset(*WEST, 33, 6), offset(*WEST, 8, 31)],
+                                          side_m=20, after="2025-06-01"), name="later.geojson")
+    assert again.new_cases == () and sorted(again.joined_cases) == sorted(res.new_cases)
