@@ -8,6 +8,8 @@ import geopandas as gpd
 import pytest
 import shapely
 from cases_fixtures import LAT0, LON0, feature, grids_file, offset, patch_features, square, write_fc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tuban.cli import app
 from tuban.imagery.vector_io import read_vector
@@ -172,3 +174,19 @@ def test_neighbouring_small_ponds_of_a_cluster_stay_separate_cases(tmp_path):
     again = _run(tmp_path, patch_features([offset(*WEST, 8, 6), offset(*WEST, 33, 6), offset(*WEST, 8, 31)],
                                           side_m=20, after="2025-06-01"), name="later.geojson")
     assert again.new_cases == () and sorted(again.joined_cases) == sorted(res.new_cases)
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.sampled_from([20, 40, 80])),
+                min_size=1, max_size=8, unique_by=lambda t: (t[0], t[1])))
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_patch_lands_in_exactly_one_case_and_reruns_are_stable(tmp_path_factory, layout):
+    d = tmp_path_factory.mktemp("t")
+    feats = [f for i, (gx, gy, side) in enumerate(layout)
+             for f in patch_features([offset(*WEST, gx * 30.0, gy * 30.0)], side_m=side, prefix=f"p{i}-")]
+    first = _run(d, feats)
+    with open_ledger(d / "tuban.gpkg") as led:
+        owners = led.rows("SELECT source_id, COUNT(DISTINCT case_id) AS n FROM evidence GROUP BY source_id")
+        n_cases = len(led.cases())
+    assert len(owners) == len(feats) and all(o["n"] == 1 for o in owners)
+    assert n_cases == len(first.new_cases) <= len(feats)
+    assert _run(d, feats).unchanged
