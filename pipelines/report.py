@@ -45,6 +45,7 @@ class ReportData:
     confirmed: int
     verified: int
     hours_to_verdict: tuple[float, ...]
+    grid_quality: dict[str, tuple[int, int, float | None]] = field(default_factory=dict)
     review: tuple[dict[str, Any], ...] = ()
     cases: tuple[dict[str, Any], ...] = ()
     shapes: tuple[tuple[str, str, Any], ...] = field(default=())
@@ -69,7 +70,7 @@ def collect_report(ledger_path: str | Path) -> ReportData:
     with open_ledger(ledger_path) as led:
         cases = led.cases()
         history = led.rows("SELECT verdict FROM verdicts")
-        firsts = led.rows("SELECT t.dispatched_at, v.verified_at, v.imported_at FROM tasks t JOIN verdicts v "
+        firsts = led.rows("SELECT t.case_id, t.dispatched_at, v.verified_at, v.imported_at FROM tasks t JOIN verdicts v "
                           "ON v.task_id = t.task_id WHERE v.fid = (SELECT MIN(fid) FROM verdicts WHERE task_id = t.task_id)")
         notes = {r["case_id"]: r["note"] for r in led.rows(
             "SELECT case_id, note FROM verdicts v WHERE fid = (SELECT MAX(fid) FROM verdicts WHERE case_id = v.case_id)")}
@@ -82,11 +83,20 @@ def collect_report(ledger_path: str | Path) -> ReportData:
         status = str(r["status"])
         g[status] = g.get(status, 0) + 1
     by_verdict = dict(Counter(r["verdict"] for r in records if r["verdict"]))
-    hours = []
+    grid_of = {r["case_id"]: str(r["grid_id"] or "(no grid)") for r in records}
+    hours, grid_hours = [], {}
     for f in firsts:
         t0, t1 = _time(f["dispatched_at"]), _time(f["verified_at"]) or _time(f["imported_at"])
         if t0 and t1 and t1 >= t0:
             hours.append((t1 - t0).total_seconds() / 3600.0)
+            grid_hours.setdefault(grid_of.get(f["case_id"], "(no grid)"), []).append(hours[-1])
+    grid_quality = {}
+    for g in by_grid:
+        mine = [r for r in records if grid_of[r["case_id"]] == g]
+        verified = sum(1 for r in mine if r["verdict"] in VERIFIED)
+        confirmed = sum(1 for r in mine if r["verdict"] in CONFIRMED)
+        gh = grid_hours.get(g)
+        grid_quality[g] = (confirmed, verified, median(gh) if gh else None)
     for r in records:
         r["note"] = notes.get(r["case_id"])
     return ReportData(
@@ -94,7 +104,7 @@ def collect_report(ledger_path: str | Path) -> ReportData:
         verdict_history=dict(Counter(h["verdict"] for h in history)),
         confirmed=sum(1 for r in records if r["verdict"] in CONFIRMED),
         verified=sum(1 for r in records if r["verdict"] in VERIFIED),
-        hours_to_verdict=tuple(hours), review=tuple(r for r in records if r["review_flag"]),
+        hours_to_verdict=tuple(hours), grid_quality=grid_quality, review=tuple(r for r in records if r["review_flag"]),
         cases=tuple(records),
         shapes=tuple(zip(cases["case_id"], cases["status"], cases.geometry, strict=True)))
 
@@ -156,7 +166,11 @@ def render_report(data: ReportData, *, title: str = "tuban case report") -> str:
     ttv = ("n/a (no verdicts yet)" if not h else
            f"median {median(h):.1f} h, mean {sum(h) / len(h):.1f} h, max {max(h):.1f} h over {len(h)} tasks")
     statuses = [s for s in STATUSES if any(s in g for g in data.by_grid.values())]
-    grid_rows = [[g, *[c.get(s, 0) for s in statuses], sum(c.values())] for g, c in data.by_grid.items()]
+    grid_rows = []
+    for g, c in data.by_grid.items():
+        conf, ver, med = data.grid_quality.get(g, (0, 0, None))
+        grid_rows.append([g, *[c.get(s, 0) for s in statuses], sum(c.values()), ver,
+                          f"{conf / ver:.0%}" if ver else "", f"{med:.1f}" if med is not None else ""])
     case_rows = [[r["case_id"], r["status"], r["priority"], r["kind"], r["grid_id"], r["officer"],
                   f"{r['area_mu']:.2f}" if r["area_mu"] == r["area_mu"] and r["area_mu"] is not None else "",
                   r["verdict"], r["note"], r["review_reason"]] for r in data.cases]
@@ -173,7 +187,8 @@ th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}} th
 <div class="kpi" id="kpi-ttv"><b>{_e(f"{median(h):.1f} h" if h else "n/a")}</b>time to verdict: {_e(ttv)}</div>
 <h2>Map</h2>{_svg_map(data.shapes)}
 <h2>By status</h2>{_table(["status", "cases"], [[s, n] for s, n in data.by_status.items()], "by-status")}
-<h2>By grid</h2>{_table(["grid", *statuses, "total"], grid_rows, "by-grid")}
+<h2>By grid</h2>{_table(["grid", *statuses, "total", "verified", "precision", "median h to verdict"],
+                         grid_rows, "by-grid")}
 <h2>By verdict</h2>{_table(["verdict", "cases (latest)", "verdicts (history)"],
                            [[v, data.by_verdict.get(v, 0), data.verdict_history.get(v, 0)] for v in VERDICTS], "by-verdict")}
 <h2>Needs review ({len(data.review)})</h2>{_table(["case", "status", "reason"],

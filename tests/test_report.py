@@ -113,3 +113,9 @@ def test_labels_from_verdicts(ledger, tmp_path, runner):
     assert "crs" not in fc and len(fc["features"]) == 4
     r = runner.invoke(app, ["model", "labels", "--ledger", str(tmp_path / "none.gpkg"), "--out", str(out)])
     assert r.exit_code == 1
+
+
+def test_per_grid_precision_and_time(ledger):
+    data = collect_report(ledger)
+    assert data.grid_quality["G-W"] == (2, 4, 18.0)
+    assert data.grid_quality["G-E"] == (0, 0, None)
