@@ -79,18 +79,19 @@ def collect_report(ledger_path: str | Path) -> ReportData:
     by_status = {s: 0 for s in STATUSES} | dict(Counter(r["status"] for r in records))
     by_grid: dict[str, dict[str, int]] = {}
     for r in records:
-        g = by_grid.setdefault(str(r["grid_id"] or "(no grid)"), {})
+        counts = by_grid.setdefault(str(r["grid_id"] or "(no grid)"), {})
         status = str(r["status"])
-        g[status] = g.get(status, 0) + 1
+        counts[status] = counts.get(status, 0) + 1
     by_verdict = dict(Counter(r["verdict"] for r in records if r["verdict"]))
     grid_of = {r["case_id"]: str(r["grid_id"] or "(no grid)") for r in records}
-    hours, grid_hours = [], {}
+    hours: list[float] = []
+    grid_hours: dict[str, list[float]] = {}
     for f in firsts:
         t0, t1 = _time(f["dispatched_at"]), _time(f["verified_at"]) or _time(f["imported_at"])
         if t0 and t1 and t1 >= t0:
             hours.append((t1 - t0).total_seconds() / 3600.0)
             grid_hours.setdefault(grid_of.get(f["case_id"], "(no grid)"), []).append(hours[-1])
-    grid_quality = {}
+    grid_quality: dict[str, tuple[int, int, float | None]] = {}
     for g in by_grid:
         mine = [r for r in records if grid_of[r["case_id"]] == g]
         verified = sum(1 for r in mine if r["verdict"] in VERIFIED)
