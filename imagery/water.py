@@ -152,7 +152,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
     between[~np.isfinite(between)] = 0
-    k = int(np.argmax(between))
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    k = int(best[len(best) // 2])  # middle of a flat optimum (an empty gap between classes)
     total = float(np.var(v))
     eta = float(between[k] / total) if total > 0 else 0.0
     return float(edges[k + 1]), eta

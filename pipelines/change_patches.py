@@ -176,7 +176,8 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
                             "aspect": stats.aspect, "solidity": solidity, "geometry": poly})
     if not records:
-        return gpd.GeoDataFrame({c: [] for c in COLUMNS}, geometry="geometry", crs=WGS84)
+        empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind") else float) for c in COLUMNS[:-1]}
+        return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
     gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=grid.crs)
     cents = np.column_stack([gdf.geometry.centroid.x, gdf.geometry.centroid.y])
     ponds = gdf["kind"].str.endswith("_pond").to_numpy()
