@@ -53,6 +53,8 @@ __all__ = [
     "DETECTION_COLUMNS",
 ]
 
+_CELL_M = 100.0  # spatial hash cell for finding overlapping clusters
+
 DETECTION_COLUMNS = ("label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame",
                      "best_time_s", "off_nadir_deg")
 
@@ -291,10 +293,19 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
                                                     -dets[i].score))
     reps: list[int] = []  # index of each cluster's representative detection
     members: list[list[int]] = []
+    grid: dict[tuple[int, int], list[int]] = {}  # coarse cells -> clusters touching them
+    bounds = np.array([polys[i].bounds for i in range(len(polys))])
+
+    def cells(b: np.ndarray) -> list[tuple[int, int]]:
+        x0, y0, x1, y1 = (int(v // _CELL_M) for v in b)
+        return [(cx, cy) for cx in range(x0, x1 + 1) for cy in range(y0, y1 + 1)]
+
     for i in order:
         p, area = polys[i], polys[i].area
         joined = False
-        for k, r in enumerate(reps):
+        candidates = sorted({k for c in cells(bounds[i]) for k in grid.get(c, ())})  # first-made first
+        for k in candidates:
+            r = reps[k]
             if dets[r].label != dets[i].label:
                 continue
             q = polys[r]
@@ -306,31 +317,39 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
                 joined = True
                 break
         if not joined:
+            for c in cells(bounds[i]):
+                grid.setdefault(c, []).append(len(reps))
             reps.append(i)
             members.append([i])
     rows, geoms = [], []
     kept: list[Polygon] = []
+    kept_grid: dict[tuple[int, int], list[int]] = {}
     for r, mem in zip(reps, members, strict=True):
         frames = {dets[m].frame for m in mem}
         q = polys[r]
-        if kept and shapely.union_all(kept).intersection(q).area >= s.drop_covered * q.area:
+        near = [kept[j] for j in sorted({j for c in cells(np.array(q.bounds)) for j in kept_grid.get(c, ())})
+                if kept[j].intersects(q)]
+        if near and shapely.union_all(near).intersection(q).area >= s.drop_covered * q.area:
             continue
         if len(frames) < s.min_frames or q.area < s.min_area_m2:
             continue
+        for c in cells(np.array(q.bounds)):
+            kept_grid.setdefault(c, []).append(len(kept))
         kept.append(q)
         d = dets[r]
         complete = [polys[m] for m in mem if not dets[m].cut_by_border] or [q]
         outline = _vote_outline(complete, s.vote_cell_m, s.vote_quorum) or q
         if outline.area < s.min_area_m2:
             continue
-        geom = gpd.GeoSeries([outline], crs=utm).to_crs(WGS84).iloc[0]
-        cen = geom.centroid
         rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
-                     "area_m2": round(float(outline.area), 1), "lon": round(cen.x, 7), "lat": round(cen.y, 7),
+                     "area_m2": round(float(outline.area), 1), "lon": np.nan, "lat": np.nan,
                      "n_frames": len(frames), "best_frame": d.frame, "best_time_s": round(d.time_s, 3),
                      "off_nadir_deg": round(d.off_nadir_deg, 2)})
-        geoms.append(geom)
-    gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=WGS84)
+        geoms.append(outline)
+    gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=utm).to_crs(WGS84)
+    if len(gdf):
+        cen = gpd.GeoSeries(geoms, crs=utm).centroid.to_crs(WGS84)
+        gdf["lon"], gdf["lat"] = cen.x.round(7).to_numpy(), cen.y.round(7).to_numpy()
     return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -344,12 +363,14 @@ def _vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float) -> Pol
     nx, ny = int(np.ceil((maxx - minx) / cell_m)) + 1, int(np.ceil((maxy - miny) / cell_m)) + 1
     if nx * ny > 4_000_000:  # a huge cluster: not a pond-sized object, keep it as is
         return None
-    xs = minx + (np.arange(nx) + 0.5) * cell_m
-    ys = maxy - (np.arange(ny) + 0.5) * cell_m
-    gx, gy = np.meshgrid(xs, ys)
-    votes = np.zeros(gx.shape, np.int32)
-    for p in polys:
-        votes += shapely.contains_xy(p, gx, gy)
+    votes = np.zeros((ny, nx), np.int32)
+    layer = np.zeros((ny, nx), np.uint8)
+    for p in polys:  # rasterise each outline (cell centres inside), then count
+        ring = np.asarray(p.exterior.coords)
+        pix = np.column_stack([(ring[:, 0] - minx) / cell_m - 0.5, (maxy - ring[:, 1]) / cell_m - 0.5])
+        layer[:] = 0
+        cv2.fillPoly(layer, [np.round(pix * 16).astype(np.int32)], 1, shift=4)
+        votes += layer
     mask = (votes >= max(1, int(np.ceil(quorum * len(polys))))).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
