@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
 from tuban.sample_data.landcover import Landscape, Patch, make_patch
-from tuban.sample_data.radiometry import WATER_COLOURS, material_texture, water_spectrum
+from tuban.sample_data.radiometry import MATERIALS, WATER_COLOURS, material_texture, water_spectrum
 
 __all__ = ["Pond", "PondWorld", "KINDS", "build_ponds"]
 
@@ -235,12 +235,15 @@ def build_ponds(
     for cl in clusters:
         dominant = str(rng.choice(WATER_COLOURS, p=[0.35, 0.4, 0.25]))
         dike_patch = make_patch(cl.outline, "dike", "dike", rng, role="dike")
+        grass = rng.uniform(0.0, 0.6)  # many dikes carry grass: less bright, greener
+        dike_spec = tuple(float((1 - grass) * d + grass * g) for d, g in
+                          zip(dike_patch.spectrum_before or (), MATERIALS["grass"], strict=True))
         extras.extend(_sheds(rng, cl))
         for cell in cl.cells:
             frame = cell.geom.buffer(cl.dike_m, join_style="mitre")
             b = "dike" if cell.before != "absent" else None
             a = "dike" if cell.after != "absent" else None
-            spec = dike_patch.spectrum_before
+            spec = dike_spec
             dikes.append(Patch(frame, b, a, spec if b else None, spec if a else None,
                                material_texture("dike"), "dike"))
             if cell.after == "absent":

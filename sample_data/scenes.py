@@ -23,6 +23,7 @@ from tuban.sample_data.atmosphere import (
     apply_cloud,
     apply_gain,
     apply_haze,
+    apply_psf,
     to_digital_numbers,
     wedge_mask,
 )
@@ -108,6 +109,7 @@ class Scene:
     cloud: Cloud | None = None
     noise_abs: float = 0.002
     noise_rel: float = 0.01
+    psf_sigma_px: float = 0.45
 
     @property
     def name(self) -> str:
@@ -229,13 +231,15 @@ def render_scene(
 ) -> np.ndarray:
     """The scene as uint16 reflectance x10000, shape ``(4, height, width)``, 0 = no data.
 
-    Surface (area-averaged, textured) -> cloud shadow and cloud -> haze -> sensor gain -> noise.
+    Surface (area-averaged, textured) -> optics blur (PSF) -> cloud shadow and cloud -> haze ->
+    sensor gain -> noise.
     """
     t = scene.transform
     refl, amp = render_surface(layers, t, scene.width, scene.height, supersample=scene.supersample,
                                background=background, shape_cache=shape_cache)
     tex = world_texture(t, scene.width, scene.height, waves, min_wavelength_m=2.5 * scene.res_m)
     refl *= 1.0 + amp[None] * tex[None]
+    refl = apply_psf(refl, scene.psf_sigma_px)
     if scene.cloud is not None:
         refl, _ = apply_cloud(refl, scene.cloud, t)
     if scene.haze is not None:
