@@ -295,11 +295,14 @@ def _wpml_doc(m: Mission, drone: WpmlDrone, *, template: bool) -> str:
         _sub(_sub(pm, f"{k}Point"), f"{k}coordinates", f"{_fmt(wp.lon)},{_fmt(wp.lat)}")
         _sub(pm, f"{w}index", i)
         if template:  # never executeHeight in the template (FLIGHT.md 3.1)
+            # the global height (relative to take-off) rules; the ellipsoid height of a relative
+            # mission is unknown before take-off, so both per-point fields repeat the relative one
             _sub(pm, f"{w}height", _fmt(wp.altitude_m, 2))
             _sub(pm, f"{w}ellipsoidHeight", _fmt(wp.altitude_m, 2))
+            same = wp.altitude_m == m.altitude_m
             for flag in ("useGlobalHeight", "useGlobalSpeed", "useGlobalHeadingParam",
                          "useGlobalTurnParam"):
-                _sub(pm, f"{w}{flag}", 0 if flag == "useGlobalHeight" else 1)
+                _sub(pm, f"{w}{flag}", int(same) if flag == "useGlobalHeight" else 1)
             _sub(pm, f"{w}gimbalPitchAngle", _fmt(wp.gimbal_pitch_deg, 1))
         else:
             _sub(pm, f"{w}executeHeight", _fmt(wp.altitude_m, 2))
