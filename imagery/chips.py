@@ -21,7 +21,7 @@ from rasterio.windows import Window, from_bounds
 from tuban import RasterError
 from tuban.imagery.crs import WGS84, transformer
 
-__all__ = ["rgb_band_indexes", "stretch_to_uint8", "render_chip"]
+__all__ = ["rgb_band_indexes", "stretch_to_uint8", "render_chip", "render_chip_from"]
 
 _NAMES = {"red": ("red", "b4", "b04"), "green": ("green", "b3", "b03"), "blue": ("blue", "b2", "b02")}
 
@@ -76,29 +76,35 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
     except Exception as exc:
         raise RasterError(raster_path, f"cannot open raster ({exc})") from None
     with src:
-        if src.crs is None:
-            raise RasterError(raster_path, "raster has no CRS")
-        geom = shapely.transform(geom_wgs84, lambda xy: np.column_stack(
-            transformer(WGS84, src.crs).transform(xy[:, 0], xy[:, 1])))
-        minx, miny, maxx, maxy = geom.bounds
-        # context: a share of the polygon, but never less than 16 pixels each side
-        pad = max(max(maxx - minx, maxy - miny) * margin, max(abs(src.res[0]), abs(src.res[1])) * 16)
-        win = from_bounds(minx - pad, miny - pad, maxx + pad, maxy + pad, src.transform)
-        full = Window(0, 0, src.width, src.height)
-        try:
-            win = win.intersection(full).round_offsets().round_lengths()
-        except Exception:
-            return None
-        if win.width < 1 or win.height < 1:
-            return None
-        scale = min(1.0, size_px / max(win.width, win.height))
-        shape = (max(1, round(win.height * scale)), max(1, round(win.width * scale)))
-        bands = rgb_band_indexes(tuple(src.colorinterp), tuple(src.descriptions))
-        data = src.read(list(bands), window=win, out_shape=(len(bands), *shape), resampling=Resampling.average,
-                        masked=True)
-        valid = ~np.ma.getmaskarray(data).any(axis=0) & np.isfinite(data.filled(0)).all(axis=0)
-        img = stretch_to_uint8(np.asarray(data.filled(0), dtype=float), valid)
-        wt = src.window_transform(win)
+        return render_chip_from(src, geom_wgs84, size_px=size_px, margin=margin)
+
+
+def render_chip_from(src: Any, geom_wgs84: Any, *, size_px: int = 256, margin: float = 0.5) -> bytes | None:
+    """:func:`render_chip` on an open rasterio dataset (keep it open for many chips: block cache)."""
+    raster_path = src.name
+    if src.crs is None:
+        raise RasterError(raster_path, "raster has no CRS")
+    geom = shapely.transform(geom_wgs84, lambda xy: np.column_stack(
+        transformer(WGS84, src.crs).transform(xy[:, 0], xy[:, 1])))
+    minx, miny, maxx, maxy = geom.bounds
+    # context: a share of the polygon, but never less than 16 pixels each side
+    pad = max(max(maxx - minx, maxy - miny) * margin, max(abs(src.res[0]), abs(src.res[1])) * 16)
+    win = from_bounds(minx - pad, miny - pad, maxx + pad, maxy + pad, src.transform)
+    full = Window(0, 0, src.width, src.height)
+    try:
+        win = win.intersection(full).round_offsets().round_lengths()
+    except Exception:
+        return None
+    if win.width < 1 or win.height < 1:
+        return None
+    scale = min(1.0, size_px / max(win.width, win.height))
+    shape = (max(1, round(win.height * scale)), max(1, round(win.width * scale)))
+    bands = rgb_band_indexes(tuple(src.colorinterp), tuple(src.descriptions))
+    data = src.read(list(bands), window=win, out_shape=(len(bands), *shape), resampling=Resampling.average,
+                    masked=True)
+    valid = ~np.ma.getmaskarray(data).any(axis=0) & np.isfinite(data.filled(0)).all(axis=0)
+    img = stretch_to_uint8(np.asarray(data.filled(0), dtype=float), valid)
+    wt = src.window_transform(win)
     rgb = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img
     pil = Image.fromarray(np.moveaxis(rgb, 0, -1), "RGB")
     if max(pil.size) < size_px:  # small windows: enlarge with crisp pixels so a phone shows them
@@ -112,5 +118,5 @@ def render_chip(raster_path: str | Path, geom_wgs84: Any, *, size_px: int = 256,
         ring = [inv @ (x, y) for x, y in poly.exterior.coords]
         draw.line([(c * scale, r * scale) for c, r in ring], fill=(255, 40, 40), width=2)
     buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
+    pil.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()

@@ -15,6 +15,7 @@ transaction only after every zip is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import rasterio
 from PIL import Image
 
-from tuban import LedgerError, __version__
-from tuban.imagery.chips import render_chip
+from tuban import LedgerError, RasterError, __version__
+from tuban.imagery.chips import render_chip_from
 from tuban.imagery.crs import WGS84
 from tuban.imagery.vector_io import atomic_path, geojson_dict
 from tuban.pipelines.cases import DISPATCHABLE, VERDICTS
@@ -115,13 +117,30 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"
 
 
-def _evidence_files(led: Ledger, case: dict[str, Any], geom: Any, settings: ExportSettings) -> dict[str, bytes]:
+class _Rasters:
+    """Source rasters kept open for the whole export (GDAL's block cache serves many chips)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.open: dict[str, Any] = {}
+
+    def get(self, path: str) -> Any:
+        if path not in self.open:
+            try:
+                self.open[path] = self.stack.enter_context(rasterio.open(path))
+            except Exception as exc:
+                raise RasterError(path, f"cannot open raster ({exc})") from None
+        return self.open[path]
+
+
+def _evidence_files(led: Ledger, case: dict[str, Any], geom: Any, settings: ExportSettings,
+                    rasters: _Rasters) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     cid = _safe(case["case_id"])
     for role in ("before", "after"):
         path = case.get(f"raster_{role}")
         if isinstance(path, str) and path and Path(path).is_file():
-            chip = render_chip(path, geom, size_px=settings.chip_size_px)
+            chip = render_chip_from(rasters.get(path), geom, size_px=settings.chip_size_px)
             if chip:
                 files[f"evidence/{cid}_{role}.png"] = chip
     frames = led.rows("SELECT path FROM evidence WHERE case_id = ? AND kind = 'frame' AND path IS NOT NULL "
@@ -204,7 +223,8 @@ def export_packs(ledger_path: str | Path, out_dir: str | Path, settings: ExportS
     out_dir = Path(out_dir)
     created = now or utc_now()
     stamp = re.sub(r"[^0-9TZ]", "", created)
-    with open_ledger(ledger_path) as led:
+    with open_ledger(ledger_path) as led, contextlib.ExitStack() as stack:
+        rasters = _Rasters(stack)
         where = f"status IN ({', '.join('?' * len(DISPATCHABLE))})"
         params: list[Any] = list(DISPATCHABLE)
         if settings.grid_id is not None:
@@ -227,7 +247,7 @@ def export_packs(ledger_path: str | Path, out_dir: str | Path, settings: ExportS
                 for case in chunk:
                     geom = case.pop("geometry")
                     task_id = f"{case['case_id']}-T{attempts.get(case['case_id'], 0) + 1}"
-                    ev = _evidence_files(led, case, geom, settings)
+                    ev = _evidence_files(led, case, geom, settings, rasters)
                     files.update(ev)
                     features.append(_task_feature(case, geom, task_id, sorted(ev)))
                     done += 1
