@@ -249,7 +249,7 @@ def export_packs(ledger_path: str | Path, out_dir: str | Path, settings: ExportS
                     task_id = f"{case['case_id']}-T{attempts.get(case['case_id'], 0) + 1}"
                     ev = _evidence_files(led, case, geom, settings, rasters)
                     files.update(ev)
-                    features.append(_task_feature(case, geom, task_id, sorted(ev)))
+                    features.append(_task_feature(case, geom, task_id, list(ev)))  # before, after, frames
                     done += 1
                     if progress:
                         progress(done, total)

@@ -86,7 +86,7 @@ def test_one_pack_per_grid_with_the_contract_files(world, tmp_path):
     assert shapely.Polygon(ring).exterior.is_ccw  # RFC 7946 winding
 
     # before/after chips rendered from the source rasters, referenced by relative path
-    assert props["evidence"] == [f"evidence/{props['case_id']}_after.png", f"evidence/{props['case_id']}_before.png"]
+    assert props["evidence"] == [f"evidence/{props['case_id']}_before.png", f"evidence/{props['case_id']}_after.png"]
     for rel in props["evidence"]:
         assert files[rel][:8] == b"\x89PNG\r\n\x1a\n"
 
