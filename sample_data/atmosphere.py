@@ -67,15 +67,6 @@ class Cloud:
     shadow_factor: float
     spectrum: tuple[float, float, float, float]
 
-    def footprint(self, threshold: float = 0.35) -> tuple[float, float, float, float]:
-        """Bounds ``(minx, miny, maxx, maxy)`` of cloud plus shadow, county metres (3 sigma)."""
-        xs = [p[0] for p in self.puffs]
-        ys = [p[1] for p in self.puffs]
-        r = 3.0 * max(p[2] for p in self.puffs)
-        sx, sy = self.shadow_shift_m
-        return (min(xs) - r + min(0, sx), min(ys) - r + min(0, sy),
-                max(xs) + r + max(0, sx), max(ys) + r + max(0, sy))
-
 
 def _centres(transform: Affine, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     x = transform.c + transform.a * (np.arange(width) + 0.5)

@@ -269,3 +269,22 @@ def test_s2_values_look_like_real_sentinel2(county, real_data):
         land = a[3] > 1500
         assert land.mean() > 0.3 and np.median(a[3][land]) > np.median(a[2][land])
         assert np.percentile(a[3], 2) < 600  # some open water
+
+
+def test_distractors_are_in_the_pixels(county):
+    """Cloud on the after date only, a no-data wedge, and haze lifting blue more than nir before."""
+    with rasterio.open(county.s2_before) as src:
+        before = src.read().astype(float) / 10000.0
+    with rasterio.open(county.s2_after) as src:
+        after = src.read().astype(float) / 10000.0
+    cloudy = (after > 0.35).all(axis=0)
+    assert cloudy.sum() > 20 and not (before > 0.35).all(axis=0).any()
+    assert (after[0] == 0).mean() > 0.01 and (before[0] == 0).sum() == 0
+    manifest = read_manifest(county.root)
+    assert manifest["scenes"]["s2/before"]["haze"] and not manifest["scenes"]["s2/after"]["haze"]
+    gain = manifest["scenes"]["s2/after"]["gain"]
+    assert all(0.85 < g < 0.97 for g in gain)
+    # over open water (darkest nir), the hazy before date is brighter in blue than the after date
+    water_b = before[3] < np.percentile(before[3][before[3] > 0], 3)
+    water_a = (after[3] < np.percentile(after[3][after[3] > 0], 3)) & (after[0] > 0)
+    assert np.median(before[0][water_b]) > np.median(after[0][water_a]) + 0.01
