@@ -23,7 +23,7 @@ __all__ = ["attach_frames", "EVIDENCE_COLUMNS"]
 #: columns always present in the result (frame properties that exist are carried along too)
 EVIDENCE_COLUMNS = ("patch_id", "rank", "frame", "time_s", "view_angle_deg", "distance_m",
                     "image", "lon", "lat", "alt_m", "gimbal_pitch_deg", "gsd_m")
-_ID_COLUMNS = ("case_id", "patch_id", "id", "name")
+_ID_COLUMNS = ("case_id", "patch_id", "tuban_id", "pond_id", "id", "name")
 
 
 def attach_frames(
@@ -41,7 +41,7 @@ def attach_frames(
             ``frame``, ``lon``, ``lat``, ``alt_m``; ``time_s``, ``image``, ``gimbal_pitch_deg``,
             ``gsd_m`` and any other properties (e.g. ``video``) are carried along.
         id_column: patch column that identifies a patch; default the first of ``case_id``,
-            ``patch_id``, ``id``, ``name`` present, else the row label.
+            ``patch_id``, ``tuban_id``, ``pond_id``, ``id``, ``name`` present, else the row label.
         max_per_patch: keep only the best N frames per patch (None = all).
 
     Returns:

@@ -40,7 +40,7 @@ __all__ = [
     "tour_length_m",
 ]
 
-_NAME_COLUMNS = ("case_id", "patch_id", "id", "name", "tuban_id")
+_NAME_COLUMNS = ("case_id", "patch_id", "tuban_id", "pond_id", "id", "name")
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ class MissionPlan:
 def patch_targets(patches: gpd.GeoDataFrame, source: str | None = None) -> list[tuple[str, float, float]]:
     """``(name, lon, lat)`` of each patch centroid (computed in the local UTM zone).
 
-    Names come from the first of ``case_id``, ``patch_id``, ``id``, ``name`` present, else
-    ``patch_<n>`` (1-based). Empty geometries are skipped.
+    Names come from the first of ``case_id``, ``patch_id``, ``tuban_id``, ``pond_id``, ``id``,
+    ``name`` present, else ``patch_<n>`` (1-based). Empty geometries are skipped.
 
     Raises:
         VectorError: no CRS, or no usable geometry at all.
