@@ -174,9 +174,12 @@ def sample_cmd(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (>= 0); same seed, identical files.")] = 0,
     size_km: Annotated[float, typer.Option("--size-km", min=2.0, max=20.0,
                                            help="County side in km (10 m pixels; 12 km takes ~15 s).")] = 12.0,
+    uav: Annotated[bool, typer.Option("--uav/--no-uav", help="Also render the drone clip (uav/).")] = True,
+    flights: Annotated[bool, typer.Option("--flights/--no-flights",
+                                          help="Also write competition flight logs (flights/).")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write the synthetic sample county: two-date satellite pairs, pond truth, village grids."""
+    """Write the synthetic sample county: satellite pairs, pond truth, village grids, drone clip, flights."""
     from tuban.sample_data.county import CountySpec, generate_county, read_manifest
 
     spec = CountySpec() if size_km == 12.0 else CountySpec.of_size_km(size_km)
@@ -193,6 +196,18 @@ def sample_cmd(
               markup=False, highlight=False)
     for rel in ["county.json", *sorted(manifest["files"])]:
         out.print(f"  {files.root / rel}", markup=False, highlight=False)
+    if uav:
+        from tuban.sample_data.uav_clip import generate_uav_clip
+
+        info("rendering the drone clip ...")
+        clip = generate_uav_clip(files.root, seed)
+        out.print(f"  {clip.video}  (+ {clip.srt.name}, truth footprints and ponds)", markup=False, highlight=False)
+    if flights:
+        from tuban.sample_data.flights import write_flights
+
+        written = write_flights(files.root)
+        out.print(f"  {written['course']}  (+ {len(written['pilots'])} pilots as Airdata CSV and SRT)",
+                  markup=False, highlight=False)
     out.print(f"Sample county written to {files.root}", markup=False, highlight=False)
 
 
