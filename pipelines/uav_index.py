@@ -182,8 +182,21 @@ def _camera_for(base: Camera | None, row, width_px: float, height_px: float) -> 
         return Camera("xmp-calibrated", int(width_px), int(height_px), f, f)
     f35 = row.get("focal_len_35mm", np.nan)
     if np.isfinite(f35) and f35 > 0:
-        return Camera.from_35mm(float(f35), int(width_px), int(height_px), name=f"{f35:g}mm-eq")
+        return lens_from_35mm(float(f35), int(width_px), int(height_px))
     return None
+
+
+def lens_from_35mm(focal_35mm: float, width_px: int, height_px: int) -> Camera:
+    """A camera from a 35 mm-equivalent focal length, right for photos and video modes.
+
+    DJI quote the equivalent focal length of the 4:3 stills sensor; video modes (16:9 and wider)
+    crop that sensor top and bottom and keep its horizontal field of view. Applying the diagonal
+    rule to the 16:9 frame itself would overstate the HFOV (76 deg instead of 70 deg at 24 mm).
+    """
+    name = f"{focal_35mm:g}mm-eq"
+    if width_px / float(height_px) > 1.5:  # a video mode cropped from the 4:3 sensor
+        return Camera.from_35mm(focal_35mm, 4000, 3000, name=name).for_image(width_px, height_px)
+    return Camera.from_35mm(focal_35mm, width_px, height_px, name=name)
 
 
 def frame_features(
@@ -324,7 +337,7 @@ def index_video(
     base = _base_camera(settings)
     cams = [_camera_for(base, row, info.width_px, info.height_px) for row in tel.to_dict("records")]
     if all(c is None for c in cams):  # no preset, no FOV, no focal length in the SRT
-        cams = [Camera.from_35mm(24.0, info.width_px, info.height_px, name="24mm-eq")] * len(tel)
+        cams = [lens_from_35mm(24.0, info.width_px, info.height_px)] * len(tel)
     records, warnings = frame_features(tel, cams, settings=settings, dem=dem,
                                        takeoff_ground_m=_takeoff_ground(track, dem))
     how = video_clock(track)[1]

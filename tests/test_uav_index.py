@@ -282,3 +282,23 @@ def test_photos_with_absolute_altitude_use_the_dem(tmp_path, runner):
     assert p["height_source"] == "abs_alt-dem" and p["alt_m"] == pytest.approx(100.0)
     assert p["gsd_m"] == pytest.approx(100 * 43.2666 / 24 / 5000, rel=1e-4)
     assert "datums" in res.output
+
+
+def test_clip_footprints_from_srt_focal_length_alone(tmp_path, runner):
+    """No --camera/--hfov-deg: the SRT's 35 mm-equivalent focal length must give the 4:3 sensor's
+    horizontal FOV on a 16:9 video frame (not the diagonal rule applied to the 16:9 frame)."""
+    import geopandas as gpd
+
+    from tuban.imagery.crs import utm_crs_for
+    from tuban.sample_data.uav_clip import generate_uav_clip
+
+    paths = generate_uav_clip(tmp_path, seed=1)
+    out = tmp_path / "frames.geojson"
+    res = runner.invoke(app, ["uav", "index", str(paths.video), "--every-s", "1.0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    est, true = gpd.read_file(out), gpd.read_file(paths.truth_footprints)
+    crs = utm_crs_for(float(est.lon.iloc[0]), float(est.lat.iloc[0]))
+    m = est.to_crs(crs).merge(true.to_crs(crs)[["frame", "geometry"]].rename(columns={"geometry": "truth"}), on="frame")
+    assert len(m) >= 25
+    iou = np.array([a.intersection(b).area / a.union(b).area for a, b in zip(m.geometry, m.truth, strict=True)])
+    assert (iou >= 0.85).mean() >= 0.95, np.percentile(iou, [0, 5, 50])
