@@ -14,6 +14,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -120,6 +121,20 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     out.print(table)
 
 
+def must_exist(value: Any) -> Any:
+    """Parameter callback: a missing input path is bad input (``Error: <path>: ...``, exit 1).
+
+    Used instead of click's ``callback=must_exist``, which reports a missing file as a usage error
+    (exit 2) in a multi-line box.
+    """
+    if value is None:
+        return value
+    for p in value if isinstance(value, (list, tuple)) else [value]:
+        if not Path(str(p)).exists():
+            fail(f"{p}: no such file or directory")
+    return value
+
+
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 
 
@@ -165,7 +180,6 @@ app.add_typer(flight_app, name="flight")
 
 # === section: sample + demo (issue 2) ========================================================
 
-from pathlib import Path  # noqa: E402  (typer resolves the annotations below at import time)
 
 
 @app.command("sample")
@@ -305,7 +319,7 @@ def change_cmd(
     sensor_after: Annotated[ChangeSensor | None, typer.Option("--sensor-after", help="Sensor preset of AFTER if it differs.")] = None,
     fmt: Annotated[ChangeFormat, typer.Option("--format", help="geojson, or gpkg to also write a GeoPackage beside --out.")] = ChangeFormat.geojson,
     report: Annotated[_CPath | None, typer.Option("--report", help="JSON report: shift, thresholds, normalisation, counts.")] = None,
-    mask: Annotated[_CPath | None, typer.Option("--mask", exists=True, dir_okay=False, help="Exclusion polygons (GeoJSON/GPKG); nothing is reported inside.")] = None,
+    mask: Annotated[_CPath | None, typer.Option("--mask", callback=must_exist, dir_okay=False, help="Exclusion polygons (GeoJSON/GPKG); nothing is reported inside.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker threads.")] = 1,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask distributed scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
     block_size_px: Annotated[int, typer.Option("--block-size-px", min=64, help="Processing block edge, pixels.")] = 1024,
@@ -352,8 +366,8 @@ def change_cmd(
 @app.command("eval")
 @handles_errors
 def eval_cmd(
-    pred: Annotated[_CPath, typer.Argument(exists=True, dir_okay=False, help="Predicted patches (GeoJSON/GPKG).")],
-    truth: Annotated[_CPath, typer.Argument(exists=True, dir_okay=False, help="Truth polygons (GeoJSON/GPKG).")],
+    pred: Annotated[_CPath, typer.Argument(callback=must_exist, dir_okay=False, help="Predicted patches (GeoJSON/GPKG).")],
+    truth: Annotated[_CPath, typer.Argument(callback=must_exist, dir_okay=False, help="Truth polygons (GeoJSON/GPKG).")],
     iou: Annotated[float, typer.Option("--iou", min=0.0, max=1.0, help="IoU needed for a match (0-1].")] = 0.25,
     kind: Annotated[list[str] | None, typer.Option("--kind", help="Only predictions of this kind (repeatable), e.g. new_pond.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
@@ -447,8 +461,8 @@ def detect_cmd(
 @model_app.command("dataset")
 @handles_errors
 def model_dataset(
-    raster: Annotated[list[_pathlib.Path], typer.Argument(exists=True, help="Georeferenced rasters to cut into chips.")],
-    labels: Annotated[_pathlib.Path, typer.Option("--labels", exists=True, dir_okay=False, help="Polygon labels (GeoJSON; 'label' column, 'negative' = hard negative).")],
+    raster: Annotated[list[_pathlib.Path], typer.Argument(callback=must_exist, help="Georeferenced rasters to cut into chips.")],
+    labels: Annotated[_pathlib.Path, typer.Option("--labels", callback=must_exist, dir_okay=False, help="Polygon labels (GeoJSON; 'label' column, 'negative' = hard negative).")],
     out_dir: Annotated[_pathlib.Path, typer.Option("--out", help="Dataset folder to create (images/, labels/, data.yaml).")],
     tile_size_px: Annotated[int, typer.Option("--tile-size-px", min=32, help="Chip size, pixels.")] = 640,
     obb: Annotated[bool, typer.Option("--obb", help="Oriented-box labels (for -obb models).")] = False,
@@ -474,7 +488,7 @@ def model_dataset(
 @model_app.command("train")
 @handles_errors
 def model_train(
-    dataset: Annotated[_pathlib.Path, typer.Argument(exists=True, file_okay=False, help="Dataset folder from `tuban model dataset`.")],
+    dataset: Annotated[_pathlib.Path, typer.Argument(callback=must_exist, file_okay=False, help="Dataset folder from `tuban model dataset`.")],
     out_path: Annotated[_pathlib.Path, typer.Option("--out", help="Output weights (.pt).")],
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 30,
     model: Annotated[YoloModelOpt, typer.Option("--model", help="Architecture, built from yaml (no downloaded weights).")] = YoloModelOpt.yolo11n,
@@ -501,7 +515,7 @@ def model_train(
 @handles_errors
 def model_eval(
     weights: Annotated[_pathlib.Path, typer.Argument(help="YOLO .pt weights (trusted file).")],
-    dataset: Annotated[_pathlib.Path, typer.Argument(exists=True, help="Dataset folder (or its data.yaml).")],
+    dataset: Annotated[_pathlib.Path, typer.Argument(callback=must_exist, help="Dataset folder (or its data.yaml).")],
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Image size (default: the training size).")] = None,
 ) -> None:
     """Print precision, recall and mAP50 of weights on a dataset's validation split."""
@@ -539,13 +553,13 @@ class CameraPresetOpt(str, _ix_enum.Enum):
 @uav_app.command("index")
 @handles_errors
 def uav_index(
-    source: Annotated[_IxPath, typer.Argument(exists=True, help="Video, folder of geotagged JPEGs, one JPEG, or exiftool CSV.")],
+    source: Annotated[_IxPath, typer.Argument(callback=must_exist, help="Video, folder of geotagged JPEGs, one JPEG, or exiftool CSV.")],
     out_path: Annotated[_IxPath, typer.Option("--out", dir_okay=False, help="Frame footprints (GeoJSON, EPSG:4326).")],
-    telemetry: Annotated[_IxPath | None, typer.Option("--telemetry", exists=True, help="SRT/CSV/GPX/ULog of the video (default: VIDEO.SRT beside it).")] = None,
+    telemetry: Annotated[_IxPath | None, typer.Option("--telemetry", callback=must_exist, help="SRT/CSV/GPX/ULog of the video (default: VIDEO.SRT beside it).")] = None,
     camera: Annotated[CameraPresetOpt | None, typer.Option("--camera", help="Camera preset.")] = None,
     hfov_deg: Annotated[float | None, typer.Option("--hfov-deg", min=1, max=179, help="Horizontal field of view instead of a preset.")] = None,
     every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one video frame every N seconds.")] = 1.0,
-    dem: Annotated[_IxPath | None, typer.Option("--dem", exists=True, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
+    dem: Annotated[_IxPath | None, typer.Option("--dem", callback=must_exist, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
     frames_dir: Annotated[_IxPath | None, typer.Option("--frames-dir", file_okay=False, help="Save sampled frames here as JPEG.")] = None,
     height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
     overwrite: OverwriteOpt = False,
@@ -608,7 +622,7 @@ def _parse_lon_lat(text: str | None, param: str) -> tuple[float, float] | None:
 @mission_app.command("plan")
 @handles_errors
 def mission_plan(
-    patches: Annotated[_UavPath, typer.Argument(exists=True, dir_okay=False, help="Suspect patches (GeoJSON).")],
+    patches: Annotated[_UavPath, typer.Argument(callback=must_exist, dir_okay=False, help="Suspect patches (GeoJSON).")],
     fmt: Annotated[MissionFormatOpt, typer.Option("--format", help="kml (Ovital/Google Earth), litchi CSV, qgc .plan, DJI wpml KMZ.")],
     out_path: Annotated[_UavPath, typer.Option("--out", help="Mission file; several missions -> STEM_1, STEM_2 ... (kml: one Folder each).")],
     altitude_m: Annotated[float, typer.Option("--altitude-m", min=2, max=500, help="Height above take-off, m.")] = 80.0,
@@ -645,15 +659,15 @@ class UavDetectorOpt(str, _uav_enum.Enum):
 @uav_app.command("detect")
 @handles_errors
 def uav_detect(
-    video: Annotated[_UavPath, typer.Argument(exists=True, dir_okay=False, help="Drone video (MP4/MOV).")],
+    video: Annotated[_UavPath, typer.Argument(callback=must_exist, dir_okay=False, help="Drone video (MP4/MOV).")],
     out_path: Annotated[_UavPath, typer.Option("--out", help="Merged detections GeoJSON (EPSG:4326).")],
-    telemetry: Annotated[_UavPath | None, typer.Option("--telemetry", exists=True, help="Flight log: DJI SRT, Airdata/OSD CSV, GPX, ULog (default: VIDEO.SRT beside it).")] = None,
+    telemetry: Annotated[_UavPath | None, typer.Option("--telemetry", callback=must_exist, help="Flight log: DJI SRT, Airdata/OSD CSV, GPX, ULog (default: VIDEO.SRT beside it).")] = None,
     camera: Annotated[CameraPresetOpt | None, typer.Option("--camera", help="Camera preset.")] = None,
     hfov_deg: Annotated[float | None, typer.Option("--hfov-deg", min=1, max=179, help="Horizontal field of view of the video frame, degrees.")] = None,
     every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one frame every this many seconds.")] = 1.0,
-    dem: Annotated[_UavPath | None, typer.Option("--dem", exists=True, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
+    dem: Annotated[_UavPath | None, typer.Option("--dem", callback=must_exist, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
     height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
-    model: Annotated[_UavPath | None, typer.Option("--model", exists=True, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
+    model: Annotated[_UavPath | None, typer.Option("--model", callback=must_exist, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
     min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
@@ -726,15 +740,15 @@ class WatchSensor(str, _t_enum.Enum):
 @app.command("triage")
 @handles_errors
 def triage_cmd(
-    inputs: Annotated[list[_TPath], typer.Argument(help="PATCHES.geojson, then any DETECTIONS.geojson.", exists=True, dir_okay=False)],
+    inputs: Annotated[list[_TPath], typer.Argument(help="PATCHES.geojson, then any DETECTIONS.geojson.", callback=must_exist, dir_okay=False)],
     ledger: _LedgerOpt = _TPath("tuban.gpkg"),
-    grids: Annotated[_TPath, typer.Option("--grids", help="Grid cells (grid_id, name, admin_code, officer, phone).", exists=True, dir_okay=False)] = ...,  # type: ignore[assignment]
-    evidence: Annotated[_TPath | None, typer.Option("--evidence", help="Drone frame footprints (tuban uav index).", exists=True, dir_okay=False)] = None,
-    protected: Annotated[_TPath | None, typer.Option("--protected", help="Protected zones (raise priority).", exists=True, dir_okay=False)] = None,
+    grids: Annotated[_TPath, typer.Option("--grids", help="Grid cells (grid_id, name, admin_code, officer, phone).", callback=must_exist, dir_okay=False)] = ...,  # type: ignore[assignment]
+    evidence: Annotated[_TPath | None, typer.Option("--evidence", help="Drone frame footprints (tuban uav index).", callback=must_exist, dir_okay=False)] = None,
+    protected: Annotated[_TPath | None, typer.Option("--protected", help="Protected zones (raise priority).", callback=must_exist, dir_okay=False)] = None,
     min_iou: Annotated[float, typer.Option("--min-iou", min=0.01, max=1.0, help="IoU at which a patch joins an existing case.")] = 0.3,
     join_distance_m: Annotated[float, typer.Option("--join-distance-m", min=0.0, help="Centroid distance at which a patch joins a case.")] = 30.0,
-    before_image: Annotated[_TPath | None, typer.Option("--before-image", help="Before raster for evidence chips (if PATCHES does not name it).", exists=True, dir_okay=False)] = None,
-    after_image: Annotated[_TPath | None, typer.Option("--after-image", help="After raster for evidence chips.", exists=True, dir_okay=False)] = None,
+    before_image: Annotated[_TPath | None, typer.Option("--before-image", help="Before raster for evidence chips (if PATCHES does not name it).", callback=must_exist, dir_okay=False)] = None,
+    after_image: Annotated[_TPath | None, typer.Option("--after-image", help="After raster for evidence chips.", callback=must_exist, dir_okay=False)] = None,
 ) -> None:
     """Fuse patches, detections and drone frames into cases (stable case ids, priorities, grid officers)."""
     from tuban.imagery.vector_io import read_vector
@@ -784,7 +798,7 @@ def tasks_export_cmd(
 @tasks_app.command("import")
 @handles_errors
 def tasks_import_cmd(
-    returned: Annotated[_TPath, typer.Argument(help="Returned GeoJSON, zip pack or CSV.", exists=True, dir_okay=False)],
+    returned: Annotated[_TPath, typer.Argument(help="Returned GeoJSON, zip pack or CSV.", callback=must_exist, dir_okay=False)],
     ledger: _LedgerOpt = _TPath("tuban.gpkg"),
     from_gcj02: Annotated[bool, typer.Option("--from-gcj02", help="Returned points are GCJ-02 (edited in Ovital/Amap).")] = False,
     max_photo_distance_m: Annotated[float, typer.Option("--max-photo-distance-m", min=0.0, help="Flag photos farther than this from the patch.")] = 300.0,
@@ -895,7 +909,7 @@ def report_cmd(
 @app.command("watch")
 @handles_errors
 def watch_cmd(
-    new_image: Annotated[_TPath, typer.Argument(help="New image (GeoTIFF with green and nir bands).", exists=True, dir_okay=False)],
+    new_image: Annotated[_TPath, typer.Argument(help="New image (GeoTIFF with green and nir bands).", callback=must_exist, dir_okay=False)],
     ledger: _LedgerOpt = _TPath("tuban.gpkg"),
     sensor: Annotated[WatchSensor | None, typer.Option("--sensor", help="Sensor preset for band roles.")] = None,
     bands: Annotated[str | None, typer.Option("--bands", help="Band roles, e.g. green=2,nir=4 (1-based).")] = None,
@@ -943,9 +957,9 @@ def model_labels_cmd(
 from pathlib import Path as _FPath  # noqa: E402
 
 _FlightLogsArg = Annotated[list[_FPath], typer.Argument(
-    exists=True, dir_okay=False, help="One flight log per pilot (Airdata/DJI CSV, SRT, ULog, GPX).")]
+    callback=must_exist, dir_okay=False, help="One flight log per pilot (Airdata/DJI CSV, SRT, ULog, GPX).")]
 _FlightCourseOpt = Annotated[_FPath | None, typer.Option(
-    "--course", exists=True, dir_okay=False, help="Course YAML (items, square, hover, targets, tolerances).")]
+    "--course", callback=must_exist, dir_okay=False, help="Course YAML (items, square, hover, targets, tolerances).")]
 _FlightPilotOpt = Annotated[list[str] | None, typer.Option(
     "--pilot", help="Name a pilot: STEM=NAME (file stem of the log); repeatable.")]
 

@@ -575,8 +575,8 @@ def _assert_one_line_error(res, name: str) -> None:
 
 
 def _nonexistent_cases():
-    for cmd, args, _kind, via_click in BAD_INPUT:
-        marks = [pytest.mark.xfail(strict=True, reason=_CLICK_EXISTS)] if via_click else []
+    for cmd, args, _kind, _via_click in BAD_INPUT:
+        marks = []  # fixed centrally: cli.must_exist replaces click's exists=True
         if cmd == "detect":
             marks = [pytest.mark.xfail(strict=True, reason="shipped model missing: detect reports the model, "
                                                             "not the nonexistent raster")]
