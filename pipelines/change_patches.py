@@ -110,18 +110,40 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
     nir = np.asarray(stack[3, rs, cs]).astype(np.float32)
     wet_index = ia if value == CODE["new_water"] else ib
     min_px = max(1, int(settings.min_area_m2 / px_area_m2))
-    def parts_are_ponds(labels: np.ndarray) -> bool:
+    t = job.thresholds
+
+    def pond_fraction(labels: np.ndarray) -> tuple[int, float]:
+        """How many parts are pond-like, and the share of the blob they cover."""
+        n_pond, area = 0, 0
         for part in range(1, int(labels.max()) + 1):
             inside = labels == part
             polys = [shape(g) for g, v in shapes(inside.astype(np.uint8), mask=inside, transform=wt) if v == 1]
-            if len(polys) != 1 or not is_pond_like(shape_stats(polys[0], grid.pixel_size_m), settings, grid.pixel_size_m):
-                return False
-        return True
+            if len(polys) == 1 and is_pond_like(shape_stats(polys[0], grid.pixel_size_m), settings,
+                                                grid.pixel_size_m):
+                n_pond += 1
+                area += int(inside.sum())
+        return n_pond, area / max(1, int(blob.sum()))
 
-    whole = blob.astype(np.int32)
-    labels = whole
-    if blob.sum() >= 2 * min_px and not parts_are_ponds(whole):
-        labels = split_blob(blob, wet_index, min_px, parts_are_ponds)
+    whole_is_pond = pond_fraction(blob.astype(np.int32))[0] == 1
+
+    def accept(labels: np.ndarray) -> bool:
+        n_pond, share = pond_fraction(labels)
+        if n_pond < 2 or share < 0.7:
+            return False
+        if not whole_is_pond:
+            return True
+        # A pond-shaped blob is only cut along a real dike: its seam must be clearly less wet.
+        seam = blob & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
+            np.where(blob, labels, labels.max() + 1), size=3))
+        core = blob & ~seam
+        if seam.sum() == 0 or core.sum() == 0:
+            return False
+        gap = float(np.nanmean(wet_index[core]) - np.nanmean(wet_index[seam]))
+        return gap > max(t.change, 0.25 * (t.water_mean - t.land_mean))
+
+    labels = blob.astype(np.int32)
+    if blob.sum() >= 2 * min_px:
+        labels = split_blob(blob, wet_index, min_px, accept)
     t = job.thresholds
     span = max(1e-6, t.water_mean - t.land_mean)
     for part in range(1, int(labels.max()) + 1):
@@ -150,6 +172,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                 drained = inner_b < 0.95 * float(np.median(nir[ring]))
             else:
                 drained = inner_b < 63.5
+            # ... and bare: a floor now under crops or grass (low index, dark) was filled in.
+            drained = drained and float(np.nanmedian(ia[inside])) > t.land_mean
         yield poly, stats, contrast, drained, solidity
 
 
