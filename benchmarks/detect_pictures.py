@@ -21,6 +21,7 @@ import numpy as np
 def render(raster: Path, dets, truth, out_png: Path, max_px: int = 1400) -> None:
     """Draw detections (red) and truth (green) over the stretched RGB raster."""
     import cv2
+
     from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
     from tuban.imagery.slicing import compute_stretch, to_uint8_rgb
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import geopandas as gpd
+
     from tuban.models.yolo import YoloSettings, load_detector
     from tuban.pipelines.detect import DetectSettings, detect_raster
     from tuban.pipelines.evaluate import score_objects

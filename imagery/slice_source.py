@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from affine import Affine
 from pyproj import CRS
+
 from tuban import BandError, RasterError
 from tuban.imagery.xyz_tiles import XyzTileMosaic, is_xyz_folder
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 from pyproj import CRS
+
 from tuban import RasterError
 
 __all__ = ["WEB_MERCATOR", "ORIGIN_SHIFT_M", "XyzTileMosaic", "is_xyz_folder", "tile_transform"]

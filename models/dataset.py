@@ -30,6 +30,7 @@ import numpy as np
 import shapely
 from shapely import affinity
 from shapely.geometry import box as shapely_box
+
 from tuban import InputError, OutputExistsError, VectorError
 from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
 from tuban.imagery.slicing import Window, compute_stretch, slice_windows, to_uint8_rgb

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tuban import ModelError
 from tuban.models.detector import Detection
 

@@ -25,6 +25,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import MultiPoint, Polygon
+
 from tuban import RasterError
 from tuban.imagery.crs import WGS84, areas_m2, transformer
 from tuban.imagery.georaster import pixel_to_map

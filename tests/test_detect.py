@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from rasterio.transform import from_origin
+
 from tuban.cli import app
 from tuban.imagery.slicing import compute_stretch, slice_windows, to_uint8_rgb
 from tuban.imagery.xyz_tiles import XyzTileMosaic, tile_transform
@@ -249,6 +250,7 @@ def test_real_deepforest_tiles_georeference_through_the_pipeline(real_data):
     """Known pixel boxes on real NEON GeoTIFFs (UTM 11N / 17N) come out at the right lon/lat."""
     import pandas as pd
     from pyproj import Transformer
+
     from tuban.models.detector import Detection
 
     folder = real_data / "deepforest"

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
+
 from tuban.cli import app
 from tuban.models.dataset import DatasetSettings, build_dataset
 
@@ -185,3 +186,27 @@ def test_tiny_training_offline_then_reload_in_fresh_process(tmp_path, monkeypatc
     for f in doc["features"]:
         assert set(f["properties"]) == {"label", "score", "area_m2", "lon", "lat"}
         assert f["properties"]["label"] == "pond"
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pond_yolo11n.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped pond model not built yet")
+def test_shipped_model_finds_ponds_on_an_unseen_sample_county(tmp_path, runner):
+    """The default model of `tuban detect` on a small county of a seed never used in training."""
+    from tuban.pipelines.evaluate import score_objects
+    from tuban.sample_data.county import CountySpec, generate_county
+
+    assert SHIPPED.stat().st_size <= 10e6
+    files = generate_county(tmp_path / "c", 7, spec=CountySpec(s2_size_px=300, hr_size_px=600))
+    out = tmp_path / "ponds.geojson"
+    r = runner.invoke(app, ["detect", str(files.hr_before), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    found = gpd.read_file(out)
+    truth = gpd.read_file(files.ponds_before)
+    truth = truth[truth["in_hr"].astype(bool)]
+    score = score_objects(found, truth, iou_threshold=0.25)
+    assert len(truth) >= 3
+    assert score.f1 >= 0.7, score.as_dict()
+    assert (found["label"] == "pond").all() and found.crs.to_epsg() == 4326
