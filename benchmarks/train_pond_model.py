@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         for raster, truth, res in _labelled_rasters(roots[s]):
             gdf, stats = detect_raster(raster, detector, DetectSettings())
             sc = score_objects(gdf, truth, iou_threshold=0.25)
-            row = {"seed": s, "raster": f"{res}/{raster.name}", **sc.as_dict(), "seconds": stats.wall_s}
+            row = {"seed": s, "raster": f"{res}/{raster.name}", **sc.as_dict(), "seconds": stats.wall_s,
+                   "upscale": stats.upscale}
             per_raster.append(row)
             agg = totals.setdefault(res, [0, 0, 0])
             agg[0] += sc.predictions

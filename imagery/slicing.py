@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "compute_stretch", "to_uint8_rgb"]
+__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "compute_stretch", "to_uint8_rgb", "raster_gsd_m"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,19 @@ def to_uint8_rgb(bands: np.ndarray, stretch: Stretch, valid: np.ndarray | None =
     if valid is not None:
         img[~valid] = 0
     return img
+
+
+def raster_gsd_m(transform, crs, width: int, height: int) -> float:
+    """Ground size of one pixel at the raster centre, metres (any CRS, via the WGS84 ellipsoid)."""
+    from pyproj import Geod
+
+    from tuban.imagery.crs import WGS84, transformer
+    from tuban.imagery.georaster import pixel_to_map
+
+    cx, cy = width / 2.0, height / 2.0
+    xs, ys = pixel_to_map(transform, np.array([cx, cx + 1, cx]), np.array([cy, cy, cy + 1]))
+    lon, lat = transformer(crs, WGS84).transform(xs, ys)
+    geod = Geod(ellps="WGS84")
+    _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
+    _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
+    return float(np.sqrt(dx * dy))

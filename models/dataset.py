@@ -33,7 +33,7 @@ from shapely.geometry import box as shapely_box
 
 from tuban import InputError, OutputExistsError, VectorError
 from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-from tuban.imagery.slicing import Window, compute_stretch, slice_windows, to_uint8_rgb
+from tuban.imagery.slicing import Window, compute_stretch, raster_gsd_m, slice_windows, to_uint8_rgb
 
 __all__ = ["DatasetSettings", "DatasetSummary", "build_dataset", "split_chips", "NEGATIVE_LABELS"]
 
@@ -186,6 +186,7 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
         chips = {"train": 0, "val": 0}
         objects = {"train": 0, "val": 0}
         negative_chips = guard = 0
+        gsds: list[float] = []
         planned = []
         for k, (raster, gdf, *fixed) in enumerate(pairs):
             src = open_slice_source(raster)
@@ -202,6 +203,7 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
             try:
                 labels, neg = _class_and_negative(gdf, labels_path)
                 bands = resolve_rgb_bands(src.band_names, src.count, s.bands, src.path)
+                gsds.append(round(raster_gsd_m(src.transform, src.crs, src.width, src.height), 3))
                 sample, valid = src.read_decimated(bands)
                 stretch = compute_stretch(sample, valid)
                 g = gdf.to_crs(src.crs) if gdf.crs is not None else gdf
@@ -247,7 +249,7 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
                                "names:"] + [f"  {i}: {json.dumps(n)}" for i, n in enumerate(names)]) + "\n"
         (tmp / "data.yaml").write_text(yaml_text)
         meta = {"settings": asdict(s), "names": names, "chips": chips, "objects": objects,
-                "negative_chips": negative_chips, "guard_chips_dropped": guard,
+                "negative_chips": negative_chips, "guard_chips_dropped": guard, "gsd_m": gsds,
                 "rasters": [str(Path(str(p[0])).resolve()) for p in pairs]}
         (tmp / "tuban_dataset.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():

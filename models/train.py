@@ -155,9 +155,25 @@ def train(dataset: str | Path, out: str | Path, settings: TrainSettings | None =
         seconds = time.perf_counter() - t0
         epochs_run = int(getattr(model.trainer, "epoch", s.epochs - 1)) + 1
         with atomic_path(out, overwrite=overwrite) as tmp:
-            tmp.write_bytes(best.read_bytes())
+            yolo.save_with_metadata(best, tmp, _dataset_metadata(data, s))
     val = evaluate(out, data, imgsz_px=s.imgsz_px, device=s.device, threads=s.threads)
     return TrainResult(out, epochs_run, round(seconds, 1), out.stat().st_size, val)
+
+
+def _dataset_metadata(data: Path, s: TrainSettings) -> dict:
+    """What detection needs to know about the training data: the finest pixel size seen."""
+    import json
+
+    meta = {"model": s.model, "imgsz_px": s.imgsz_px, "epochs": s.epochs}
+    info = data.parent / "tuban_dataset.json"
+    try:
+        gsds = json.loads(info.read_text()).get("gsd_m") or []
+    except (OSError, ValueError):
+        gsds = []
+    if gsds:
+        meta["gsd_m"] = min(gsds)
+        meta["dataset_gsd_m"] = sorted(set(gsds))
+    return meta
 
 
 def evaluate(weights: str | Path, dataset: str | Path, *, imgsz_px: int | None = None,

@@ -41,6 +41,8 @@ __all__ = [
     "build_model",
     "load_model",
     "select_device",
+    "save_with_metadata",
+    "tuban_metadata",
 ]
 
 #: File name of the pond model shipped inside ``tuban/models``.
@@ -212,6 +214,9 @@ class YoloDetector:
         names = self.model.names
         self.names: tuple[str, ...] = tuple(names[i] for i in sorted(names))
         self.task: str = str(self.model.task)
+        meta = tuban_metadata(self.model)
+        #: pixel size (m) the model was trained at; sliced detection upsamples coarser rasters.
+        self.gsd_m: float | None = float(meta["gsd_m"]) if meta.get("gsd_m") else None
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect in each ``(rows, cols, 3)`` uint8 RGB image; one list of detections per image."""
@@ -248,6 +253,28 @@ class YoloDetector:
                 continue
             out.append(Detection(tuple(float(v) for v in box), float(s), str(names[c])))
         return out
+
+
+def tuban_metadata(model) -> dict:
+    """The ``tuban`` record stored in a checkpoint by :func:`save_with_metadata` ({} if none)."""
+    ckpt = getattr(model, "ckpt", None)
+    meta = ckpt.get("tuban") if isinstance(ckpt, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def save_with_metadata(src: str | Path, dst: str | Path, meta: dict) -> None:
+    """Copy checkpoint ``src`` to ``dst`` adding a ``tuban`` record (e.g. the training ``gsd_m``).
+
+    ``src`` is unpickled: only for checkpoints tuban just trained or the user trusts.
+    """
+    configure_offline()
+    import torch
+
+    ckpt = torch.load(str(src), map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise ModelError(f"{src}: not an ultralytics checkpoint")
+    ckpt["tuban"] = {**(ckpt.get("tuban") or {}), **meta}
+    torch.save(ckpt, str(dst))
 
 
 def load_detector(weights: str | Path | None = None, settings: YoloSettings | None = None) -> YoloDetector:

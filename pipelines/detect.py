@@ -30,11 +30,18 @@ from tuban import RasterError
 from tuban.imagery.crs import WGS84, areas_m2, transformer
 from tuban.imagery.georaster import pixel_to_map
 from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-from tuban.imagery.slicing import Window, compute_stretch, iter_batches, slice_windows, to_uint8_rgb
+from tuban.imagery.slicing import (
+    Window,
+    compute_stretch,
+    iter_batches,
+    raster_gsd_m,
+    slice_windows,
+    to_uint8_rgb,
+)
 from tuban.models.detector import Detection, Detector
 
 __all__ = ["DetectSettings", "DetectStats", "PixelDetection", "detect_raster", "merge_detections",
-           "detections_to_gdf"]
+           "detections_to_gdf", "auto_upscale"]
 
 Progress = Callable[[int, int], None]
 _EDGE_PX = 2.0  # a box this close to an inner slice edge is cut by the seam
@@ -51,6 +58,8 @@ class DetectSettings:
         bands: ``--bands`` spec (``"3,2,1"``, ``"r,g,b"``) or None for automatic.
         merge_iou: IoU above which two boxes are the same object.
         merge_ios: intersection over the smaller box above which the smaller is a piece of the larger.
+        upscale: resample slices by this factor before the model (tile and overlap stay in model
+            pixels); None = automatic from the detector's ``gsd_m`` (see :func:`auto_upscale`).
     """
 
     tile_size_px: int = 640
@@ -59,6 +68,7 @@ class DetectSettings:
     bands: str | None = None
     merge_iou: float = 0.5
     merge_ios: float = 0.6
+    upscale: float | None = None
 
     def __post_init__(self) -> None:
         if self.tile_size_px < 32:
@@ -81,6 +91,7 @@ class DetectStats:
     read_s: float
     model_s: float
     wall_s: float
+    upscale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,29 @@ def detections_to_gdf(dets: list[PixelDetection], transform, crs) -> gpd.GeoData
     return gdf[cols + ["geometry"]]
 
 
-def _read_batch(src, bands, stretch, wins: list[Window]):
+def auto_upscale(raster_gsd_m: float, model_gsd_m: float | None, max_factor: float = 4.0) -> float:
+    """Upsampling that brings a coarse raster towards the pixel size a model was trained at.
+
+    Objects must cover roughly as many pixels as in training: a 100 m pond is 50 px at 2 m but
+    10 px at 10 m. Rasters within 1.5x of the model's GSD (or finer) are left alone.
+
+    Example:
+        >>> auto_upscale(10.0, 2.0), auto_upscale(2.5, 2.0), auto_upscale(0.1, 2.0)
+        (4.0, 1.0, 1.0)
+    """
+    if not model_gsd_m or raster_gsd_m <= 1.5 * model_gsd_m:
+        return 1.0
+    return float(min(max_factor, round(raster_gsd_m / model_gsd_m, 1)))
+
+
+def _scaled(det: Detection, up: float) -> Detection:
+    if up == 1.0:
+        return det
+    return Detection(tuple(v / up for v in det.box_px), det.score, det.label,
+                     tuple((x / up, y / up) for x, y in det.polygon_px))
+
+
+def _read_batch(src, bands, stretch, wins: list[Window], up: float = 1.0):
     t0 = time.perf_counter()
     kept, images = [], []
     for w in wins:
@@ -229,7 +262,13 @@ def _read_batch(src, bands, stretch, wins: list[Window]):
         if not valid.any():
             continue
         kept.append(w)
-        images.append(to_uint8_rgb(data, stretch, valid))
+        img = to_uint8_rgb(data, stretch, valid)
+        if up != 1.0:
+            import cv2
+
+            img = cv2.resize(img, (int(round(w.width * up)), int(round(w.height * up))),
+                             interpolation=cv2.INTER_LINEAR)
+        images.append(img)
     return kept, images, time.perf_counter() - t0
 
 
@@ -256,31 +295,35 @@ def detect_raster(raster: str | Path | list, detector: Detector, settings: Detec
         if not valid.any():
             raise RasterError(src.path, "raster holds only nodata")
         stretch = compute_stretch(sample, valid)
-        wins = slice_windows(src.width, src.height, s.tile_size_px, s.overlap_px)
+        up = s.upscale if s.upscale is not None else auto_upscale(
+            raster_gsd_m(src.transform, src.crs, src.width, src.height), getattr(detector, "gsd_m", None))
+        wins = slice_windows(src.width, src.height, max(16, int(round(s.tile_size_px / up))),
+                             int(round(s.overlap_px / up)))
+        merge_overlap = int(round(s.overlap_px / up))
         batches = list(iter_batches(wins, s.batch))
         raw: list[PixelDetection] = []
         read_s = model_s = 0.0
         inferred = done = 0
         with cf.ThreadPoolExecutor(max_workers=1) as pool:  # read batch n+1 while the model runs batch n
-            pending = pool.submit(_read_batch, src, bands, stretch, batches[0]) if batches else None
+            pending = pool.submit(_read_batch, src, bands, stretch, batches[0], up) if batches else None
             for i in range(len(batches)):
                 kept, images, dt = pending.result()  # type: ignore[union-attr]
                 read_s += dt
-                pending = pool.submit(_read_batch, src, bands, stretch, batches[i + 1]) if i + 1 < len(batches) else None
+                pending = pool.submit(_read_batch, src, bands, stretch, batches[i + 1], up) if i + 1 < len(batches) else None
                 if images:
                     t0 = time.perf_counter()
                     results = detector.detect_batch(images)
                     model_s += time.perf_counter() - t0
                     inferred += len(images)
                     for w, dets in zip(kept, results, strict=True):
-                        raw.extend(to_global(d, w, src.width, src.height) for d in dets)
+                        raw.extend(to_global(_scaled(d, up), w, src.width, src.height) for d in dets)
                 done += len(batches[i])
                 if progress:
                     progress(done, len(wins))
-        merged = merge_detections(raw, iou=s.merge_iou, ios=s.merge_ios, overlap_px=s.overlap_px)
+        merged = merge_detections(raw, iou=s.merge_iou, ios=s.merge_ios, overlap_px=merge_overlap)
         gdf = detections_to_gdf(merged, src.transform, src.crs)
     finally:
         src.close()
     stats = DetectStats(len(wins), inferred, len(wins) - inferred, len(raw), len(merged),
-                        round(read_s, 3), round(model_s, 3), round(time.perf_counter() - t_wall, 3))
+                        round(read_s, 3), round(model_s, 3), round(time.perf_counter() - t_wall, 3), up)
     return gdf, stats

@@ -275,3 +275,31 @@ def test_real_deepforest_tiles_georeference_through_the_pipeline(real_data):
         for lon, lat in got:  # every output centre is a published box centre, to < 1 pixel (10 cm)
             d_m = np.hypot((exp[:, 0] - lon) * 111320 * np.cos(np.radians(lat)), (exp[:, 1] - lat) * 110540)
             assert d_m.min() < 0.1
+
+
+def test_coarse_raster_is_upsampled_for_a_fine_model_and_stays_georeferenced(tmp_path):
+    """A detector trained at 2 m sees a 10 m raster upsampled 4x; polygons stay in place."""
+    from tuban.imagery.slicing import raster_gsd_m
+    from tuban.pipelines.detect import auto_upscale
+
+    class FineFake(FakeDetector):
+        gsd_m = 2.0
+
+        def detect_batch(self, images):
+            self.sizes = [im.shape[:2] for im in images]
+            return super().detect_batch(images)
+
+    t = from_origin(*ORIGIN, 10.0, 10.0)
+    ponds = [(100, 80, 30, 20)]
+    path = _write(tmp_path / "s2.tif", _scene(ponds, size=(300, 300)), transform=t,
+                  descriptions=("blue", "green", "red", "nir"))
+    assert raster_gsd_m(t, "EPSG:32650", 300, 300) == pytest.approx(10.0, rel=0.01)
+    assert auto_upscale(10.0, 2.0) == 4.0 and auto_upscale(2.0, 2.0) == 1.0
+    det = FineFake(min_area_px=150)
+    gdf, stats = detect_raster(path, det, DetectSettings(tile_size_px=256, overlap_px=32))
+    assert stats.upscale == 4.0 and det.sizes[0] == (256, 256)
+    assert len(gdf) == 1
+    b = gdf.to_crs("EPSG:32650").geometry.iloc[0].bounds
+    assert np.allclose(b, _pond_map_bounds(*ponds[0], transform=t), atol=10.0)  # < 1 source pixel
+    gdf1, stats1 = detect_raster(path, det, DetectSettings(tile_size_px=256, overlap_px=32, upscale=1.0))
+    assert stats1.upscale == 1.0 and len(gdf1) == 1
