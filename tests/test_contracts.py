@@ -260,7 +260,7 @@ def test_model_train_offers_an_obb_architecture():
 
 def test_sample_county_contract(cli, tmp_path):
     out = tmp_path / "county"
-    _ok(_run(cli, ["--quiet", "sample", "--out", out, "--size-km", "2", "--seed", "3"]))
+    _ok(_run(cli, ["--quiet", "sample", "--out", out, "--size-km", "2", "--seed", "3", "--no-uav"]))
     import rasterio
 
     for res in ("s2", "hr"):
@@ -276,6 +276,8 @@ def test_sample_county_contract(cli, tmp_path):
     for g in grids:
         assert {"grid_id", "name", "admin_code", "officer", "phone"} <= set(g)
         assert re.fullmatch(r"\d{6}", str(g["admin_code"]))
+    flights = out / "flights"  # issue 7: competition flights in the sample county
+    assert (flights / "course.yaml").is_file() and list(flights.glob("*.csv")) and list(flights.glob("*.SRT"))
 
 
 def test_change_patch_contract(patches):
@@ -349,8 +351,6 @@ def test_detect_contract_with_a_fake_detector(scenes, cli, tmp_path, monkeypatch
     _assert_rfc7946(out)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 4: no shipped pond model under models/ (models/pond_yolo11n.pt missing); "
-                                       "tuban detect without --model fails")
 def test_detect_runs_with_the_shipped_model_by_default(scenes, cli, tmp_path):
     out = tmp_path / "det.geojson"
     _ok(_run(cli, ["--quiet", "detect", scenes[1], "--out", out, "--bands", "3,2,1"]))
@@ -530,33 +530,31 @@ def test_flight_replay_contract(flights, cli, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 NOPE = "/nonexistent/nope"
-_CLICK_EXISTS = "nonexistent input is rejected by click (exists=True): exit 2 and a boxed usage error, " \
-                "not one line `Error: <file>: ...` with exit 1"
 
-# command args with {X} standing for the missing/corrupt file; the corrupt kind to use
+# command args with {X} standing for the missing/corrupt file; the kind of corrupt file to use
 BAD_INPUT = [
-    ("change", ["change", "{X}", "{X}", "--out", "{T}/p.geojson"], "tif", False),
-    ("eval", ["eval", "{X}", "{X}"], "geojson", True),
-    ("detect", ["detect", "{X}", "--out", "{T}/d.geojson"], "tif", False),
-    ("triage", ["triage", "{X}", "--grids", "{X}", "--ledger", "{T}/l.gpkg"], "geojson", True),
-    ("report", ["report", "--ledger", "{X}", "--out", "{T}/r.html"], "gpkg", False),
-    ("watch", ["watch", "{X}", "--ledger", "{X}"], "tif", True),
-    ("model dataset", ["model", "dataset", "{X}", "--labels", "{X}", "--out", "{T}/ds"], "tif", True),
-    ("model train", ["model", "train", "{X}", "--out", "{T}/w.pt"], "dataset", True),
-    ("model eval", ["model", "eval", "{X}", "{X}"], "pt", True),
-    ("model labels", ["model", "labels", "--ledger", "{X}", "--out", "{T}/l.geojson"], "gpkg", False),
-    ("uav index", ["uav", "index", "{X}", "--telemetry", "{S}", "--out", "{T}/f.geojson"], "mp4", True),
+    ("change", ["change", "{X}", "{X}", "--out", "{T}/p.geojson"], "tif"),
+    ("eval", ["eval", "{X}", "{X}"], "geojson"),
+    ("detect", ["detect", "{X}", "--out", "{T}/d.geojson"], "tif"),
+    ("triage", ["triage", "{X}", "--grids", "{X}", "--ledger", "{T}/l.gpkg"], "geojson"),
+    ("report", ["report", "--ledger", "{X}", "--out", "{T}/r.html"], "gpkg"),
+    ("watch", ["watch", "{X}", "--ledger", "{X}"], "tif"),
+    ("model dataset", ["model", "dataset", "{X}", "--labels", "{X}", "--out", "{T}/ds"], "tif"),
+    ("model train", ["model", "train", "{X}", "--out", "{T}/w.pt"], "dataset"),
+    ("model eval", ["model", "eval", "{X}", "{X}"], "pt"),
+    ("model labels", ["model", "labels", "--ledger", "{X}", "--out", "{T}/l.geojson"], "gpkg"),
+    ("uav index", ["uav", "index", "{X}", "--telemetry", "{S}", "--out", "{T}/f.geojson"], "mp4"),
     ("uav detect", ["uav", "detect", "{X}", "--telemetry", "{S}", "--detector", "baseline", "--out", "{T}/f.geojson"],
-     "mp4", True),
-    ("mission plan", ["mission", "plan", "{X}", "--format", "kml", "--out", "{T}/m.kml"], "geojson", True),
-    ("tasks export", ["tasks", "export", "--ledger", "{X}", "--out", "{T}/packs"], "gpkg", False),
-    ("tasks import", ["tasks", "import", "{X}", "--ledger", "{X}"], "geojson", True),
-    ("cases list", ["cases", "list", "--ledger", "{X}"], "gpkg", False),
-    ("cases show", ["cases", "show", "350181-00001", "--ledger", "{X}"], "gpkg", False),
-    ("cases close", ["cases", "close", "350181-00001", "--reason", "r", "--ledger", "{X}"], "gpkg", False),
-    ("cases reopen", ["cases", "reopen", "350181-00001", "--ledger", "{X}"], "gpkg", False),
-    ("flight score", ["flight", "score", "{X}", "--out", "{T}/fs"], "csv", True),
-    ("flight replay", ["flight", "replay", "{X}", "--out", "{T}/fr"], "csv", True),
+     "mp4"),
+    ("mission plan", ["mission", "plan", "{X}", "--format", "kml", "--out", "{T}/m.kml"], "geojson"),
+    ("tasks export", ["tasks", "export", "--ledger", "{X}", "--out", "{T}/packs"], "gpkg"),
+    ("tasks import", ["tasks", "import", "{X}", "--ledger", "{X}"], "geojson"),
+    ("cases list", ["cases", "list", "--ledger", "{X}"], "gpkg"),
+    ("cases show", ["cases", "show", "350181-00001", "--ledger", "{X}"], "gpkg"),
+    ("cases close", ["cases", "close", "350181-00001", "--reason", "r", "--ledger", "{X}"], "gpkg"),
+    ("cases reopen", ["cases", "reopen", "350181-00001", "--ledger", "{X}"], "gpkg"),
+    ("flight score", ["flight", "score", "{X}", "--out", "{T}/fs"], "csv"),
+    ("flight replay", ["flight", "replay", "{X}", "--out", "{T}/fr"], "csv"),
 ]
 
 
@@ -574,32 +572,14 @@ def _assert_one_line_error(res, name: str) -> None:
     assert name in errors[0], f"error line does not name {name}: {errors[0]}"
 
 
-def _nonexistent_cases():
-    for cmd, args, _kind, _via_click in BAD_INPUT:
-        marks = []  # fixed centrally: cli.must_exist replaces click's exists=True
-        if cmd == "detect":
-            marks = [pytest.mark.xfail(strict=True, reason="shipped model missing: detect reports the model, "
-                                                            "not the nonexistent raster")]
-        yield pytest.param(args, id=cmd, marks=marks)
-
-
-@pytest.mark.parametrize("args", list(_nonexistent_cases()))
+@pytest.mark.parametrize("args", [pytest.param(a, id=c) for c, a, _ in BAD_INPUT])
 def test_nonexistent_input_exits_1_with_one_error_line(args, cli, tmp_path):
     res = _run(cli, _fill(args, NOPE, tmp_path))
     _assert_one_line_error(res, NOPE)
     assert not any(tmp_path.iterdir()), "output left behind on failure"
 
 
-def _corrupt_cases():
-    for cmd, args, kind, _ in BAD_INPUT:
-        marks = []
-        if cmd == "detect":
-            marks = [pytest.mark.xfail(strict=True, reason="shipped model missing: detect reports the model, "
-                                                            "not the corrupt raster")]
-        yield pytest.param(args, kind, id=cmd, marks=marks)
-
-
-@pytest.mark.parametrize(("args", "kind"), list(_corrupt_cases()))
+@pytest.mark.parametrize(("args", "kind"), [pytest.param(a, k, id=c) for c, a, k in BAD_INPUT])
 def test_corrupt_input_exits_1_with_one_error_line(args, kind, corrupt, flights, cli, tmp_path):
     path = corrupt[kind]
     res = _run(cli, _fill(args, path, tmp_path, flights["pilots"]["ace"]["srt"]))
@@ -623,6 +603,9 @@ BAD_OPTION = [
     ["uav", "index", "{X}", "--out", "{T}/f.geojson", "--camera", "hasselblad9000"],
     ["uav", "index", "{X}", "--out", "{T}/f.geojson", "--every-s", "0"],
     ["flight", "score", "{X}", "--out", "{T}/fs", "--pilot", "no-equals-sign"],
+    ["demo", "--out", "{T}/d", "--workers", "0"],
+    ["watch", "{X}", "--ledger", "{X}", "--sensor", "spot99"],
+    ["triage", "{X}", "--grids", "{X}", "--ledger", "{T}/l.gpkg", "--min-iou", "0"],
 ]
 
 
