@@ -26,6 +26,7 @@ import numpy as np
 import rasterio
 from rasterio.features import shapes
 from shapely.geometry import shape
+
 from tuban.imagery.crs import WGS84
 from tuban.pipelines.change import ChangeSettings, run_change
 from tuban.pipelines.evaluate import score_objects

@@ -116,7 +116,7 @@ class GridReader:
         self._ds = ds
         self._offset = offset_px
 
-    def read(self, band: int, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, band: int | list[int], window: Window, out: np.ndarray | None = None) -> np.ndarray:
         if self._offset is not None:
             window = Window(window.col_off + self._offset[0], window.row_off + self._offset[1],
                             window.width, window.height)

@@ -83,13 +83,14 @@ def cloud_shadow_mask(
     # Speckles of a few pixels are bright roofs or sand, not clouds.
     cloud = ndimage.binary_opening(cloud, iterations=1)
     shadow = np.zeros_like(cloud)
-    if cloud.any():
+    if cloud.any() and shadow_reach_px > 0:
         near = ndimage.binary_dilation(cloud, iterations=shadow_reach_px)
         dark = (vis < ref.visible_floor + shadow_factor * (ref.visible - ref.visible_floor)) & \
                (nir < ref.nir_floor + shadow_factor * (ref.nir - ref.nir_floor))
         shadow = dark & near & ~cloud
-        cloud = ndimage.binary_dilation(cloud, iterations=dilate_px)
-        shadow = ndimage.binary_dilation(shadow, iterations=dilate_px) & ~cloud
+        if dilate_px > 0:
+            cloud = ndimage.binary_dilation(cloud, iterations=dilate_px)
+            shadow = ndimage.binary_dilation(shadow, iterations=dilate_px) & ~cloud
     return cloud, shadow
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.errors import RasterioError
+
 from tuban import RasterError
 from tuban.imagery.bands import band_file_suffixes, resolve_roles, sensor_from_mtl
 

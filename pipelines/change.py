@@ -27,6 +27,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from rasterio.windows import Window
+
 from tuban import RasterError
 from tuban.imagery.align import Grid, block_windows, common_grid, estimate_shift, open_on_grid
 from tuban.imagery.crs import M2_PER_MU, WGS84
@@ -118,10 +119,8 @@ def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0
         return [read_date(reader, src, w) for w in windows]
 
 
-def _measure_shift(before: DateSource, after: DateSource, grid: Grid, index_name: str):
-    windows = _sample_windows(grid, 512, 2)
-    sb = _read_samples(before, grid, windows)
-    sa = _read_samples(after, grid, windows)
+def _measure_shift(sb: list[dict], sa: list[dict], index_name: str):
+    """Median phase-correlation shift over sample windows (x, y in pixels) and best response."""
     shifts = []
     for b, a in zip(sb, sa, strict=True):
         dx, dy, resp = estimate_shift(water_index(b, index_name), water_index(a, index_name))
@@ -140,11 +139,15 @@ def _token(*parts: object) -> str:
 def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) -> tuple[BlockJob, dict]:
     grid = common_grid(before, after)
     index_name = water_index_name(before.roles, after.roles)
-    shift, response = _measure_shift(before, after, grid, index_name)
-    applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
-    windows = _sample_windows(grid, 256, 5)
+    # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
+    windows = _sample_windows(grid, 512, 3)
     sb = _read_samples(before, grid, windows)
-    sa = _read_samples(after, grid, windows, applied)
+    sa = _read_samples(after, grid, windows)
+    picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
+    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name)
+    applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
+    if applied != (0.0, 0.0):
+        sa = _read_samples(after, grid, windows, applied)
     cat = {r: np.concatenate([s[r].ravel() for s in sb]) for r in sb[0]}
     cat_a = {r: np.concatenate([s[r].ravel() for s in sa]) for r in sa[0]}
     nod_b = ~np.isfinite(np.stack([v for r, v in cat.items() if r != "qa"])).all(axis=0)

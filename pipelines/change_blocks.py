@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+
 from tuban.imagery.align import Grid, GridReader, open_on_grid
 from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, nodata_mask, qa_mask, user_mask
 from tuban.imagery.raster_io import DateSource
@@ -45,7 +46,7 @@ class BlockJob:
     thresholds: WaterThresholds
     bright_before: SceneBrightness
     bright_after: SceneBrightness
-    halo_px: int = 32
+    halo_px: int = 0
     mask_geoms_wkb: tuple[bytes, ...] = field(default=())
 
 
@@ -76,29 +77,36 @@ def close_thread_readers() -> None:
 
 
 def read_date(reader: GridReader, src: DateSource, window: Window) -> dict[str, np.ndarray]:
-    """Role -> float32 array of ``window`` on the grid, with MTL scaling applied (qa raw)."""
+    """Role -> float32 array of ``window`` on the grid, with MTL scaling applied (qa raw).
+
+    All bands are read in one call: pixel-interleaved files decode each tile once.
+    """
+    roles = list(src.roles)
+    raw = reader.read([src.roles[r] for r in roles], window)
     out: dict[str, np.ndarray] = {}
     raw_nodata = src.nodata
-    for role, idx in src.roles.items():
-        arr = reader.read(idx, window)
+    floating = np.issubdtype(raw.dtype, np.floating)
+    bad = np.zeros(raw.shape[1:], dtype=bool)
+    for k, role in enumerate(roles):
         if role == "qa":
-            out[role] = arr
             continue
-        a = arr.astype(np.float32, copy=False)
-        bad = np.isnan(a) if np.issubdtype(a.dtype, np.floating) else None
+        arr = raw[k]
+        if floating:
+            bad |= np.isnan(arr)
         if raw_nodata is not None and not np.isnan(raw_nodata):
-            eq = arr == raw_nodata
-            bad = eq if bad is None else bad | eq
-        if not np.issubdtype(arr.dtype, np.floating) or raw_nodata is None:
-            eq = arr == -9999.0  # warp fill sentinel for integer sources without nodata
-            bad = eq if bad is None else bad | eq
+            bad |= arr == raw_nodata
+        if raw_nodata is None or not floating:
+            bad |= arr == -9999.0  # warp fill sentinel for integer sources without nodata
+    for k, role in enumerate(roles):
+        if role == "qa":
+            out[role] = raw[k]
+            continue
+        a = raw[k].astype(np.float32)
         gain, offset = src.scales.get(role, (1.0, 0.0))
         if gain != 1.0 or offset != 0.0:
-            a = a * np.float32(gain) + np.float32(offset)
-        elif a is arr:
-            a = a.copy()
-        if bad is not None and bad.any():
-            a[bad] = np.nan
+            a *= np.float32(gain)
+            a += np.float32(offset)
+        a[bad] = np.nan
         out[role] = a
     return out
 
@@ -132,7 +140,8 @@ def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: Scene
         q = qa_mask(bands["qa"], src.qa_kind)
         bad |= q
     clean = {r: np.nan_to_num(b, nan=0.0) for r, b in bands.items() if r != "qa"}
-    cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=halo_px)
+    # Shadows next to a cloud are caught here; far ones by the whole-grid pass (mask_shadows).
+    cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=max(16, halo_px))
     if "qa" in bands and src.qa_kind:
         cloud = cloud | q
     return bad | cloud | shadow, cloud

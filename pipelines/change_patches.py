@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import shapely
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
@@ -66,8 +67,7 @@ def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int,
     vals = index[blob & np.isfinite(index)]
     if vals.size < 2 * min_px:
         return labels_out
-    for q in (0.0, 0.25, 0.5):
-        level = np.quantile(vals, q) if q > 0 else -np.inf
+    for level in (-np.inf, *np.quantile(vals, (0.25, 0.5))):
         cores = ndimage.binary_erosion(blob & (index > level), iterations=1)
         lab, n = ndimage.label(cores)
         if n < 2:
@@ -124,7 +124,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                 area += int(inside.sum())
         return n_pond, area / max(1, int(blob.sum()))
 
-    whole_is_pond = pond_fraction(blob.astype(np.int32))[0] == 1
+    whole_is_pond = is_pond_like(shape_stats(geom, grid.pixel_size_m), settings, grid.pixel_size_m)
 
     def accept(labels: np.ndarray) -> bool:
         n_pond, share = pond_fraction(labels)
@@ -150,10 +150,13 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         inside = labels == part
         if not inside.any():
             continue
-        polys = [shape(g) for g, v in shapes(inside.astype(np.uint8), mask=inside, transform=wt) if v == 1]
-        if not polys:
-            continue
-        poly = max(polys, key=lambda p: p.area)
+        if labels.max() == 1:
+            poly = geom  # the blob as polygonised on the whole grid
+        else:
+            polys = [shape(g) for g, v in shapes(inside.astype(np.uint8), mask=inside, transform=wt) if v == 1]
+            if not polys:
+                continue
+            poly = max(polys, key=lambda p: p.area)
         stats = shape_stats(poly, grid.pixel_size_m)
         if stats.area_m2 < settings.min_area_m2:
             continue
@@ -177,18 +180,17 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         yield poly, stats, contrast, drained, solidity
 
 
-def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings) -> gpd.GeoDataFrame:
-    """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``)."""
-    grid = job.grid
-    px_area = grid.pixel_size_m ** 2
-    codes = stack[0]
-    changed = (codes == CODE["new_water"]) | (codes == CODE["lost_water"])
-    records = []
-    min_blob_px = max(1, int(0.5 * settings.min_area_m2 / px_area))
+def _blobs(codes, changed, grid, min_area_m2: float):
     for g, v in shapes(codes, mask=changed, transform=grid.transform, connectivity=4):
         geom = shape(g)
-        if geom.area < min_blob_px * px_area:
-            continue
+        if geom.area >= min_area_m2:
+            yield geom, int(v)
+
+
+def _records(stack, codes, changed, job: BlockJob, settings: ShapeSettings, min_area_m2: float):
+    grid = job.grid
+    px_area = grid.pixel_size_m ** 2
+    for geom, v in _blobs(codes, changed, grid, min_area_m2):
         for poly, stats, contrast, drained, solidity in _examine(geom, int(v), stack, job, settings, px_area):
             pond = is_pond_like(stats, settings, grid.pixel_size_m) and solidity >= 0.6
             if int(v) == CODE["new_water"]:
@@ -196,9 +198,21 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
             else:
                 kind = ("drained_pond" if drained else "removed_pond") if pond else "lost_water"
             score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
-            records.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
-                            "rectangularity": stats.rectangularity, "compactness": stats.compactness,
-                            "aspect": stats.aspect, "solidity": solidity, "geometry": poly})
+            yield {"kind": kind, "score": score, "area_m2": stats.area_m2,
+                   "rectangularity": stats.rectangularity, "compactness": stats.compactness,
+                   "aspect": stats.aspect, "solidity": solidity, "geometry": poly}
+
+
+def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings) -> gpd.GeoDataFrame:
+    """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``)."""
+    grid = job.grid
+    px_area = grid.pixel_size_m ** 2
+    codes = stack[0]
+    changed = (codes == CODE["new_water"]) | (codes == CODE["lost_water"])
+    min_blob_px = max(1, int(0.5 * settings.min_area_m2 / px_area))
+    # One GDAL environment for the thousands of small rasterize/shapes calls below.
+    with rasterio.Env():
+        records = list(_records(stack, codes, changed, job, settings, min_blob_px * px_area))
     if not records:
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind") else float) for c in COLUMNS[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)

@@ -1,0 +1,167 @@
+"""Throughput and memory of ``tuban change`` against a bare rasterio read + NDWI loop.
+
+Usage::
+
+    python benchmarks/bench_change.py [--size-px 10000] [--block-px 1024] [--keep DIR]
+
+Generates a ``size x size`` 4-band uint16 pair (deflate, 512 px tiles, fields and ponds, some
+ponds new in the second date) in a temporary folder (deleted afterwards unless ``--keep``), then
+runs, each in a fresh subprocess so peak RSS is its own:
+
+* ``bare``: one thread, windowed ``read(out=...)`` of the 4 bands of both dates + NDWI of both,
+  the practical I/O + decode limit for the same files;
+* ``tuban-1`` and ``tuban-2``: ``run_change`` with 1 and 2 worker threads.
+
+Prints Mpx/s (grid pixels per second), the ratio tuban-1 / bare, the 2-worker speed-up and the
+peak RSS of every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CRS = "EPSG:32650"
+
+
+def generate(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write the before/after pair strip by strip (bounded memory)."""
+    import rasterio
+    from affine import Affine
+
+    transform = Affine(10.0, 0, 400000.0, 0, -10.0, 2700000.0)
+    crop = np.array([400, 800, 500, 3800], np.float32)
+    soil = np.array([1200, 1500, 1900, 2600], np.float32)
+    water = np.array([600, 600, 300, 200], np.float32)
+    dike = np.array([1500, 1700, 2000, 2500], np.float32)
+    paths = []
+    for date, name in (("2024-05-01", "before.tif"), ("2025-05-01", "after.tif")):
+        path = folder / name
+        profile = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", crs=CRS,
+                       transform=transform, tiled=True, blockxsize=512, blockysize=512,
+                       compress="deflate", nodata=0, BIGTIFF="IF_SAFER")
+        rng = np.random.default_rng(seed)
+        with rasterio.open(path, "w", **profile) as ds:
+            for r0 in range(0, size, 512):
+                h = min(512, size - r0)
+                rows = np.arange(r0, r0 + h)[:, None]
+                cols = np.arange(size)[None, :]
+                field = ((rows // 300) * 7 + cols // 400) % 3 == 0
+                img = np.where(field[None], soil[:, None, None], crop[:, None, None]).astype(np.float32)
+                # a pond cluster every 2.4 km: 4 x 6 ponds of 8 x 8 px inside 1-2 px dikes
+                cell_r, cell_c = rows % 240, cols % 240
+                in_cluster = (cell_r < 40) & (cell_c < 60)
+                pond = in_cluster & (cell_r % 10 >= 1) & (cell_r % 10 <= 8) & (cell_c % 10 >= 1) & (cell_c % 10 <= 8)
+                is_dike = in_cluster & ~pond
+                img[:, is_dike] = dike[:, None]
+                blk = (rows // 240 * 3 + cols // 240) % 8  # one cluster in 8 is dug between the dates
+                keep = pond & ((blk != 0) if date == "2024-05-01" else np.ones_like(pond))
+                img[:, keep] = water[:, None]
+                img *= rng.normal(1.0, 0.03, size=img.shape).astype(np.float32)
+                ds.write(np.clip(img, 1, 65535).astype(np.uint16), window=((r0, r0 + h), (0, size)))
+            ds.set_band_description(1, "blue")
+            ds.set_band_description(2, "green")
+            ds.set_band_description(3, "red")
+            ds.set_band_description(4, "nir")
+            ds.update_tags(ACQUISITION_DATE=date)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def run_bare(before: Path, after: Path, block: int) -> dict:
+    import rasterio
+    from rasterio.windows import Window
+
+    t0 = time.perf_counter()
+    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(before) as b, rasterio.open(after) as a:
+        h, w = b.height, b.width
+        buf_b = np.empty((4, block, block), np.uint16)
+        buf_a = np.empty((4, block, block), np.uint16)
+        water = 0
+        for r in range(0, h, block):
+            for c in range(0, w, block):
+                win = Window(c, r, min(block, w - c), min(block, h - r))
+                bb = buf_b[:, : win.height, : win.width]
+                aa = buf_a[:, : win.height, : win.width]
+                b.read(out=bb, window=win)
+                a.read(out=aa, window=win)
+                for x in (bb, aa):
+                    g, n = x[1].astype(np.float32), x[3].astype(np.float32)
+                    ndwi = (g - n) / (g + n + 1e-6)
+                    water += int((ndwi > 0).sum())
+    dt = time.perf_counter() - t0
+    return {"seconds": dt, "mpx_s": h * w / dt / 1e6, "water_px": water}
+
+
+def run_tuban(before: Path, after: Path, block: int, workers: int) -> dict:
+    from tuban.pipelines.change import ChangeSettings, run_change
+
+    t0 = time.perf_counter()
+    r = run_change([before], [after], ChangeSettings(block_px=block, workers=workers))
+    dt = time.perf_counter() - t0
+    g = r.stats["grid"]
+    return {"seconds": dt, "mpx_s": g["width"] * g["height"] / dt / 1e6, "patches": r.stats["patches"]}
+
+
+def _child(args: argparse.Namespace) -> None:
+    os.environ.setdefault("GDAL_CACHEMAX", "64")
+    if args.child == "bare":
+        out = run_bare(args.before, args.after, args.block_px)
+    else:
+        out = run_tuban(args.before, args.after, args.block_px, int(args.child.split("-")[1]))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-px", type=int, default=10_000)
+    ap.add_argument("--block-px", type=int, default=1024)
+    ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--before", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--after", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args)
+        return
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="tuban-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        before, after = folder / "before.tif", folder / "after.tif"
+        if not (before.exists() and after.exists()):
+            before, after = generate(folder, args.size_px)
+        print(f"pair {args.size_px} x {args.size_px} x 4 uint16 ready in {time.perf_counter() - t0:.0f} s "
+              f"({(before.stat().st_size + after.stat().st_size) / 2**20:.0f} MiB)", flush=True)
+        results = {}
+        for mode in ("bare", "tuban-1", "tuban-2"):
+            cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
+                   "--block-px", str(args.block_px)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            res = results[mode]
+            print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  peak RSS {res['peak_rss_mb']:6.0f} MB",
+                  flush=True)
+        ratio = results["tuban-1"]["mpx_s"] / results["bare"]["mpx_s"]
+        speedup = results["tuban-2"]["mpx_s"] / results["tuban-1"]["mpx_s"]
+        print(f"ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67); 2 workers / 1 worker = {speedup:.2f}x "
+              f"(target >= 1.7); patches {results['tuban-1']['patches']}")
+        print(json.dumps({"size_px": args.size_px, "results": results, "ratio": ratio, "speedup_2w": speedup}))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
