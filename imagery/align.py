@@ -166,6 +166,7 @@ def open_on_grid(
 
 
 NORM_POWER = 0.5
+MIN_RESPONSE = 0.02  # unrelated images give ~0.011 (512 px windows)
 
 
 def estimate_shift(reference: np.ndarray, moving: np.ndarray, *, max_shift_px: float = 8.0,
@@ -212,7 +213,7 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *, max_shift_px: f
     fine = _upsampled_dft(product, region, up, offsets)
     best = np.array(np.unravel_index(int(np.argmax(np.abs(fine))), fine.shape), dtype=float)
     dy, dx = peak + (best - centre) / up
-    if not (abs(dx) <= max_shift_px and abs(dy) <= max_shift_px) or response < 0.05:
+    if not (abs(dx) <= max_shift_px and abs(dy) <= max_shift_px) or response < MIN_RESPONSE:
         return 0.0, 0.0, response
     return float(dx), float(dy), response
 

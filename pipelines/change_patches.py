@@ -124,22 +124,19 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                 area += int(inside.sum())
         return n_pond, area / max(1, int(blob.sum()))
 
-    whole_is_pond = is_pond_like(shape_stats(geom, grid.pixel_size_m), settings, grid.pixel_size_m)
-
     def accept(labels: np.ndarray) -> bool:
         n_pond, share = pond_fraction(labels)
-        if n_pond < 2 or share < 0.7:
+        if n_pond < 2 or share < 0.8:
             return False
-        if not whole_is_pond:
-            return True
-        # A pond-shaped blob is only cut along a real dike: its seam must be clearly less wet.
+        # A blob is only cut along real dikes: the seams must be clearly less wet than the
+        # parts (cuts through textured flooding or tide follow no such valley).
         seam = blob & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
             np.where(blob, labels, labels.max() + 1), size=3))
         core = blob & ~seam
         if seam.sum() == 0 or core.sum() == 0:
             return False
         gap = float(np.nanmean(wet_index[core]) - np.nanmean(wet_index[seam]))
-        return gap > max(t.change, 0.25 * (t.water_mean - t.land_mean))
+        return gap > t.change
 
     labels = blob.astype(np.int32)
     if blob.sum() >= 2 * min_px:
