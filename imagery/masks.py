@@ -81,7 +81,8 @@ def cloud_shadow_mask(
             flat = np.abs(g - n) < 0.35 * (g + n)  # clouds are white: green ~ nir
         cloud &= flat
     # Speckles of a few pixels are bright roofs or sand, not clouds.
-    cloud = ndimage.binary_opening(cloud, iterations=1)
+    if cloud.any():
+        cloud = ndimage.binary_opening(cloud, iterations=1)
     shadow = np.zeros_like(cloud)
     if cloud.any() and shadow_reach_px > 0:
         near = ndimage.binary_dilation(cloud, iterations=shadow_reach_px)

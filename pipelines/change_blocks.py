@@ -139,7 +139,7 @@ def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: Scene
     if "qa" in bands and src.qa_kind:
         q = qa_mask(bands["qa"], src.qa_kind)
         bad |= q
-    clean = {r: np.nan_to_num(b, nan=0.0) for r, b in bands.items() if r != "qa"}
+    clean = {r: b for r, b in bands.items() if r != "qa"}  # NaN compares False: never cloud
     # Shadows next to a cloud are caught here; far ones by the whole-grid pass (mask_shadows).
     cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=max(16, halo_px))
     if "qa" in bands and src.qa_kind:
