@@ -158,6 +158,9 @@ def _main(
     state.quiet = quiet
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:  # GDAL's chatter about odd-but-readable files is for --verbose only
+        for name in ("rasterio", "fiona", "pyogrio", "distributed", "ultralytics"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +264,8 @@ def demo_cmd(
     print_table("Suspect patches found, by kind", ["kind", *result.patch_files], rows)
     out.print(f"Ledger {result.ledger}: {result.new_cases} new cases, {result.joined_cases} joined "
               f"existing cases", markup=False, highlight=False)
-    out.print(f"{len(result.packs)} task packs written ({time.perf_counter() - started:.0f} s). "
+    done = "already there from an earlier run" if "packs" in result.reused else "written"
+    out.print(f"{len(result.packs)} task packs {done} ({time.perf_counter() - started:.0f} s). "
               f"Task packs: {result.packs_dir.resolve()}", markup=False, highlight=False)
 
 
