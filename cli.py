@@ -630,29 +630,49 @@ def mission_plan(
     fmt: Annotated[MissionFormatOpt, typer.Option("--format", help="kml (Ovital/Google Earth), litchi CSV, qgc .plan, DJI wpml KMZ.")],
     out_path: Annotated[_UavPath, typer.Option("--out", help="Mission file; several missions -> STEM_1, STEM_2 ... (kml: one Folder each).")],
     altitude_m: Annotated[float, typer.Option("--altitude-m", min=2, max=500, help="Height above take-off, m.")] = 80.0,
-    takeoff: Annotated[str | None, typer.Option("--takeoff", help="Take-off LON,LAT (default: first patch).")] = None,
+    takeoff: Annotated[str, typer.Option("--takeoff", help="Take-off LON,LAT, or auto: one launch site per cluster of patches within one battery's reach.")] = "auto",
     max_flight_min: Annotated[float, typer.Option("--max-flight-min", min=1, help="Usable minutes per battery.")] = 25.0,
     speed_m_s: Annotated[float, typer.Option("--speed-m-s", min=0.5, max=25, help="Cruise speed, m/s.")] = 8.0,
     hover_s: Annotated[float, typer.Option("--hover-s", min=0, help="Hover (photo) time per patch, s.")] = 5.0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Plan an inspection flight over suspect patches: nadir photo and hover at each centroid."""
-    from tuban.imagery.vector_io import read_vector
-    from tuban.pipelines.mission import MissionSettings, patch_targets, plan_missions
-    from tuban.pipelines.mission_formats import MissionFormat, write_plan
+    import geopandas as gpd
+    from shapely.geometry import Point
 
+    from tuban.imagery.vector_io import check_output, read_vector, write_geojson
+    from tuban.pipelines.mission import MissionSettings, patch_targets, plan_missions
+    from tuban.pipelines.mission_formats import MissionFormat, output_paths, write_plan
+
+    fixed = None if takeoff.strip().lower() == "auto" else _parse_lon_lat(takeoff, "--takeoff")
     settings = MissionSettings(altitude_m=altitude_m, speed_m_s=speed_m_s, max_flight_min=max_flight_min,
-                               hover_s=hover_s, takeoff=_parse_lon_lat(takeoff, "--takeoff"))
+                               hover_s=hover_s, takeoff=fixed)
     targets = patch_targets(read_vector(patches), source=str(patches))
     plan = plan_missions(targets, settings, name=out_path.stem)
-    paths = write_plan(plan, MissionFormat(fmt.value), out_path, overwrite=overwrite)
+    if not plan.missions:
+        fail(f"{patches}: no patch reachable within --max-flight-min {max_flight_min:g} "
+             f"({plan.warnings[0] if plan.warnings else ''})")
+    lost_path = out_path.with_name(f"{out_path.stem}_unreachable.geojson")
+    fmt_enum = MissionFormat(fmt.value)
+    for p in [*output_paths(plan, fmt_enum, out_path), *([lost_path] if plan.unreachable else [])]:
+        check_output(p, overwrite)
+    paths = write_plan(plan, fmt_enum, out_path, overwrite=overwrite)
+    if plan.unreachable:
+        lost = gpd.GeoDataFrame({"name": [u.name for u in plan.unreachable],
+                                 "distance_m": [round(u.distance_m, 1) for u in plan.unreachable],
+                                 "flight_min": [round(u.flight_s / 60, 1) for u in plan.unreachable]},
+                                geometry=[Point(u.lon, u.lat) for u in plan.unreachable], crs="EPSG:4326")
+        write_geojson(lost, lost_path, overwrite=overwrite)
     for m, p in zip(plan.missions, paths * len(plan.missions) if len(paths) == 1 else paths, strict=False):
-        info(f"{m.name}: {len(m.waypoints)} waypoints, {m.distance_m / 1000:.2f} km, "
-             f"~{m.flight_s / 60:.1f} min incl. reserve -> {p}")
+        info(f"{m.name}: {len(m.waypoints)} waypoints from {m.takeoff[0]:.5f},{m.takeoff[1]:.5f}, "
+             f"{m.distance_m / 1000:.2f} km, ~{m.flight_s / 60:.1f} min incl. reserve -> {p}")
     for w in plan.warnings:
-        info(f"Warning: {w}")
-    out.print(f"{plan.n_waypoints} patches in {len(plan.missions)} mission(s) written to "
-              f"{', '.join(str(p) for p in paths)}", markup=False, highlight=False)
+        info(f"Warning: {w}" + (f", listed in {lost_path}" if plan.unreachable and "unreachable" in w else ""))
+    n_sites = len({m.takeoff for m in plan.missions})
+    out.print(f"{plan.n_waypoints} patches in {len(plan.missions)} mission(s) from {n_sites} take-off "
+              f"point(s) written to {', '.join(str(p) for p in paths)}"
+              + (f"; {len(plan.unreachable)} unreachable -> {lost_path}" if plan.unreachable else ""),
+              markup=False, highlight=False)
 
 
 class UavDetectorOpt(str, _uav_enum.Enum):

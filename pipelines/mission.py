@@ -15,6 +15,15 @@ Flight-time estimate of one mission (seconds)::
 
 A mission is feasible when that estimate is at most ``max_flight_s``. The file writers are in
 :mod:`tuban.pipelines.mission_formats`.
+
+Take-off (launch site). With a given take-off every patch is flown from there; a patch whose
+round trip alone does not fit one battery is *unreachable*: it is not planned but listed in
+:attr:`MissionPlan.unreachable`. Without one (``takeoff=None``, the CLI's ``--takeoff auto``) the
+patches are grouped into launch sites, as a county team drives to a cluster and launches there:
+complete-linkage clusters whose diameter is at most the battery's reach radius (the largest
+one-way distance a one-waypoint mission can fly), each launched from the geometric median of its
+patches. The median lies in the cluster's convex hull, so every patch is within the diameter of
+it and therefore reachable; sites are numbered by patch count (largest first).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
 
 from tuban import VectorError
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
@@ -34,6 +44,8 @@ __all__ = [
     "Waypoint",
     "Mission",
     "MissionPlan",
+    "Unreachable",
+    "launch_sites",
     "patch_targets",
     "plan_missions",
     "route_order",
@@ -56,7 +68,7 @@ class MissionSettings:
         climb_m_s: vertical speed climbing to ``altitude_m`` after take-off.
         descent_m_s: vertical speed descending to land.
         reserve_frac: fraction of ``max_flight_min`` kept as battery reserve (0..0.9).
-        takeoff: take-off ``(lon, lat)``; None = the first patch's centroid.
+        takeoff: take-off ``(lon, lat)``; None = automatic launch sites (see module doc).
     """
 
     altitude_m: float = 80.0
@@ -92,6 +104,13 @@ class MissionSettings:
     @property
     def max_flight_s(self) -> float:
         return self.max_flight_min * 60.0
+
+    @property
+    def reach_m(self) -> float:
+        """Largest take-off-to-patch distance a one-waypoint mission can fly (0 if none)."""
+        fixed_s = (self.hover_s + self.altitude_m / self.climb_m_s + self.altitude_m / self.descent_m_s
+                   + self.reserve_frac * self.max_flight_s)
+        return max(0.0, (self.max_flight_s - fixed_s) * self.speed_m_s / 2.0)
 
 
 @dataclass(frozen=True)
@@ -144,11 +163,38 @@ class Mission:
 
 
 @dataclass(frozen=True)
+class Unreachable:
+    """A patch no mission visits: its round trip alone exceeds one battery.
+
+    Args:
+        name: the patch name.
+        lon, lat: WGS84 degrees of its centroid.
+        distance_m: distance from the take-off.
+        flight_s: estimated flight time of a one-waypoint mission to it.
+    """
+
+    name: str
+    lon: float
+    lat: float
+    distance_m: float
+    flight_s: float
+
+
+@dataclass(frozen=True)
 class MissionPlan:
-    """All missions needed to visit every patch, plus notes for the pilot."""
+    """The missions that visit every reachable patch, the patches left out, notes for the pilot.
+
+    Args:
+        missions: in flying order, grouped by launch site.
+        warnings: one line each, for the pilot.
+        unreachable: patches that no mission visits.
+        name: base name the mission names extend (``name``, ``name_1``, ``name_site2_1`` ...).
+    """
 
     missions: tuple[Mission, ...]
     warnings: tuple[str, ...] = field(default=())
+    unreachable: tuple[Unreachable, ...] = field(default=())
+    name: str = "mission"
 
     @property
     def n_waypoints(self) -> int:
@@ -260,47 +306,69 @@ def _leg_distance_m(xy_m: np.ndarray, leg: list[int]) -> float:
     return tour_length_m(xy_m, [0, *leg])
 
 
-def plan_missions(
-    targets: Sequence[tuple[str, float, float]], settings: MissionSettings, *, name: str = "mission"
-) -> MissionPlan:
-    """Order the patch targets into one or more battery-sized missions.
+def _geometric_median(xy_m: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Point minimising the summed distance to ``xy_m`` (Weiszfeld); inside their convex hull."""
+    p = xy_m.mean(axis=0)
+    for _ in range(iterations):
+        d = np.hypot(*(xy_m - p).T)
+        if np.any(d < 1e-6):  # sitting on a data point: that point is a fine launch site
+            return xy_m[int(np.argmin(d))].copy()
+        w = 1.0 / d
+        nxt = (xy_m * w[:, None]).sum(axis=0) / w.sum()
+        if np.hypot(*(nxt - p)) < 0.01:
+            return nxt
+        p = nxt
+    return p
+
+
+def launch_sites(xy_m: np.ndarray, reach_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group points into launch sites whose every point is within ``reach_m`` of the site.
+
+    Complete-linkage clusters with diameter at most ``reach_m``; the site is the cluster's
+    geometric median. Sites are numbered 0.. by point count, largest first (ties: west first).
 
     Args:
-        targets: ``(name, lon, lat)`` per patch (see :func:`patch_targets`).
-        settings: altitude, speed, battery and take-off.
-        name: base name of the missions (``name`` or ``name_1``, ``name_2``, ...).
+        xy_m: ``(n, 2)`` positions in metres (a local metric CRS).
+        reach_m: largest allowed site-to-point distance, metres (> 0).
 
     Returns:
-        The plan; every target appears in exactly one mission. A target that cannot be reached
-        and brought back within one battery still gets its own mission, with a warning.
+        ``(labels, sites)``: site index per point and ``(k, 2)`` site positions in metres.
+
+    Example:
+        >>> labels, sites = launch_sites(np.array([[0, 0], [10, 0], [5000, 0]], float), 1000)
+        >>> labels.tolist(), sites.shape
+        ([0, 0, 1], (2, 2))
     """
-    if not targets:
-        raise ValueError("no targets to visit")
-    takeoff = settings.takeoff or (targets[0][1], targets[0][2])
-    utm = utm_crs_for(*takeoff)
-    to_m = transformer(WGS84, utm)
-    lons = np.array([takeoff[0], *[t[1] for t in targets]])
-    lats = np.array([takeoff[1], *[t[2] for t in targets]])
-    x, y = to_m.transform(lons, lats)
-    xy = np.column_stack([x, y])
-    order = route_order(xy)[1:]  # drop the take-off node
-    budget = settings.max_flight_s
+    xy_m = np.asarray(xy_m, dtype=float)
+    if len(xy_m) == 1:
+        return np.zeros(1, dtype=int), xy_m.copy()
+    raw = fcluster(linkage(xy_m, method="complete"), t=reach_m, criterion="distance") - 1
+    groups = [np.flatnonzero(raw == c) for c in np.unique(raw)]
+    groups.sort(key=lambda g: (-len(g), float(xy_m[g, 0].min())))
+    labels = np.empty(len(xy_m), dtype=int)
+    sites = np.empty((len(groups), 2))
+    for k, g in enumerate(groups):
+        labels[g] = k
+        sites[k] = _geometric_median(xy_m[g])
+    return labels, sites
+
+
+def _site_missions(xy: np.ndarray, idx: list[int], targets: Sequence[tuple[str, float, float]],
+                   takeoff: tuple[float, float], settings: MissionSettings, name: str) -> list[Mission]:
+    """Missions from one take-off (``xy[0]``) over targets ``idx`` (indices into ``xy``, 1-based)."""
+    sub = xy[[0, *idx]]
+    order = [idx[j - 1] for j in route_order(sub)[1:]]  # drop the take-off node
     legs: list[list[int]] = []
-    warnings: list[str] = []
     for k in order:
-        if legs and _flight_s(_leg_distance_m(xy, [*legs[-1], k]), len(legs[-1]) + 1, settings) <= budget:
+        if legs and _flight_s(_leg_distance_m(xy, [*legs[-1], k]), len(legs[-1]) + 1,
+                              settings) <= settings.max_flight_s:
             legs[-1].append(k)
-            continue
-        legs.append([k])
-        solo = _flight_s(_leg_distance_m(xy, [k]), 1, settings)
-        if solo > budget:
-            warnings.append(f"{targets[k - 1][0]}: estimated {solo / 60:.1f} min even alone, more "
-                            f"than --max-flight-min {settings.max_flight_min:g}; fly it from nearer")
+        else:
+            legs.append([k])
     missions = []
     for i, leg in enumerate(legs):
         if len(leg) >= 3:  # re-optimise each leg as a closed tour of its own
-            sub = xy[[0, *leg]]
-            leg = [leg[j - 1] for j in route_order(sub)[1:]]
+            leg = [leg[j - 1] for j in route_order(xy[[0, *leg]])[1:]]
         dist = _leg_distance_m(xy, leg)
         wps = tuple(Waypoint(lon=targets[k - 1][1], lat=targets[k - 1][2], altitude_m=settings.altitude_m,
                              name=targets[k - 1][0], gimbal_pitch_deg=settings.gimbal_pitch_deg,
@@ -309,6 +377,65 @@ def plan_missions(
                                 takeoff=(float(takeoff[0]), float(takeoff[1])), waypoints=wps,
                                 speed_m_s=settings.speed_m_s, altitude_m=settings.altitude_m,
                                 distance_m=dist, flight_s=_flight_s(dist, len(leg), settings)))
+    return missions
+
+
+def plan_missions(
+    targets: Sequence[tuple[str, float, float]], settings: MissionSettings, *, name: str = "mission"
+) -> MissionPlan:
+    """Order the patch targets into battery-sized missions from one or more launch sites.
+
+    Args:
+        targets: ``(name, lon, lat)`` per patch (see :func:`patch_targets`).
+        settings: altitude, speed, battery and take-off (None = automatic launch sites).
+        name: base name of the missions: ``name`` or ``name_1``, ``name_2``, ... from one site;
+            ``name_site<k>`` or ``name_site<k>_1``, ... from several.
+
+    Returns:
+        The plan; every target is in exactly one mission or in ``unreachable`` (one summary
+        warning names how many and why).
+    """
+    if not targets:
+        raise ValueError("no targets to visit")
+    lons = np.array([t[1] for t in targets])
+    lats = np.array([t[2] for t in targets])
+    ref = settings.takeoff or (float(np.median(lons)), float(np.median(lats)))
+    utm = utm_crs_for(*ref)
+    to_m, to_deg = transformer(WGS84, utm), transformer(utm, WGS84)
+    pts = np.column_stack(to_m.transform(lons, lats))
+    reach = settings.reach_m
+    if settings.takeoff is not None:
+        sites_m = np.array([to_m.transform(*settings.takeoff)])
+        labels = np.zeros(len(targets), dtype=int)
+    elif reach > 0:
+        labels, sites_m = launch_sites(pts, 0.999 * reach)
+    else:  # not even a patch under the take-off fits one battery
+        labels, sites_m = np.zeros(len(targets), dtype=int), pts[:1].copy()
+    missions: list[Mission] = []
+    unreachable: list[Unreachable] = []
+    for k, site in enumerate(sites_m):
+        xy = np.vstack([site, pts])  # node 0 = take-off, node i = targets[i - 1]
+        takeoff = settings.takeoff or tuple(float(v) for v in to_deg.transform(*site))
+        idx = []
+        for i in np.flatnonzero(labels == k) + 1:
+            solo = _flight_s(_leg_distance_m(xy, [int(i)]), 1, settings)
+            if solo > settings.max_flight_s:
+                t = targets[i - 1]
+                unreachable.append(Unreachable(t[0], t[1], t[2], float(np.hypot(*(xy[i] - site))), solo))
+            else:
+                idx.append(int(i))
+        if idx:
+            site_name = name if len(sites_m) == 1 else f"{name}_site{k + 1}"
+            missions.extend(_site_missions(xy, idx, targets, takeoff, settings, site_name))
+    warnings: list[str] = []
+    if unreachable:
+        lo, hi = min(u.flight_s for u in unreachable) / 60, max(u.flight_s for u in unreachable) / 60
+        where = "the take-off" if settings.takeoff is not None else "any launch site"
+        warnings.append(f"{len(unreachable)} of {len(targets)} patches unreachable from {where} within "
+                        f"--max-flight-min {settings.max_flight_min:g} (they need {lo:.1f}-{hi:.1f} min); "
+                        "not planned" + ("; try --takeoff auto or a nearer take-off"
+                                         if settings.takeoff is not None else ""))
     if math.isclose(settings.reserve_frac, 0.0):
         warnings.append("no battery reserve (reserve_frac 0)")
-    return MissionPlan(missions=tuple(missions), warnings=tuple(warnings))
+    return MissionPlan(missions=tuple(missions), warnings=tuple(warnings), unreachable=tuple(unreachable),
+                       name=name)

@@ -6,8 +6,9 @@ follow FLIGHT.md section 3. Coordinates are WGS84; every format that has a choic
 Heights are relative to the take-off point everywhere.
 
 Several missions: KML holds them all as one ``Folder`` each in one file; the other formats
-write one file per mission, ``<stem>_1<suffix>``, ``<stem>_2<suffix>``, ... (one mission:
-exactly the path asked for). :func:`write_plan` writes all of them atomically or none.
+write one file per mission, named like the mission: ``<stem>_1<suffix>``, ``<stem>_2<suffix>``,
+... from one launch site, ``<stem>_site1_1<suffix>``, ``<stem>_site2<suffix>``, ... from several
+(one mission: exactly the path asked for). :func:`write_plan` writes all of them atomically or none.
 """
 
 from __future__ import annotations
@@ -337,8 +338,11 @@ def output_paths(plan: MissionPlan, fmt: MissionFormat, out: str | Path) -> list
     out = Path(out)
     if fmt is MissionFormat.kml or len(plan.missions) == 1:
         return [out]
-    return [out.with_name(f"{out.stem}_{i + 1}{out.suffix or _SUFFIX[fmt]}")
-            for i in range(len(plan.missions))]
+    suffix = out.suffix or _SUFFIX[fmt]
+    tails = [m.name[len(plan.name):] if m.name.startswith(plan.name + "_") else None for m in plan.missions]
+    if any(t is None for t in tails) or len(set(tails)) != len(tails):
+        tails = [f"_{i + 1}" for i in range(len(plan.missions))]
+    return [out.with_name(f"{out.stem}{t}{suffix}") for t in tails]
 
 
 def write_plan(plan: MissionPlan, fmt: MissionFormat, out: str | Path, *,

@@ -123,11 +123,58 @@ def test_split_flight_time_counts_distance_hover_climb_and_reserve():
     assert m.flight_s == pytest.approx(m.distance_m / 10 + 5 + 40 + 0.2 * 1500)
 
 
-def test_unreachable_patch_gets_own_mission_and_warning():
-    t = [("near", LON0 + 0.001, LAT0), ("far", LON0 + 0.5, LAT0)]
+def test_unreachable_patch_is_listed_not_planned_with_one_summary_warning():
+    far = [(f"far{i}", LON0 + 0.5 + 0.001 * i, LAT0) for i in range(5)]
+    t = [("near", LON0 + 0.001, LAT0), *far]
     plan = plan_missions(t, MissionSettings(takeoff=(LON0, LAT0), max_flight_min=10))
-    assert len(plan.missions) == 2
-    assert any(w.startswith("far:") for w in plan.warnings)
+    assert [w.name for m in plan.missions for w in m.waypoints] == ["near"]
+    assert [u.name for u in plan.unreachable] == [f"far{i}" for i in range(5)]
+    assert all(u.flight_s > 600 and u.distance_m == pytest.approx(50650, rel=0.01) for u in plan.unreachable)
+    assert len(plan.warnings) == 1 and plan.warnings[0].startswith("5 of 6 patches unreachable")
+
+
+def _two_towns(n_each=12, seed=2):
+    """Two clusters of patches 20 km apart (east-west), listed west cluster first."""
+    rng = np.random.default_rng(seed)
+    t = []
+    for k, dlon in enumerate((0.0, 0.2)):  # 0.2 deg ~ 20 km at 24.5 N
+        for i in range(n_each):
+            t.append((f"T{k}_{i}", LON0 + dlon + rng.uniform(-0.01, 0.01), LAT0 + rng.uniform(-0.01, 0.01)))
+    return t
+
+
+def test_auto_takeoff_launches_from_each_cluster_and_reaches_every_patch():
+    t = _two_towns()
+    s = MissionSettings(max_flight_min=25)
+    plan = plan_missions(t, s, name="m")
+    assert not plan.unreachable and not plan.warnings
+    sites = sorted({m.takeoff for m in plan.missions})
+    assert len(sites) == 2
+    for m in plan.missions:
+        assert m.name.startswith(("m_site1", "m_site2")) and m.flight_s <= 25 * 60
+        # each mission flies one town only, from a take-off inside that town
+        towns = {w.name[:2] for w in m.waypoints}
+        assert len(towns) == 1
+        centre = LON0 + (0.2 if towns == {"T1"} else 0.0)
+        assert abs(m.takeoff[0] - centre) < 0.012 and abs(m.takeoff[1] - LAT0) < 0.012
+    assert sorted(w.name for m in plan.missions for w in m.waypoints) == sorted(x[0] for x in t)
+    # the old default (first patch) could not reach the other town at all
+    first = plan_missions(t, MissionSettings(max_flight_min=25, takeoff=t[0][1:]))
+    assert len(first.unreachable) == 12
+
+
+def test_auto_takeoff_one_site_for_a_compact_set_is_near_its_middle():
+    t = _targets(30, 1500, seed=4)
+    plan = plan_missions(t, MissionSettings(max_flight_min=25), name="m")
+    assert {m.takeoff for m in plan.missions} == {plan.missions[0].takeoff}
+    assert plan.missions[0].name in ("m", "m_1")
+    lon, lat = plan.missions[0].takeoff
+    assert abs(lon - LON0) < 0.01 and abs(lat - LAT0) < 0.01
+
+
+def test_nothing_reachable_when_battery_is_too_short():
+    plan = plan_missions(_targets(3, 100), MissionSettings(max_flight_min=1))
+    assert not plan.missions and len(plan.unreachable) == 3
 
 
 def _plan(n=6, spread=300, **kw):
@@ -253,6 +300,32 @@ def test_cli_mission_plan_split(tmp_path, runner):
     files = sorted(tmp_path.glob("r_*.csv"))
     assert len(files) >= 2 and not (tmp_path / "r.csv").exists()
     assert sum(len(list(csv.DictReader(f.open()))) for f in files) == 40
+
+
+def test_cli_mission_plan_auto_takeoff_lists_unreachable(tmp_path, runner):
+    src = tmp_path / "towns.geojson"
+    utm = utm_crs_for(LON0, LAT0)
+    pts = gpd.GeoSeries.from_xy([x[1] for x in _two_towns()], [x[2] for x in _two_towns()], crs=WGS84)
+    g = gpd.GeoDataFrame({"case_id": [x[0] for x in _two_towns()]},
+                         geometry=pts.to_crs(utm).buffer(10).to_crs(WGS84), crs=WGS84)
+    write_geojson(g, src)
+    r = runner.invoke(app, ["mission", "plan", str(src), "--format", "litchi", "--out", str(tmp_path / "a.csv")])
+    assert r.exit_code == 0, r.output
+    assert "24 patches in" in r.stdout and "from 2 take-off point(s)" in r.stdout
+    assert "Warning" not in r.output and not (tmp_path / "a_unreachable.geojson").exists()
+    files = sorted(p.name for p in tmp_path.glob("a_site*.csv"))
+    assert files and all(f.startswith(("a_site1", "a_site2")) for f in files)
+    first = f"{g.geometry.iloc[0].centroid.x},{g.geometry.iloc[0].centroid.y}"
+    r = runner.invoke(app, ["mission", "plan", str(src), "--format", "litchi", "--takeoff", first,
+                            "--out", str(tmp_path / "b.csv")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("Warning") == 1 and "12 of 24 patches unreachable" in r.output
+    lost = json.loads((tmp_path / "b_unreachable.geojson").read_text())
+    assert sorted(f["properties"]["name"] for f in lost["features"]) == sorted(f"T1_{i}" for i in range(12))
+    assert sum(len(list(csv.DictReader(p.open()))) for p in tmp_path.glob("b*.csv")) == 12
+    r = runner.invoke(app, ["mission", "plan", str(src), "--format", "kml", "--max-flight-min", "1",
+                            "--out", str(tmp_path / "c.kml")])
+    assert r.exit_code == 1 and "no patch reachable" in r.output and not (tmp_path / "c.kml").exists()
 
 
 def test_cli_mission_plan_bad_inputs(tmp_path, runner):
