@@ -678,3 +678,31 @@ def test_cases_table_keeps_case_ids_whole_at_80_columns(ledger_world, packs, cli
     res_json = _run(cli, ["cases", "list", "--ledger", ledger_world["ledger"], "--format", "json"])
     ids = [c["case_id"] for c in json.loads(res_json.stdout[res_json.stdout.index("["):])]
     assert ids and all(i in res.output for i in ids)
+
+
+@pytest.mark.xfail(strict=True, reason="F22: `model labels` writes label 'hard_negative', which `model dataset` takes as a "
+                                       "second class instead of a hard negative (it knows negative/background/none/neg)")
+def test_verified_cases_become_a_one_class_dataset_with_hard_negatives(cli, tmp_path):
+    """Issue 6 -> issue 4: confirmed cases are ponds, false_change/legal ones hard negatives, never a class."""
+    centres = [(LON0, LAT0), offset(LON0, LAT0, 0, 250), offset(LON0, LAT0, 250, 0)]
+    ponds = [square(lon, lat, 80) for lon, lat in centres]
+    after = pond_raster(tmp_path / "after.tif", ponds, water=True, size_px=200)
+    pond_raster(tmp_path / "before.tif", ponds, water=False, size_px=200)
+    p = write_fc(tmp_path / "patches.geojson", patch_features(centres), rasters={"before": "before.tif", "after": "after.tif"})
+    ledger = tmp_path / "l.gpkg"
+    _ok(_run(cli, ["triage", p, "--grids", grids_file(tmp_path / "grids.geojson"), "--ledger", ledger]))
+    _ok(_run(cli, ["tasks", "export", "--ledger", ledger, "--out", tmp_path / "packs"]))
+    feats = []
+    for zp in sorted((tmp_path / "packs").glob("*.zip")):
+        with zipfile.ZipFile(zp) as zf:
+            feats += json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("tasks.geojson"))))["features"]
+    for f, verdict in zip(feats, ("confirmed_illegal", "false_change", "confirmed_illegal"), strict=True):
+        f["properties"].update(verdict=verdict, verified_by="qa", verified_at="2026-03-02T09:00:00+08:00")
+    returned = write_fc(tmp_path / "returned.geojson", feats)
+    _ok(_run(cli, ["tasks", "import", returned, "--ledger", ledger]))
+    labels = tmp_path / "labels.geojson"
+    _ok(_run(cli, ["model", "labels", "--ledger", ledger, "--out", labels]))
+    assert len(_props(labels)) == 3
+    _ok(_run(cli, ["model", "dataset", after, "--labels", labels, "--out", tmp_path / "ds", "--tile-size-px", "64"]))
+    summary = json.loads((tmp_path / "ds" / "tuban_dataset.json").read_text(encoding="utf-8"))
+    assert summary["names"] == ["pond"]
