@@ -1004,12 +1004,29 @@ def _flight_names(logs: list[_FPath], pilot: list[str] | None) -> dict[str, str]
     return names
 
 
-def _flight_setup(logs: list[_FPath], course: _FPath | None, names: dict[str, str]) -> tuple[Any, list]:
+def _flight_setup(logs: list[_FPath], course: _FPath | None, names: dict[str, str]) -> tuple[Any, list, list]:
     from tuban.pipelines.flight_course import default_course, load_course
-    from tuban.pipelines.flight_score import load_tracks
+    from tuban.pipelines.flight_score import read_logs
 
     crs = load_course(course) if course else default_course()
-    return crs, load_tracks(logs, names)
+    named, failed = read_logs(logs, names)
+    return crs, named, failed
+
+
+def _flight_scored(named: list, failed: list, crs: Any) -> tuple[dict, list]:
+    """Score the readable logs; warn per pilot without data; exit 1 when no pilot could be scored."""
+    from tuban.pipelines.flight_score import NO_DATA, score_tracks
+
+    with progress_bar("Scoring flights") as cb:
+        result, judged = score_tracks(named, crs, progress=cb, failed=failed)
+    lost = [p for p in result["pilots"] if p["status"] == NO_DATA]
+    if not judged:
+        where = {f.pilot: f.path or f.file for f in failed}
+        fail("; ".join(f"{where.get(p['pilot'], p['source']['file'])}: {p['reason']}" for p in lost)
+             + ("" if len(lost) == 1 else " (no pilot could be scored)"))
+    for p in lost:
+        info(f"Warning: {p['pilot']}: no data, not ranked ({p['source']['file']}: {p['reason']})")
+    return result, judged
 
 
 @flight_app.command("score")
@@ -1023,18 +1040,18 @@ def flight_score_cmd(
 ) -> None:
     """Score each pilot's flight with the published rubric; write scores.json and leaderboard.csv."""
     from tuban.imagery.vector_io import check_output, write_text_atomic
-    from tuban.pipelines.flight_score import leaderboard_csv, score_tracks, scores_json
+    from tuban.pipelines.flight_score import leaderboard_csv, penalty_text, scores_json
 
     names = _flight_names(logs, pilot)
     targets = [check_output(out_dir / n, overwrite) for n in ("scores.json", "leaderboard.csv")]
-    crs, named = _flight_setup(logs, course, names)
-    with progress_bar("Scoring flights") as cb:
-        result, _ = score_tracks(named, crs, progress=cb)
+    crs, named, failed = _flight_setup(logs, course, names)
+    result, _ = _flight_scored(named, failed, crs)
     texts = [scores_json(result), leaderboard_csv(result)]
     for path, text in zip(targets, texts, strict=True):
         write_text_atomic(path, text, overwrite=overwrite)
     print_table("Leaderboard", ["rank", "pilot", "total", "penalties"],
-                [[p["rank"], p["pilot"], f"{p['total']:.1f}", f"-{p['penalty_points']:.0f}"] for p in result["pilots"]])
+                [[p["rank"] or "-", p["pilot"], "no data" if p["total"] is None else f"{p['total']:.1f}",
+                  penalty_text(p["penalty_points"])] for p in result["pilots"]])
     for p in result["pilots"]:
         for status in ("not_found", "rejected"):
             names = [k for k, v in p["items"].items() if v["status"] == status]
@@ -1055,13 +1072,11 @@ def flight_replay_cmd(
     """Write an offline replay page (index.html: tracks, scrubber, plots, scorecards) and PNG plots."""
     from tuban.imagery.vector_io import check_output, write_bytes_atomic, write_text_atomic
     from tuban.pipelines.flight_replay import replay_html, replay_pngs
-    from tuban.pipelines.flight_score import score_tracks
 
     names = _flight_names(logs, pilot)
     check_output(out_dir / "index.html", overwrite)
-    crs, named = _flight_setup(logs, course, names)
-    with progress_bar("Scoring flights") as cb:
-        result, judged = score_tracks(named, crs, progress=cb)
+    crs, named, failed = _flight_setup(logs, course, names)
+    result, judged = _flight_scored(named, failed, crs)
     page, pngs = replay_html(judged, result, crs), replay_pngs(judged, crs)
     for name in pngs:
         check_output(out_dir / name, overwrite)

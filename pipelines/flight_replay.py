@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tuban.pipelines.flight_course import ITEMS, Course, default_course
-from tuban.pipelines.flight_score import Judged
+from tuban.pipelines.flight_score import NO_DATA, Judged, penalty_text
 
 __all__ = ["common_frame", "replay_html", "replay_pngs"]
 
@@ -188,15 +188,23 @@ def _leaderboard(result: dict) -> str:
     rows = ["<table id=\"leaderboard\"><thead><tr><th>Rank</th><th>Pilot</th><th>Total</th>"
             + "".join(f"<th>{i}</th>" for i in ITEMS) + "<th>Penalties</th><th>Flight time s</th></tr></thead><tbody>"]
     for p in result["pilots"]:
+        if p.get("status") == NO_DATA:
+            rows.append(f"<tr class=\"no-data\"><td>-</td><td>{html.escape(p['pilot'])}</td><td class=\"na\">no data</td>"
+                        f"<td class=\"na\" colspan=\"{len(ITEMS) + 2}\">{html.escape(p['reason'])}</td></tr>")
+            continue
         cells = "".join(f"<td>{p['items'][i]['score']:.1f}</td>" if p["items"][i]["status"] == "scored"
                         else f"<td class=\"na\">{html.escape(p['items'][i]['status'])}</td>" for i in ITEMS)
         rows.append(f"<tr><td>{p['rank']}</td><td>{html.escape(p['pilot'])}</td><td><b>{p['total']:.1f}</b></td>"
-                    f"{cells}<td>-{p['penalty_points']:.0f}</td><td>{p['flight_time_s'] or ''}</td></tr>")
+                    f"{cells}<td>{penalty_text(p['penalty_points'])}</td><td>{p['flight_time_s'] or ''}</td></tr>")
     rows.append("</tbody></table>")
     return "\n".join(rows)
 
 
 def _scorecard(p: dict, colour: str) -> str:
+    if p.get("status") == NO_DATA:
+        return (f'<section class="scorecard no-data" data-pilot="{html.escape(p["pilot"])}">'
+                f'<h3>{html.escape(p["pilot"])} - no data (not ranked)</h3>'
+                f'<p class="warn">{html.escape(str(p["source"]["file"]))}: {html.escape(p["reason"])}</p></section>')
     out = [f'<section class="scorecard" data-pilot="{html.escape(p["pilot"])}">',
            f'<h3><span class="swatch" style="background:{colour}"></span>{html.escape(p["pilot"])} '
            f'- {p["total"]:.1f} / 100 (rank {p["rank"]})</h3>',
@@ -214,7 +222,7 @@ def _scorecard(p: dict, colour: str) -> str:
     out.append("</table>")
     if p["penalties"]:
         out.append("<ul class=\"penalties\">" + "".join(
-            f"<li>-{q['points']:.0f}: {html.escape(q['item'])}: {html.escape(q['reason'])}</li>" for q in p["penalties"])
+            f"<li>{penalty_text(q['points'])}: {html.escape(q['item'])}: {html.escape(q['reason'])}</li>" for q in p["penalties"])
             + "</ul>")
     out.append("</section>")
     return "\n".join(out)

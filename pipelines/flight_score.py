@@ -8,6 +8,10 @@ Missing maneuvers are never silently ignored: an expected item that is not found
 adds a ``missing_item`` penalty; skipped legs and an incomplete turn add their own penalties.
 The flight mode logged during hover and rotation is reported next to their scores.
 
+A pilot whose log cannot be read (empty card, exposure-only SRT, unknown format) does not stop
+the others: :func:`read_logs` collects the failure and :func:`score_tracks` lists the pilot after
+the ranked ones with ``status: "no_data"``, the ``reason``, ``rank`` and ``total`` null.
+
 Rubric and formulas: docs/flight_judging.md. Geometry of the square: pipelines/flight_square.py.
 """
 
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import find_peaks, savgol_filter
 
-from tuban import TelemetryError, __version__
+from tuban import InputError, TelemetryError, TubanError, __version__
 from tuban.imagery.track import Track
 from tuban.pipelines.flight_course import ITEMS, Course, default_course, thresholds
 from tuban.pipelines.flight_segment import (
@@ -45,8 +49,11 @@ from tuban.pipelines.flight_square import (
 )
 from tuban.pipelines.flight_targets import target_coverage
 
-__all__ = ["ScoreSettings", "Judged", "subscore", "judge_track", "score_tracks", "scores_json",
-           "leaderboard_csv", "load_tracks"]
+__all__ = ["ScoreSettings", "Judged", "LogFailure", "subscore", "judge_track", "score_tracks", "scores_json",
+           "leaderboard_csv", "load_tracks", "read_logs", "penalty_text", "NO_DATA"]
+
+#: Status of a pilot whose log could not be read or judged.
+NO_DATA = "no_data"
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,7 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
     air = seg.airborne
     entry = {
         "pilot": pilot,
+        "status": "scored",
         "total": round(min(100.0, max(0.0, base - deduct)), 2),
         "items_score": round(base, 2),
         "penalty_points": round(deduct, 2),
@@ -450,26 +458,85 @@ def _order_flown(items: dict[str, dict], course: Course) -> dict:
     return {"items": order, "as_listed": order == expected}
 
 
+@dataclass(frozen=True)
+class LogFailure:
+    """A pilot whose log could not be used.
+
+    Args:
+        pilot: the pilot's name.
+        file: the log file name.
+        reason: why (the reader's or judge's message).
+        path: the log's full path when known.
+    """
+
+    pilot: str
+    file: str
+    reason: str
+    path: Path | None = None
+
+
+def _no_data_entry(f: LogFailure) -> dict:
+    return {"pilot": f.pilot, "status": NO_DATA, "reason": f.reason, "rank": None, "total": None,
+            "items_score": None, "penalty_points": None, "flight_time_s": None,
+            "source": {"file": f.file, "format": None, "records": 0, "warnings": []},
+            "items": {k: _not(NO_DATA, f"no data: {f.reason}") for k in ITEMS},
+            "order_flown": {"items": [], "as_listed": False}, "penalties": []}
+
+
 def score_tracks(named: Sequence[tuple[str, Track]], course: Course | None = None,
                  settings: ScoreSettings | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[Judged]]:
+                 progress: Callable[[int, int], None] | None = None, *,
+                 failed: Sequence[LogFailure] = ()) -> tuple[dict, list[Judged]]:
     """Score every pilot and rank them (best first; ties broken by shorter flight time, then name).
 
+    Args:
+        named: ``(pilot, track)`` per readable log.
+        course: the course (default: :func:`default_course`).
+        settings: scoring settings.
+        progress: ``callback(done, total)``.
+        failed: pilots whose logs could not be read (:func:`read_logs`); a track that cannot be
+            judged (a :class:`~tuban.TubanError`) joins them. They are listed after the ranked
+            pilots with status ``no_data``.
+
     Returns:
-        ``(result, judged)``: result is the scores.json document; judged feeds the replay.
+        ``(result, judged)``: result is the scores.json document; judged (ranked pilots only)
+        feeds the replay.
     """
     course = course or default_course()
     judged = []
+    failures = list(failed)
     for i, (pilot, track) in enumerate(named):
-        judged.append(judge_track(track, pilot, course, settings))
+        try:
+            judged.append(judge_track(track, pilot, course, settings))
+        except TubanError as exc:
+            src = Path(track.source) if track.source else None
+            failures.append(LogFailure(pilot, src.name if src else "", _reason(exc), src))
         if progress:
             progress(i + 1, len(named))
     judged.sort(key=lambda j: (-j.entry["total"], j.entry["flight_time_s"] or float("inf"), j.pilot))
     for rank, j in enumerate(judged, 1):
         j.entry["rank"] = rank
     result = {"tuban_version": __version__, "course": course.name, "wind_grade": course.wind_grade,
-              "items_expected": list(course.items), "pilots": [j.entry for j in judged]}
+              "items_expected": list(course.items),
+              "pilots": [j.entry for j in judged] + [_no_data_entry(f) for f in failures]}
     return result, judged
+
+
+def _reason(exc: TubanError) -> str:
+    return exc.problem if isinstance(exc, InputError) else str(exc)
+
+
+def penalty_text(points: float | None) -> str:
+    """Penalty points as shown to people: ``0`` when none (never ``-0``), else ``-12`` or ``-2.5``.
+
+    Example:
+        >>> penalty_text(0.0), penalty_text(12), penalty_text(2.5)
+        ('0', '-12', '-2.5')
+    """
+    if points is None:
+        return ""
+    p = round(abs(float(points)), 1)
+    return "0" if p == 0 else f"-{p:g}"
 
 
 def scores_json(result: dict) -> str:
@@ -478,19 +545,41 @@ def scores_json(result: dict) -> str:
 
 
 def leaderboard_csv(result: dict) -> str:
-    """CSV leaderboard, best first: rank, pilot, total, item scores, penalties, flight time."""
+    """CSV leaderboard, best first: rank, pilot, total, item scores, penalties, flight time.
+
+    Pilots without data come last with empty rank and total and ``no_data`` items.
+    """
     cols = ["rank", "pilot", "total", *ITEMS, "penalty_points", "flight_time_s"]
     lines = [",".join(cols)]
     for p in result["pilots"]:
-        row = [p["rank"], _csv(p["pilot"]), p["total"], *(p["items"][k]["score"] if p["items"][k]["status"] == "scored"
-                                                          else p["items"][k]["status"] for k in ITEMS),
-               p["penalty_points"], p["flight_time_s"] if p["flight_time_s"] is not None else ""]
+        row = [_blank(p["rank"]), _csv(p["pilot"]), _blank(p["total"]),
+               *(p["items"][k]["score"] if p["items"][k]["status"] == "scored" else p["items"][k]["status"]
+                 for k in ITEMS),
+               _blank(p["penalty_points"]), _blank(p["flight_time_s"])]
         lines.append(",".join(str(v) for v in row))
     return "\n".join(lines) + "\n"
 
 
+def _blank(v: object) -> object:
+    return "" if v is None else v
+
+
 def _csv(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def _read_one(path: Path) -> Track:
+    try:
+        from tuban.imagery.telemetry import read_track
+    except ImportError:  # the multi-format reader has not landed: SRT is all we can read
+        read_track = None
+    if read_track is not None:
+        return read_track(path)
+    if path.suffix.lower() == ".srt":
+        from tuban.imagery.srt import read_srt
+
+        return read_srt(path)
+    raise TelemetryError(path, "no telemetry reader for this format is installed")
 
 
 def load_tracks(paths: Sequence[Path], pilots: dict[str, str] | None = None) -> list[tuple[str, Track]]:
@@ -499,21 +588,29 @@ def load_tracks(paths: Sequence[Path], pilots: dict[str, str] | None = None) -> 
     Raises:
         TelemetryError: a log cannot be parsed (the message names the file).
     """
-    try:
-        from tuban.imagery.telemetry import read_track
-    except ImportError:  # the multi-format reader has not landed: SRT is all we can read
-        read_track = None
-    out = []
     pilots = pilots or {}
-    for path in paths:
-        path = Path(path)
-        if read_track is not None:
-            track = read_track(path)
-        elif path.suffix.lower() == ".srt":
-            from tuban.imagery.srt import read_srt
+    return [(pilots.get(Path(p).stem, Path(p).stem), _read_one(Path(p))) for p in paths]
 
-            track = read_srt(path)
-        else:
-            raise TelemetryError(path, "no telemetry reader for this format is installed")
-        out.append((pilots.get(path.stem, path.stem), track))
-    return out
+
+def read_logs(paths: Sequence[Path],
+              pilots: dict[str, str] | None = None) -> tuple[list[tuple[str, Track]], list[LogFailure]]:
+    """Read one log per pilot, collecting unreadable logs instead of stopping at the first.
+
+    Args:
+        paths: one log per pilot.
+        pilots: file stem -> pilot name (default: the stem).
+
+    Returns:
+        ``(named, failed)``: ``(pilot, track)`` per readable log, in input order, and one
+        :class:`LogFailure` per log that raised an :class:`~tuban.InputError`.
+    """
+    pilots = pilots or {}
+    named: list[tuple[str, Track]] = []
+    failed: list[LogFailure] = []
+    for path in map(Path, paths):
+        pilot = pilots.get(path.stem, path.stem)
+        try:
+            named.append((pilot, _read_one(path)))
+        except InputError as exc:
+            failed.append(LogFailure(pilot, path.name, exc.problem, path))
+    return named, failed

@@ -188,3 +188,47 @@ def test_real_logs_from_different_places_replay(runner, real_data, tmp_path):
     assert page.count('<path class="track"') == 3
     assert page.count("km away: drawn about its own take-off") == 2  # three venues, one frame each
     assert page.count('class="grid"') < 60
+
+
+def test_penalty_text_never_minus_zero():
+    from tuban.pipelines.flight_score import penalty_text
+
+    assert [penalty_text(v) for v in (0.0, -0.0, 0.04, 12, 2.5, None)] == ["0", "0", "0", "-12", "-2.5", ""]
+
+
+def test_clean_pilot_penalties_print_as_zero_not_minus_zero(runner, sample, replay_dir, tmp_path):
+    res = runner.invoke(app, ["flight", "score", *_logs(sample, "csv"), "--course", str(sample["course"]),
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "scores.json").read_text())
+    assert any(p["penalty_points"] == 0 for p in doc["pilots"])  # a clean pilot is in the sample
+    assert "-0 " not in res.stdout and "│ 0 " in res.stdout
+    page = (replay_dir / "index.html").read_text()
+    assert "<td>-0</td>" not in page and "<td>0</td>" in page
+
+
+def test_one_broken_log_does_not_stop_the_others(runner, sample, real_data, tmp_path):
+    logs = [*_logs(sample, "csv"), str(real_data / "dji_srt" / "broken_empty.SRT"),
+            str(real_data / "dji_srt" / "mavic_air.SRT")]
+    res = runner.invoke(app, ["flight", "score", *logs, "--course", str(sample["course"]), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "Warning: broken_empty: no data" in res.output and "Warning: mavic_air: no data" in res.output
+    doc = json.loads((tmp_path / "o" / "scores.json").read_text())
+    assert [p["status"] for p in doc["pilots"]] == ["scored"] * len(sample["pilots"]) + ["no_data"] * 2
+    lost = {p["pilot"]: p for p in doc["pilots"] if p["status"] == "no_data"}
+    assert lost["broken_empty"]["reason"] == "empty telemetry file"
+    assert "no GPS" in lost["mavic_air"]["reason"]
+    assert lost["mavic_air"]["rank"] is None and lost["mavic_air"]["total"] is None
+    assert {v["status"] for v in lost["mavic_air"]["items"].values()} == {"no_data"}
+    assert [p["rank"] for p in doc["pilots"][:-2]] == list(range(1, len(sample["pilots"]) + 1))
+    rows = list(csv.DictReader((tmp_path / "o" / "leaderboard.csv").open()))
+    assert rows[-1]["pilot"] == "mavic_air" and rows[-1]["rank"] == "" and rows[-1]["square"] == "no_data"
+    res = runner.invoke(app, ["flight", "replay", *logs, "--course", str(sample["course"]), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count('class="scorecard no-data"') == 2 and "empty telemetry file" in page
+    assert page.count('<path class="track"') == len(sample["pilots"])
+    both = [str(real_data / "dji_srt" / "broken_empty.SRT"), str(real_data / "dji_srt" / "mavic_air.SRT")]
+    res = runner.invoke(app, ["flight", "score", *both, "--out", str(tmp_path / "n")])
+    assert res.exit_code == 1 and res.output.startswith("Error:") and "no pilot could be scored" in res.output
+    assert not (tmp_path / "n" / "scores.json").exists()
