@@ -153,6 +153,7 @@ def test_landsat_same_date_twice_reports_no_ponds(real_data):
     assert r.shift_px == (0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_naip_potholes_find_plausible_water_change(real_data):
     folder = real_data / "naip_potholes"
     r = run_change([folder / "m_4709963_se_14_1_20090818.tif"], [folder / "m_4709963_se_14_1_20150926.tif"],
