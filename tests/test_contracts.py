@@ -706,3 +706,39 @@ def test_verified_cases_become_a_one_class_dataset_with_hard_negatives(cli, tmp_
     _ok(_run(cli, ["model", "dataset", after, "--labels", labels, "--out", tmp_path / "ds", "--tile-size-px", "64"]))
     summary = json.loads((tmp_path / "ds" / "tuban_dataset.json").read_text(encoding="utf-8"))
     assert summary["names"] == ["pond"]
+
+
+@pytest.fixture(scope="module")
+def miniclip(tmp_path_factory):
+    """A small rendered drone clip (320 x 180 px, 5 fps, 9 s) with its enterprise SRT and truth."""
+    from tuban.sample_data.uav_clip import ClipSettings, generate_uav_clip
+
+    s = ClipSettings(width_px=320, height_px=180, pass_s=4.0, turn_s=1.0, fps=5.0)
+    return generate_uav_clip(tmp_path_factory.mktemp("clip"), settings=s)
+
+
+def test_uav_index_video_frame_contract(miniclip, cli, tmp_path):
+    out, frames = tmp_path / "frames.geojson", tmp_path / "jpg"
+    _ok(_run(cli, ["uav", "index", miniclip.video, "--telemetry", miniclip.srt, "--hfov-deg", "70", "--every-s", "1.0",
+                   "--frames-dir", frames, "--out", out]))
+    props = _props(out)
+    assert len(props) == 9  # 9 s clip sampled every 1 s
+    assert [p["frame"] for p in props] == [5 * i for i in range(9)]  # 0-based video frame index at 5 fps
+    for p in props:
+        assert set(FRAME_PROPS) <= set(p)
+        assert p["time_s"] == pytest.approx(p["frame"] / 5.0, abs=0.01)
+        assert p["alt_m"] == pytest.approx(80.0, abs=3.0) and p["gsd_m"] > 0
+        assert (out.parent / p["image"]).is_file() or Path(p["image"]).is_file()
+    _assert_rfc7946(out)
+
+
+def test_uav_detect_merges_across_frames(miniclip, cli, tmp_path):
+    out = tmp_path / "det.geojson"
+    _ok(_run(cli, ["uav", "detect", miniclip.video, "--telemetry", miniclip.srt, "--hfov-deg", "70",
+                   "--every-s", "0.5", "--detector", "baseline", "--out", out]))
+    props = _props(out)
+    assert props, "baseline detector found no pond on a clip over ponds"
+    for p in props:
+        assert {"label", "score", "area_m2", "lon", "lat", "n_frames"} <= set(p)
+        assert p["n_frames"] >= 2 and any(k.startswith("best") for k in p)  # merged, with its best frame
+    _assert_rfc7946(out)
