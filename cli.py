@@ -215,10 +215,10 @@ def sample_cmd(
     for rel in ["county.json", *sorted(manifest["files"])]:
         out.print(f"  {files.root / rel}", markup=False, highlight=False)
     if uav:
-        from tuban.sample_data.uav_clip import generate_uav_clip
+        from tuban.sample_data.county_clip import generate_county_clip
 
-        info("rendering the drone clip ...")
-        clip = generate_uav_clip(files.root, seed)
+        info("rendering the drone clip over the county's new ponds ...")
+        clip = generate_county_clip(files.root, seed)
         out.print(f"  {clip.video}  (+ {clip.srt.name}, truth footprints and ponds)", markup=False, highlight=False)
     if flights:
         from tuban.sample_data.flights import write_flights

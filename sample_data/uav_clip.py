@@ -63,6 +63,11 @@ class ClipSettings:
         speed_m_s: ground speed on both passes.
         pass_s: duration of each pass; the turn between them takes ``turn_s``.
         oblique_pitch_deg: gimbal pitch on the second pass.
+        heading_deg: course of the nadir pass (degrees from true north, clockwise).
+        lane_offset_m: the oblique pass flies back this far to the right of the nadir pass,
+            with the gimbal turned left of its course (towards the nadir pass's ground).
+        start_along_m: the nadir pass starts this far along its course from the take-off
+            point (negative: behind it).
         gps_sigma_m: per-axis standard deviation of the GNSS error (AR(1), 5 s correlation);
             0.5 m per axis (~0.7 m RMS radial, 95 % within ~1.2 m) matches DJI's published
             GNSS hover accuracy of +-1.5 m horizontal.
@@ -83,6 +88,9 @@ class ClipSettings:
     pass_s: float = 12.0
     turn_s: float = 3.0
     oblique_pitch_deg: float = -55.0
+    heading_deg: float = 90.0
+    lane_offset_m: float = 62.0
+    start_along_m: float = -10.0
     gps_sigma_m: float = 0.5
     baro_sigma_m: float = 0.15
     ortho_gsd_m: float = 0.2
@@ -266,34 +274,45 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
 
 
 def _true_poses(s: ClipSettings) -> dict[str, np.ndarray]:
-    """Per-frame true pose: east/north/height (m), gimbal and aircraft angles (deg), speed."""
+    """Per-frame true pose: east/north/height (m), gimbal and aircraft angles (deg), speed.
+
+    The flight is described along the nadir pass's course (``u``) and to its right (``v``):
+    nadir pass at ``v = 0``, a turn that slides ``lane_offset_m`` to the right while the gimbal
+    turns left and tilts up, then the oblique pass back along ``v = lane_offset_m``.
+    """
     n = s.n_frames
     t = np.arange(n) / s.fps
-    e, nn = np.zeros(n), np.zeros(n)
+    u, v = np.zeros(n), np.zeros(n)
     g_yaw, g_pitch = np.zeros(n), np.zeros(n)
-    d_yaw, vx, vy = np.zeros(n), np.zeros(n), np.zeros(n)
+    d_yaw, vu, vv = np.zeros(n), np.zeros(n), np.zeros(n)
     t1, t2 = s.pass_s, s.pass_s + s.turn_s
-    lane_n = -62.0  # second pass flies west along this northing, looking north
+    psi, lane = s.heading_deg, s.lane_offset_m
+    u_end = s.start_along_m + s.speed_m_s * t1
     for i, ti in enumerate(t):
-        if ti < t1:  # nadir pass heading east along northing 0
-            e[i], nn[i] = -10.0 + s.speed_m_s * ti, 0.0
-            g_yaw[i], g_pitch[i], d_yaw[i], vx[i] = 90.0, -90.0, 90.0, s.speed_m_s
-        elif ti < t2:  # turn: slide south, rotate to face north, tilt the gimbal up
+        if ti < t1:  # nadir pass along the course
+            u[i] = s.start_along_m + s.speed_m_s * ti
+            g_yaw[i], g_pitch[i], d_yaw[i], vu[i] = psi, -90.0, psi, s.speed_m_s
+        elif ti < t2:  # turn: slide right, rotate to face back, tilt the gimbal up
             f = (ti - t1) / s.turn_s
             sm = f * f * (3 - 2 * f)
-            e[i], nn[i] = -10.0 + s.speed_m_s * t1, lane_n * sm
-            g_yaw[i], g_pitch[i] = 90.0 - 90.0 * sm, -90.0 + (90.0 + s.oblique_pitch_deg) * sm
-            d_yaw[i] = 90.0 + 180.0 * sm
-            vy[i] = lane_n * 6 * f * (1 - f) / s.turn_s
-        else:  # oblique pass heading west, gimbal looking north
-            e[i], nn[i] = -10.0 + s.speed_m_s * t1 - s.speed_m_s * (ti - t2), lane_n
-            g_yaw[i], g_pitch[i], d_yaw[i], vx[i] = 0.0, s.oblique_pitch_deg, -90.0, -s.speed_m_s
+            u[i], v[i] = u_end, lane * sm
+            g_yaw[i], g_pitch[i] = psi - 90.0 * sm, -90.0 + (90.0 + s.oblique_pitch_deg) * sm
+            d_yaw[i] = psi + 180.0 * sm
+            vv[i] = lane * 6 * f * (1 - f) / s.turn_s
+        else:  # oblique pass back, gimbal looking left of the course flown (at the first lane)
+            u[i], v[i] = u_end - s.speed_m_s * (ti - t2), lane
+            g_yaw[i], g_pitch[i], d_yaw[i], vu[i] = psi - 90.0, s.oblique_pitch_deg, psi + 180.0, -s.speed_m_s
+    a = math.radians(psi)
+    fwd, right = np.array([math.sin(a), math.cos(a)]), np.array([math.cos(a), -math.sin(a)])  # (east, north)
+    e, nn = u * fwd[0] + v * right[0], u * fwd[1] + v * right[1]
+    ve, vn = vu * fwd[0] + vv * right[0], vu * fwd[1] + vv * right[1]
     d_yaw = (d_yaw + 180.0) % 360.0 - 180.0
+    g_yaw = (g_yaw + 180.0) % 360.0 - 180.0
     h = s.altitude_m + 1.5 * np.sin(2 * np.pi * t / 17.0)  # gentle altitude hold wander
     return {"time_s": t, "east_m": e, "north_m": nn, "height_m": h, "gimbal_yaw_deg": g_yaw,
             "gimbal_pitch_deg": g_pitch, "gimbal_roll_deg": np.zeros(n), "drone_yaw_deg": d_yaw,
-            "drone_pitch_deg": -0.8 * np.hypot(vx, vy), "drone_roll_deg": 0.3 * np.sin(t),
-            "speed_e_m_s": vx, "speed_n_m_s": vy}
+            "drone_pitch_deg": -0.8 * np.hypot(ve, vn), "drone_roll_deg": 0.3 * np.sin(t),
+            "speed_e_m_s": ve, "speed_n_m_s": vn}
 
 
 def _ar1(n: int, sigma: float, tau_s: float, fps: float, rng: np.random.Generator) -> np.ndarray:

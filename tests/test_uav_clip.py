@@ -157,3 +157,78 @@ def test_same_seed_gives_identical_files(tmp_path):
     assert a.srt.read_bytes() != c.srt.read_bytes()
     with pytest.raises(Exception, match="already exists"):
         generate_uav_clip(tmp_path / "a", seed=5, settings=small)
+
+
+# --- the sample county's clip: the drone flies over the county's own new ponds ------------------
+
+
+@pytest.fixture(scope="module")
+def county_clip(tmp_path_factory):
+    from tuban.sample_data.county import CountySpec, generate_county
+    from tuban.sample_data.county_clip import generate_county_clip
+
+    root = tmp_path_factory.getbasetemp() / "county_clip_c4"  # shared with test_uav_detect.py
+    generate_county(root, seed=0, spec=CountySpec.of_size_km(4), overwrite=True)
+    t0 = time.process_time()
+    paths = generate_county_clip(root, seed=0, overwrite=True)
+    return root, paths, time.process_time() - t0
+
+
+def test_county_clip_films_county_new_ponds(county_clip):
+    root, paths, cpu_s = county_clip
+    assert cpu_s < 30.0
+    truth = gpd.read_file(paths.truth_ponds)
+    county = gpd.read_file(root / "truth" / "ponds_after.geojson").set_index("pond_id")
+    new = set(gpd.read_file(root / "truth" / "new_ponds.geojson")["pond_id"])
+    assert set(truth["pond_id"]) <= set(county.index)  # county ids kept
+    seen_new = truth[truth["fully_seen"] & truth["pond_id"].isin(new)]
+    assert len(seen_new) >= 1
+    for _, p in truth.iterrows():  # same polygons as the county truth
+        assert p.geometry.symmetric_difference(county.loc[p["pond_id"]].geometry).area < 1e-3 * p.geometry.area
+    fp = gpd.read_file(paths.truth_footprints)
+    assert fp.union_all().contains(gpd.read_file(root / "truth" / "new_ponds.geojson")
+                                   .set_index("pond_id").loc[list(seen_new["pond_id"])].union_all())
+    meta = json.loads(paths.meta.read_text())
+    assert meta["settings"]["altitude_m"] == 80.0
+
+
+def test_county_clip_frames_show_water_on_county_ponds(county_clip):
+    """Project ground points with the true pose: county water is darker in the video than land."""
+    _, paths, _ = county_clip
+    s = ClipSettings()
+    meta = json.loads(paths.meta.read_text())
+    lcrs = local_crs(meta["settings"]["origin_lon"], meta["settings"]["origin_lat"])
+    truth = gpd.read_file(paths.truth_ponds).to_crs(lcrs)
+    fps = gpd.read_file(paths.truth_footprints).to_crs(lcrs)
+    wanted = set(fps.loc[fps["gimbal_pitch_deg"] == -90.0, "frame"].iloc[::25])
+    frames, _ = _frames(paths.video, wanted)
+    k = np.array([[s.fx_px, 0, s.width_px / 2], [0, s.fx_px, s.height_px / 2], [0, 0, 1]])
+    e0, n0 = transformer(WGS84, lcrs).transform(fps["lon"].to_numpy(), fps["lat"].to_numpy())
+    water = truth[truth["water"]].geometry.buffer(-2.0).union_all()
+    land = truth.geometry.buffer(8.0).union_all()
+    inside, outside = [], []
+    for i in wanted:
+        row = fps.iloc[i]
+        r = camera_to_ned(row["gimbal_yaw_deg"], row["gimbal_pitch_deg"], row["gimbal_roll_deg"])
+        x0, y0, x1, y1 = row.geometry.buffer(-3.0).bounds
+        for x in np.arange(x0, x1, 4.0):
+            for y in np.arange(y0, y1, 4.0):
+                pt = Point(x, y)
+                if not row.geometry.buffer(-3.0).contains(pt):
+                    continue
+                u, v, w = k @ r.T @ np.array([y - n0[i], x - e0[i], row["alt_m"]])
+                lum = frames[i][int(v / w), int(u / w)].astype(float).mean()
+                if water.contains(pt):
+                    inside.append(lum)
+                elif not land.contains(pt):
+                    outside.append(lum)
+    assert len(inside) > 100 and len(outside) > 100
+    assert np.median(inside) < np.median(outside) - 10, (np.median(inside), np.median(outside))
+
+
+def test_county_clip_needs_a_county(tmp_path):
+    from tuban import InputError
+    from tuban.sample_data.county_clip import generate_county_clip
+
+    with pytest.raises(InputError, match="not a sample county"):
+        generate_county_clip(tmp_path)

@@ -335,3 +335,70 @@ def test_merge_scales_to_long_videos():
     assert time.perf_counter() - t0 < 15
     assert len(m) == 200 and (m["n_frames"] == 20).all()
     assert m["area_m2"].between(450, 560).all()
+
+
+# --- the sample county's clip: accuracy targets and the sky -> drone -> ground loop -------------
+
+
+@pytest.fixture(scope="module")
+def county_clip(tmp_path_factory):
+    import json
+
+    from tuban.sample_data.county import CountySpec, generate_county
+    from tuban.sample_data.county_clip import generate_county_clip
+
+    root = tmp_path_factory.getbasetemp() / "county_clip_c4"  # shared with test_uav_clip.py
+    if not (root / "uav" / "clip.json").is_file():  # written last: the clip is complete
+        generate_county(root, seed=0, spec=CountySpec.of_size_km(4), overwrite=True)
+        generate_county_clip(root, seed=0, overwrite=True)
+    uav = root / "uav"
+    meta = json.loads((uav / "clip.json").read_text())
+    return root, read_srt(uav / "clip.SRT"), gpd.read_file(uav / "truth_footprints.geojson"), meta
+
+
+def test_county_clip_footprint_iou_and_nadir_centre_error(county_clip):
+    _, track, truth_fp, meta = county_clip
+    s = meta["settings"]
+    poses = frame_poses(track, list(range(len(truth_fp))), s["fps"])
+    utm = utm_crs_for(s["origin_lon"], s["origin_lat"])
+    est = gpd.GeoSeries([footprint(p.lon, p.lat, p.height_m, p.yaw_deg, p.pitch_deg, p.roll_deg, CAM)
+                         for p in poses], crs=WGS84).to_crs(utm)
+    true = truth_fp.to_crs(utm).geometry
+    iou = np.array([a.intersection(b).area / a.union(b).area for a, b in zip(est, true, strict=True)])
+    assert len(iou) > 300
+    assert (iou >= 0.85).mean() >= 0.95, np.percentile(iou, [0, 5, 50])
+    to_m = transformer(WGS84, utm)
+    nadir = truth_fp["gimbal_pitch_deg"].to_numpy() == -90
+    assert s["altitude_m"] == 80.0 and nadir.sum() > 100
+    err = []
+    for p, (_, t) in zip([p for p, n in zip(poses, nadir, strict=True) if n], truth_fp[nadir].iterrows(), strict=True):
+        lon, lat, _ = pixel_to_ground(CAM, CAM.cx_px, CAM.cy_px, lon_deg=p.lon, lat_deg=p.lat, height_m=p.height_m,
+                                      yaw_deg=p.yaw_deg, pitch_deg=p.pitch_deg, roll_deg=p.roll_deg)
+        x, y = to_m.transform(lon[0], lat[0])
+        xt, yt = to_m.transform(t["lon"], t["lat"])
+        err.append(np.hypot(x - xt, y - yt))
+    assert (np.array(err) <= 2.0).mean() >= 0.95, np.percentile(err, [50, 90, 100])
+
+
+def test_county_clip_frames_attach_to_new_pond_cases(county_clip, runner, tmp_path):
+    """Sky -> drone -> ground: change on the hr pair, frames indexed, triage attaches frames to a case."""
+    from tuban.cli import app
+    from tuban.pipelines.change import ChangeSettings, run_change
+    from tuban.pipelines.triage import read_frames, triage
+
+    root, _, _, meta = county_clip
+    patches = run_change([root / "hr" / "before.tif"], [root / "hr" / "after.tif"], ChangeSettings(workers=1)).patches
+    assert len(patches)
+    idx = tmp_path / "frames.geojson"
+    res = runner.invoke(app, ["uav", "index", str(root / "uav" / "clip.mp4"), "--hfov-deg", "70",
+                              "--out", str(idx)])
+    assert res.exit_code == 0, res.output
+    frames = read_frames(idx)
+    grids = gpd.read_file(root / "grids.geojson")
+    result = triage(tmp_path / "ledger.gpkg", patches, grids, frames=frames)
+    assert result.frames_attached >= 1
+    # the patches whose centroid a frame covers include a real new pond of the county
+    new = gpd.read_file(root / "truth" / "new_ponds.geojson").to_crs(WGS84)
+    cen = patches.to_crs(utm_crs_for(meta["settings"]["origin_lon"], meta["settings"]["origin_lat"])).centroid.to_crs(WGS84)
+    covered = [c for c in cen if frames.geometry.contains(c).any()]
+    assert any(new.geometry.contains(c).any() for c in covered)
