@@ -671,7 +671,6 @@ def test_malformed_vector_input_error_names_the_file(args, bad, malformed, ledge
     _assert_one_line_error(res, malformed[bad].name)
 
 
-@pytest.mark.xfail(strict=True, reason="F12: the cases table truncates case ids at 80 columns ('35018…')")
 def test_cases_table_keeps_case_ids_whole_at_80_columns(ledger_world, packs, cli):
     res = cli.invoke(app, ["cases", "list", "--ledger", str(ledger_world["ledger"])], env={"COLUMNS": "80"})
     _ok(res)
