@@ -741,3 +741,16 @@ def test_uav_detect_merges_across_frames(miniclip, cli, tmp_path):
         assert {"label", "score", "area_m2", "lon", "lat", "n_frames"} <= set(p)
         assert p["n_frames"] >= 2 and any(k.startswith("best") for k in p)  # merged, with its best frame
     _assert_rfc7946(out)
+
+
+def test_flight_score_a_broken_log_does_not_block_the_leaderboard(flights, corrupt, cli, tmp_path):
+    out = tmp_path / "scores"
+    res = _run(cli, ["--quiet", "flight", "score", flights["pilots"]["ace"]["csv"], corrupt["srt"], "--out", out])
+    _ok(res)
+    assert "Traceback" not in res.output
+    pilots = {p["pilot"]: p for p in json.loads((out / "scores.json").read_text(encoding="utf-8"))["pilots"]}
+    assert set(pilots) == {"ace", "broken"}
+    assert 0 <= pilots["ace"]["total"] <= 100 and pilots["broken"]["status"] == "no_data"
+    with open(out / "leaderboard.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["pilot"] == "ace" and rows[0]["rank"] == "1"
