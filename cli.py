@@ -858,16 +858,38 @@ def cases_list_cmd(
     if status is not None and status not in STATUSES:
         usage_error(f"unknown status {status!r}; one of: {', '.join(STATUSES)}", "--status")
     cases = list_cases(ledger, status=status, grid_id=grid)
-    cols = ["case_id", "status", "priority", "kind", "area_mu", "grid_id", "officer", "verdict", "review_reason"]
+    cols = ["case_id", "status", "priority", "kind", "area_mu", "grid_id", "verdict", "officer", "review_reason"]
     if fmt is CasesFormat.geojson:
         out.print(json.dumps(geojson_dict(cases.drop(columns="fid")), ensure_ascii=False), markup=False, highlight=False)
     elif fmt is CasesFormat.json:
         rows = json.loads(cases.drop(columns=["fid", "geometry"]).to_json(orient="records", force_ascii=False))
         out.print(json.dumps(rows, ensure_ascii=False, indent=1), markup=False, highlight=False)
     else:
-        rows = [["" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else v) for v in r]
+        rows = [["" if v is None or v != v else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in r]
                 for r in cases[cols].itertuples(index=False, name=None)]
-        print_table(f"{len(cases)} cases", cols, rows)
+        _print_cases_table(f"{len(cases)} cases", cols, rows)
+
+
+def _print_cases_table(title: str, cols: list[str], rows: list[list[str]]) -> None:
+    """Cases table that never truncates a case id: columns are kept in order of importance
+    (``cols`` order) while they fit the terminal; the rest are named in a note."""
+    from rich.cells import cell_len  # CJK names are two cells wide
+
+    needed = [max([cell_len(c), *(cell_len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    keep, used = [], 1  # 1 = the table's left border
+    for i, w in enumerate(needed):
+        if i == 0 or used + w + 3 <= out.width:  # 3 = padding both sides + border
+            keep.append(i)
+            used += w + 3
+    table = Table(title=title)
+    for i in keep:
+        table.add_column(cols[i], no_wrap=True, min_width=needed[i] if i == 0 else None)
+    for r in rows:
+        table.add_row(*[r[i] for i in keep])
+    out.print(table)
+    hidden = [c for i, c in enumerate(cols) if i not in keep]
+    if hidden:
+        info(f"{', '.join(hidden)} not shown at {out.width} columns: widen the terminal or use --format json")
 
 
 @cases_app.command("show")
@@ -907,11 +929,12 @@ def cases_reopen_cmd(
     case_id: Annotated[str, typer.Argument(help="Case id.")],
     ledger: _LedgerOpt = _TPath("tuban.gpkg"),
     reason: Annotated[str, typer.Option("--reason", help="Why it is reopened.")] = "reopened by user",
+    pack_lost: Annotated[bool, typer.Option("--pack-lost", help="Re-send a dispatched case whose task pack was lost.")] = False,
 ) -> None:
-    """Reopen a case: it goes into the next task packs."""
+    """Reopen a closed or decided case: it goes into the next task packs."""
     from tuban.pipelines.cases import reopen_case
 
-    before = reopen_case(ledger, case_id, reason=reason)
+    before = reopen_case(ledger, case_id, reason=reason, pack_lost=pack_lost)
     out.print(f"{case_id}: {before} -> open", markup=False, highlight=False)
 
 

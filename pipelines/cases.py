@@ -40,6 +40,7 @@ __all__ = [
     "show_case",
     "close_case",
     "reopen_case",
+    "REOPENABLE",
 ]
 
 STATUSES = ("open", "dispatched", "review", "confirmed", "rectified", "dismissed", "closed", "restocked")
@@ -57,6 +58,8 @@ VERDICTS = tuple(VERDICT_STATUS)
 DISPATCHABLE = ("open", "restocked")
 #: Statuses that re-watch checks against re-stocking.
 WATCHED = ("closed", "rectified")
+#: Decided statuses ``cases reopen`` accepts (a dispatched case only with ``pack_lost``).
+REOPENABLE = ("closed", "rectified", "dismissed", "confirmed", "review", "restocked")
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,26 @@ def close_case(ledger_path: str | Path, case_id: str, reason: str, *, at: str | 
 
 
 def reopen_case(ledger_path: str | Path, case_id: str, *, reason: str = "reopened by user",
-                at: str | None = None) -> str:
-    """Reopen a case (status ``open``, back into the next packs); returns its previous status.
+                at: str | None = None, pack_lost: bool = False) -> str:
+    """Reopen a decided case (status ``open``, back into the next packs); returns its previous status.
 
-    Also re-sends a ``dispatched`` case whose pack was lost: the next export gives it a new task.
+    Only decided cases (:data:`REOPENABLE`: closed, rectified, dismissed, confirmed, review,
+    restocked) can be reopened. A ``dispatched`` case is in an officer's pack: reopening it would
+    export it twice, so it is refused unless ``pack_lost`` says the pack was lost (the next
+    export then gives it a new task).
+
+    Raises:
+        LedgerError: unknown case, or a case that is open or (without ``pack_lost``) dispatched.
     """
     with open_ledger(ledger_path) as led, led.transaction():
         before = led.case(case_id)["status"]
         if before == "open":
             raise LedgerError(f"case {case_id} is already open")
+        if before == "dispatched" and not pack_lost:
+            raise LedgerError(f"case {case_id} is dispatched (in an officer's task pack), not closed or decided; "
+                              "import its verdict first, or pass --pack-lost if that pack was lost")
+        if before not in (*REOPENABLE, "dispatched"):
+            raise LedgerError(f"case {case_id} is {before}; only {', '.join(REOPENABLE)} cases can be reopened")
         led.set_status(case_id, "open", "reopened", detail=reason, at=at or utc_now(),
                        closed_reason=None)
     return before

@@ -168,3 +168,34 @@ def test_writes_still_work_after_qgis_adds_a_spatial_index(tmp_path):
     conn = sqlite3.connect(path)
     minx, maxx = conn.execute("SELECT minx, maxx FROM rtree_cases_geom").fetchone()
     assert minx < LON0 < maxx
+
+
+def test_reopen_refuses_a_dispatched_case_unless_its_pack_was_lost(tmp_path, runner):
+    from tuban.cli import app
+    from tuban.pipelines.cases import close_case, list_cases
+
+    path = tmp_path / "tuban.gpkg"
+    a, b = _fill(path, 2)
+    r = runner.invoke(app, ["cases", "reopen", a, "--ledger", str(path)])
+    assert r.exit_code == 1 and r.output.startswith("Error:") and "dispatched" in r.output and "--pack-lost" in r.output
+    assert list_cases(path).set_index("case_id").at[a, "status"] == "dispatched"  # unchanged
+    r = runner.invoke(app, ["cases", "reopen", a, "--ledger", str(path), "--pack-lost"])
+    assert r.exit_code == 0 and "dispatched -> open" in r.output
+    r = runner.invoke(app, ["cases", "reopen", a, "--ledger", str(path)])
+    assert r.exit_code == 1 and "already open" in r.output
+    close_case(path, b, "pond filled in")
+    r = runner.invoke(app, ["cases", "reopen", b, "--ledger", str(path)])
+    assert r.exit_code == 0 and "closed -> open" in r.output
+
+
+def test_cases_list_never_truncates_the_case_id_at_80_columns(tmp_path, runner):
+    from tuban.cli import app, out
+
+    path = tmp_path / "tuban.gpkg"
+    ids = _fill(path, 3)
+    assert out.width == 80  # CliRunner is not a terminal: rich's default width
+    r = runner.invoke(app, ["cases", "list", "--ledger", str(path)])
+    assert r.exit_code == 0, r.output
+    assert all(cid in r.stdout for cid in ids) and "…" not in r.stdout
+    assert all(len(line) <= 80 for line in r.stdout.splitlines())
+    assert "dispatched" in r.stdout and "new_pond" in r.stdout
