@@ -754,3 +754,24 @@ def test_flight_score_a_broken_log_does_not_block_the_leaderboard(flights, corru
     with open(out / "leaderboard.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert rows[0]["pilot"] == "ace" and rows[0]["rank"] == "1"
+
+
+@pytest.mark.xfail(strict=True, reason="F24: `change` output does not name its before/after rasters (tuban_change has no "
+                                       "before_raster/after_raster), so change -> triage -> tasks export packs get no image chips")
+def test_change_to_triage_to_pack_carries_before_after_chips(patches, cli, tmp_path):
+    """The README tour path (no --before-image/--after-image): packs still show before/after chips."""
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(32650, 4326, always_xy=True)
+    x0, y0 = TRANSFORM * (0, 240)
+    x1, y1 = TRANSFORM * (240, 0)
+    cell = shapely.Polygon([tr.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))])
+    grids = write_fc(tmp_path / "grids.geojson", [{"type": "Feature", "geometry": shapely.geometry.mapping(cell),
+                                                   "properties": {"grid_id": "G1", "name": "村", "admin_code": "350181",
+                                                                  "officer": "张三", "phone": "13800000001"}}])
+    ledger = tmp_path / "l.gpkg"
+    _ok(_run(cli, ["triage", patches, "--grids", grids, "--ledger", ledger]))
+    _ok(_run(cli, ["tasks", "export", "--ledger", ledger, "--out", tmp_path / "packs"]))
+    (zp,) = sorted((tmp_path / "packs").glob("*.zip"))
+    names = zipfile.ZipFile(zp).namelist()
+    assert any(n.endswith("_before.png") for n in names) and any(n.endswith("_after.png") for n in names)
