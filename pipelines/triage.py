@@ -44,6 +44,10 @@ class TriageSettings:
             the side of the smaller one (so neighbouring small ponds are never merged).
         high_score / mid_score: change scores worth 2 / 1 priority points.
         large_area_m2: patches at least this large get 1 point (default 10 亩).
+        target_kinds: case kinds that are the enforcement target (a pond dug since the before
+            image) and get ``target_kind_points``; so a large, high-score new pond is priority
+            1 from the satellite change alone.
+        target_kind_points: points for a case of a ``target_kinds`` kind.
         protected_points: points for touching a protected zone.
         detections_make_cases: a detection overlapping no case becomes a case of its own.
     """
@@ -53,6 +57,8 @@ class TriageSettings:
     high_score: float = 0.8
     mid_score: float = 0.5
     large_area_m2: float = 10 * M2_PER_MU
+    target_kinds: tuple[str, ...] = ("new_pond",)
+    target_kind_points: int = 1
     protected_points: int = 2
     detections_make_cases: bool = True
 
@@ -76,18 +82,30 @@ class TriageResult:
 
 
 def priority_of(score: float, area_m2: float, n_detections: int, n_frames: int, protected: bool,
-                settings: TriageSettings = TriageSettings()) -> int:
-    """Priority 1 (high) to 3 (low) from score, area, evidence agreement and protected zones.
+                settings: TriageSettings = TriageSettings(), *, kind: str | None = None) -> int:
+    """Priority 1 (high) to 3 (low) from score, area, kind, evidence agreement and protected zones.
+
+    Points: score >= high_score 2 (>= mid_score 1); area >= large_area_m2 1; a target kind
+    (new_pond) 1; a detection agrees 1; drone frames cover it 1; protected zone 2.
+    Priority 1 at >= 4 points, 2 at >= 2, else 3.
 
     Example:
         >>> priority_of(0.9, 10000, 1, 0, False)
         1
+        >>> priority_of(0.9, 10000, 0, 0, False, kind="new_pond"), priority_of(0.9, 10000, 0, 0, False, kind="new_water")
+        (1, 2)
     """
     points = 2 if score >= settings.high_score else 1 if score >= settings.mid_score else 0
     points += int(area_m2 >= settings.large_area_m2)
+    points += settings.target_kind_points if kind in settings.target_kinds else 0
     points += int(n_detections > 0) + int(n_frames > 0)
     points += settings.protected_points if protected else 0
     return 1 if points >= 4 else 2 if points >= 2 else 3
+
+
+def _areas(area_m2: float) -> dict[str, float]:
+    """Case area as stored and shown: 0.1 m² and 0.001 亩 (finer digits are measurement noise)."""
+    return {"area_m2": round(area_m2, 1), "area_mu": round(area_m2 / M2_PER_MU, 3)}
 
 
 def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
@@ -316,7 +334,7 @@ def _triage_in(led: Ledger, patches, dets, grids, frames, prot, rasters, inputs,
             case_id = led.next_case_id(admin if admin.isdigit() and len(admin) == 6 else _NO_GRID)
             led.insert_case({
                 "case_id": case_id, "kind": _str(props.get("kind") or props.get("label")) or kind_default,
-                "status": "open", "score": score, "area_m2": area_m2, "area_mu": area_m2 / M2_PER_MU,
+                "status": "open", "score": score, **_areas(area_m2),
                 "lon": round(c.x, 7), "lat": round(c.y, 7), **grid,
                 "before_date": _str(props.get("before_date")), "after_date": _str(props.get("after_date")),
                 "raster_before": _str(props.get("before_raster")) or rasters.get("before"),
@@ -378,8 +396,8 @@ def _join_patch(led, case_id, geom_wgs, geom_m, props, score, area_m2, rasters, 
     fields: dict[str, Any] = {"last_run": run_id, "score": max(_num(case["score"]), score)}
     if after and (case["after_date"] is None or after > case["after_date"]):
         c = shapely.centroid(geom_wgs)
-        fields.update(after_date=after, before_date=_str(props.get("before_date")), area_m2=area_m2,
-                      area_mu=area_m2 / M2_PER_MU, lon=round(c.x, 7), lat=round(c.y, 7),
+        fields.update(after_date=after, before_date=_str(props.get("before_date")), **_areas(area_m2),
+                      lon=round(c.x, 7), lat=round(c.y, 7),
                       raster_before=_str(props.get("before_raster")) or rasters.get("before") or case["raster_before"],
                       raster_after=_str(props.get("after_raster")) or rasters.get("after") or case["raster_after"])
         led.update_case(case_id, geometry=geom_wgs, **fields)
@@ -432,7 +450,7 @@ def _rescore(led: Ledger, prot: gpd.GeoDataFrame | None, settings: TriageSetting
     for i, row in enumerate(cases.itertuples(index=False)):
         n_p, n_d, n_f = (counts.get((row.case_id, k), 0) for k in ("patch", "detection", "frame"))
         is_prot = int(i in protected_hits or bool(row.protected))
-        prio = priority_of(_num(row.score), _num(row.area_m2), n_d, n_f, bool(is_prot), settings)
+        prio = priority_of(_num(row.score), _num(row.area_m2), n_d, n_f, bool(is_prot), settings, kind=row.kind)
         new = {"n_patches": n_p, "n_detections": n_d, "n_frames": n_f, "protected": is_prot, "priority": prio}
         if any(getattr(row, k) != v for k, v in new.items()):
             led.update_case(row.case_id, updated_at=now, **new)

@@ -10,6 +10,7 @@ import shapely
 from cases_fixtures import LAT0, LON0, feature, grids_file, offset, patch_features, square, write_fc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from tuban.cli import app
 from tuban.imagery.vector_io import read_vector
@@ -190,3 +191,29 @@ def test_every_patch_lands_in_exactly_one_case_and_reruns_are_stable(tmp_path_fa
     assert len(owners) == len(feats) and all(o["n"] == 1 for o in owners)
     assert n_cases == len(first.new_cases) <= len(feats)
     assert _run(d, feats).unchanged
+
+
+def test_case_areas_are_rounded_and_match_the_patch_area(tmp_path):
+    _run(tmp_path, patch_features([WEST], side_m=83.3))
+    with open_ledger(tmp_path / "tuban.gpkg") as led:
+        case = led.case("350181-00001")
+    assert case["area_m2"] == round(case["area_m2"], 1) and case["area_mu"] == round(case["area_mu"], 3)
+    assert case["area_m2"] == pytest.approx(83.3 * 83.3, rel=1e-3)  # the patch's own area_m2
+    assert case["area_mu"] == pytest.approx(case["area_m2"] / 666.667, abs=0.001)
+    r = CliRunner().invoke(app, ["cases", "list", "--ledger", str(tmp_path / "tuban.gpkg"), "--format", "json"])
+    row = json.loads(r.stdout)[0]
+    assert len(str(row["area_m2"]).split(".")[-1]) <= 1 and len(str(row["area_mu"]).split(".")[-1]) <= 3
+
+
+def test_a_large_high_score_new_pond_is_priority_1_from_the_satellite_alone(tmp_path):
+    big = patch_features([WEST], side_m=120, score=0.9)  # 14400 m2 = 21.6 mu
+    small = patch_features([offset(*WEST, 0, 400)], side_m=40, score=0.9, prefix="s")
+    water = [feature(square(*offset(*WEST, 400, 0), 120), patch_id="w1", kind="new_water", score=0.9, area_m2=14400.0)]
+    _run(tmp_path, big + small + water)
+    cases = _cases(tmp_path / "tuban.gpkg")
+    prio = {(k, a > 10000): p for k, a, p in zip(cases["kind"], cases["area_m2"], cases["priority"], strict=True)}
+    assert prio == {("new_pond", True): 1, ("new_pond", False): 2,
+                    ("new_water", True): 2}  # ambiguous water change: not the enforcement target by itself
+    assert priority_of(0.9, 14400, 0, 0, False, kind="new_pond") == 1
+    assert priority_of(0.9, 14400, 0, 0, False, kind="new_water") == 2
+    assert priority_of(0.6, 14400, 0, 0, False, kind="new_pond") == 2
