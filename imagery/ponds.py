@@ -61,17 +61,21 @@ def shape_stats(geom: BaseGeometry, pixel_size_m: float) -> ShapeStats:
     area = float(geom.area)
     if area <= 0:
         return ShapeStats(0.0, 0.0, math.inf, 0.0, 0.0, 0.0)
-    rect = shapely.minimum_rotated_rectangle(geom)
+    # Simplify by 3/4 pixel so staircase edges of rotated ponds do not inflate the perimeter or
+    # the bounding rectangle (rectangularity and compactness are measured on this outline).
+    smooth = geom.simplify(pixel_size_m * 0.75, preserve_topology=True)
+    if smooth.is_empty or smooth.area <= 0:
+        smooth = geom
+    rect = shapely.minimum_rotated_rectangle(smooth)
     coords = np.asarray(rect.exterior.coords) if rect.geom_type == "Polygon" else np.zeros((5, 2))
     sides = np.hypot(*np.diff(coords[:3], axis=0).T) if len(coords) >= 3 else np.array([0.0, 0.0])
     side_min, side_max = float(sides.min()), float(sides.max())
     rect_area = float(rect.area) if rect.area > 0 else area
     aspect = side_max / side_min if side_min > 0 else math.inf
-    # Simplify by half a pixel so staircase edges do not inflate the perimeter.
-    smooth = geom.simplify(pixel_size_m * 0.75, preserve_topology=True)
     perim = float(smooth.length) or float(geom.length)
     compact = 4.0 * math.pi * float(smooth.area) / (perim * perim) if perim > 0 else 0.0
-    return ShapeStats(area, min(1.0, area / rect_area), aspect, min(1.0, compact), side_min, side_max)
+    area_s = float(smooth.area)
+    return ShapeStats(area, min(1.0, area_s / rect_area), aspect, min(1.0, compact), side_min, side_max)
 
 
 def is_pond_like(stats: ShapeStats, settings: ShapeSettings, pixel_size_m: float = 0.0) -> bool:

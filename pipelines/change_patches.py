@@ -126,7 +126,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
 
     def accept(labels: np.ndarray) -> bool:
         n_pond, share = pond_fraction(labels)
-        if n_pond < 2 or share < 0.8:
+        if n_pond < 2 or share < 0.6:
             return False
         # A blob is only cut along real dikes: the seams must be clearly less wet than the
         # parts (cuts through textured flooding or tide follow no such valley).
