@@ -324,7 +324,7 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
         stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}
         if counts[CODE["masked"]] == grid.width * grid.height:
             raise RasterError(f"{before.label} / {after.label}", "every pixel is nodata or masked")
-        patches = patches_from_codes(stack, job, settings.shapes)
+        patches = patches_from_codes(stack, job, settings.shapes, workers=settings.workers)
 
 
     patches["before_date"] = before.date

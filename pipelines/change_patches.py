@@ -184,32 +184,47 @@ def _blobs(codes, changed, grid, min_area_m2: float):
             yield geom, int(v)
 
 
-def _records(stack, codes, changed, job: BlockJob, settings: ShapeSettings, min_area_m2: float):
+def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
-    for geom, v in _blobs(codes, changed, grid, min_area_m2):
-        for poly, stats, contrast, drained, solidity in _examine(geom, int(v), stack, job, settings, px_area):
-            pond = is_pond_like(stats, settings, grid.pixel_size_m) and solidity >= 0.6
-            if int(v) == CODE["new_water"]:
-                kind = "new_pond" if pond else "new_water"
-            else:
-                kind = ("drained_pond" if drained else "removed_pond") if pond else "lost_water"
-            score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
-            yield {"kind": kind, "score": score, "area_m2": stats.area_m2,
-                   "rectangularity": stats.rectangularity, "compactness": stats.compactness,
-                   "aspect": stats.aspect, "solidity": solidity, "geometry": poly}
+    out = []
+    with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
+        for geom, v in blobs:
+            for poly, stats, contrast, drained, solidity in _examine(geom, v, stack, job, settings, px_area):
+                pond = is_pond_like(stats, settings, grid.pixel_size_m) and solidity >= 0.6
+                if v == CODE["new_water"]:
+                    kind = "new_pond" if pond else "new_water"
+                else:
+                    kind = ("drained_pond" if drained else "removed_pond") if pond else "lost_water"
+                score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
+                out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
+                            "rectangularity": stats.rectangularity, "compactness": stats.compactness,
+                            "aspect": stats.aspect, "solidity": solidity, "geometry": poly})
+    return out
 
 
-def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings) -> gpd.GeoDataFrame:
+def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings, workers: int = 1,
+                       ) -> gpd.GeoDataFrame:
     """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``)."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     codes = stack[0]
     changed = (codes == CODE["new_water"]) | (codes == CODE["lost_water"])
     min_blob_px = max(1, int(0.5 * settings.min_area_m2 / px_area))
-    # One GDAL environment for the thousands of small rasterize/shapes calls below.
     with rasterio.Env():
-        records = list(_records(stack, codes, changed, job, settings, min_blob_px * px_area))
+        blobs = list(_blobs(codes, changed, grid, min_blob_px * px_area))
+    del changed
+    # Blobs are examined in chunks by the worker threads (numpy, scipy and GEOS release the
+    # GIL); chunks keep their order, so the result does not depend on the thread count.
+    chunks = [blobs[i:i + 64] for i in range(0, len(blobs), 64)]
+    if workers > 1 and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda c: _records(c, stack, job, settings), chunks))
+    else:
+        parts = [_records(c, stack, job, settings) for c in chunks]
+    records = [r for part in parts for r in part]
     if not records:
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind") else float) for c in COLUMNS[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
