@@ -19,11 +19,9 @@ A mission is feasible when that estimate is at most ``max_flight_s``. The file w
 Take-off (launch site). With a given take-off every patch is flown from there; a patch whose
 round trip alone does not fit one battery is *unreachable*: it is not planned but listed in
 :attr:`MissionPlan.unreachable`. Without one (``takeoff=None``, the CLI's ``--takeoff auto``) the
-patches are grouped into launch sites, as a county team drives to a cluster and launches there:
-complete-linkage clusters whose diameter is at most the battery's reach radius (the largest
-one-way distance a one-waypoint mission can fly), each launched from the geometric median of its
-patches. The median lies in the cluster's convex hull, so every patch is within the diameter of
-it and therefore reachable; sites are numbered by patch count (largest first).
+patches are grouped into launch sites, as a county team drives to a cluster and launches there
+(:func:`launch_sites`): clusters small enough that one point reaches every patch with one
+battery, launched from their geometric median (least total distance) where it reaches them all.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from tuban import VectorError
@@ -321,11 +320,26 @@ def _geometric_median(xy_m: np.ndarray, iterations: int = 100) -> np.ndarray:
     return p
 
 
-def launch_sites(xy_m: np.ndarray, reach_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Group points into launch sites whose every point is within ``reach_m`` of the site.
+def _site_for(xy_m: np.ndarray, reach_m: float) -> np.ndarray | None:
+    """The geometric median when every point is within reach of it, else the centre of the
+    smallest enclosing circle when that radius is within reach, else None."""
+    site = _geometric_median(xy_m)
+    if np.hypot(*(xy_m - site).T).max() <= reach_m:
+        return site
+    circle = shapely.minimum_bounding_circle(shapely.MultiPoint(xy_m))
+    centre = np.array(circle.centroid.coords[0]) if circle.geom_type == "Polygon" else xy_m.mean(axis=0)
+    return centre if np.hypot(*(xy_m - centre).T).max() <= reach_m else None
 
-    Complete-linkage clusters with diameter at most ``reach_m``; the site is the cluster's
-    geometric median. Sites are numbered 0.. by point count, largest first (ties: west first).
+
+def launch_sites(xy_m: np.ndarray, reach_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group points into few launch sites whose every point is within ``reach_m`` of the site.
+
+    Complete-linkage clusters with diameter at most ``sqrt(3) * reach_m``: by Jung's theorem
+    such a cluster fits in a circle of radius ``reach_m``. The site is the cluster's geometric
+    median (least total distance) when every point is within reach of it, else the centre of
+    the smallest enclosing circle; a cluster where neither works (rounding) is split again at
+    diameter ``reach_m``, which any point of its convex hull reaches. Sites are numbered 0.. by
+    point count, largest first (ties: west first).
 
     Args:
         xy_m: ``(n, 2)`` positions in metres (a local metric CRS).
@@ -340,16 +354,30 @@ def launch_sites(xy_m: np.ndarray, reach_m: float) -> tuple[np.ndarray, np.ndarr
         ([0, 0, 1], (2, 2))
     """
     xy_m = np.asarray(xy_m, dtype=float)
-    if len(xy_m) == 1:
-        return np.zeros(1, dtype=int), xy_m.copy()
-    raw = fcluster(linkage(xy_m, method="complete"), t=reach_m, criterion="distance") - 1
-    groups = [np.flatnonzero(raw == c) for c in np.unique(raw)]
-    groups.sort(key=lambda g: (-len(g), float(xy_m[g, 0].min())))
+    groups: list[np.ndarray] = []
+    found: list[np.ndarray] = []
+    todo = [(np.arange(len(xy_m)), math.sqrt(3.0))]
+    while todo:
+        members, factor = todo.pop()
+        if len(members) == 1:
+            groups.append(members)
+            found.append(xy_m[members[0]].copy())
+            continue
+        raw = fcluster(linkage(xy_m[members], method="complete"), t=factor * reach_m, criterion="distance")
+        for c in np.unique(raw):
+            g = members[raw == c]
+            site = _site_for(xy_m[g], reach_m)
+            if site is not None:
+                groups.append(g)
+                found.append(site)
+            else:
+                todo.append((g, 1.0))
+    order = sorted(range(len(groups)), key=lambda k: (-len(groups[k]), float(xy_m[groups[k], 0].min())))
     labels = np.empty(len(xy_m), dtype=int)
     sites = np.empty((len(groups), 2))
-    for k, g in enumerate(groups):
-        labels[g] = k
-        sites[k] = _geometric_median(xy_m[g])
+    for k, g in enumerate(order):
+        labels[groups[g]] = k
+        sites[k] = found[g]
     return labels, sites
 
 
@@ -429,7 +457,8 @@ def plan_missions(
             missions.extend(_site_missions(xy, idx, targets, takeoff, settings, site_name))
     warnings: list[str] = []
     if unreachable:
-        lo, hi = min(u.flight_s for u in unreachable) / 60, max(u.flight_s for u in unreachable) / 60
+        lo = math.ceil(min(u.flight_s for u in unreachable) / 6) / 10  # rounded up: never shows the limit
+        hi = math.ceil(max(u.flight_s for u in unreachable) / 6) / 10
         where = "the take-off" if settings.takeoff is not None else "any launch site"
         warnings.append(f"{len(unreachable)} of {len(targets)} patches unreachable from {where} within "
                         f"--max-flight-min {settings.max_flight_min:g} (they need {lo:.1f}-{hi:.1f} min); "

@@ -24,6 +24,7 @@ from tuban.pipelines.mission import (
     MissionPlan,
     MissionSettings,
     Waypoint,
+    launch_sites,
     patch_targets,
     plan_missions,
     route_order,
@@ -170,6 +171,27 @@ def test_auto_takeoff_one_site_for_a_compact_set_is_near_its_middle():
     assert plan.missions[0].name in ("m", "m_1")
     lon, lat = plan.missions[0].takeoff
     assert abs(lon - LON0) < 0.01 and abs(lat - LAT0) < 0.01
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-20000, 20000), st.floats(-20000, 20000)), min_size=1, max_size=60),
+       st.floats(300, 8000))
+def test_launch_sites_reach_every_point_of_their_cluster(points, reach):
+    xy = np.array(points, float)
+    labels, sites = launch_sites(xy, reach)
+    assert labels.shape == (len(xy),) and set(labels.tolist()) == set(range(len(sites)))
+    assert np.all(np.hypot(*(xy - sites[labels]).T) <= reach + 1e-6)
+
+
+def test_launch_sites_use_the_whole_reach_circle():
+    # a triangle of circumradius 0.95 reach (sides 1.65 reach) with 10 patches crowded at one
+    # corner: the median sits near that corner and misses the others, the circle's centre
+    # reaches all three corners, so one launch site is enough
+    ang = np.radians([90, 210, 330])
+    corners = 0.95 * 1000 * np.column_stack([np.cos(ang), np.sin(ang)]) + [5000, 7000]
+    xy = np.vstack([corners, np.repeat(corners[:1], 10, axis=0) + np.arange(10)[:, None]])
+    labels, sites = launch_sites(xy, 1000)
+    assert len(sites) == 1 and np.hypot(*(sites[0] - [5000, 7000])) < 20
 
 
 def test_nothing_reachable_when_battery_is_too_short():
