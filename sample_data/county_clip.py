@@ -89,12 +89,13 @@ def _pick_cluster(ponds: gpd.GeoDataFrame) -> str:
 
 def plan_county_flight(ponds_m: gpd.GeoDataFrame, base: ClipSettings | None = None, *,
                        margin_m: float = 60.0) -> CountyClipPlan:
-    """Lay the nadir pass along a new-pond cluster's long axis and the oblique pass beside it.
+    """Lay the nadir pass along a cluster's new ponds and the oblique pass beside it.
 
-    The nadir pass runs through the cluster's centre along its longer side, from one end to the
-    other plus ``margin_m``; the oblique pass flies back ``lane_offset_m`` to the right so its
-    gimbal (``oblique_pitch_deg``) looks at the cluster's centre line. Speed keeps each pass
-    within 6-12 m/s.
+    The nadir pass runs through the centre of the cluster's new ponds (all its ponds if it has
+    none) along the longer side of their minimum rotated rectangle, from one end to the other
+    plus ``margin_m``; the oblique pass flies back ``lane_offset_m`` to the right so its gimbal
+    (``oblique_pitch_deg``) looks at the first pass's ground line. Speed keeps each pass within
+    6-12 m/s and 12-40 s.
 
     Args:
         ponds_m: truth ponds in a metric CRS (``cluster_id``, ``kind``).
@@ -104,7 +105,9 @@ def plan_county_flight(ponds_m: gpd.GeoDataFrame, base: ClipSettings | None = No
     s = base or ClipSettings()
     cid = _pick_cluster(ponds_m)
     cl = ponds_m[ponds_m["cluster_id"] == cid]
-    rect = cl.geometry.union_all().minimum_rotated_rectangle
+    new = cl[cl["kind"] == "new_pond"]
+    target = new if len(new) else cl  # new ponds are often one extension row of a larger cluster
+    rect = target.geometry.union_all().minimum_rotated_rectangle
     xy = np.asarray(rect.exterior.coords)[:4]
     edges = np.roll(xy, -1, axis=0) - xy
     k = int(np.argmax(np.hypot(edges[:, 0], edges[:, 1])))
