@@ -667,7 +667,7 @@ def mission_plan(
         info(f"{m.name}: {len(m.waypoints)} waypoints from {m.takeoff[0]:.5f},{m.takeoff[1]:.5f}, "
              f"{m.distance_m / 1000:.2f} km, ~{m.flight_s / 60:.1f} min incl. reserve -> {p}")
     for w in plan.warnings:
-        info(f"Warning: {w}" + (f", listed in {lost_path}" if plan.unreachable and "unreachable" in w else ""))
+        info(f"Warning: {w}" + (f" (listed in {lost_path})" if plan.unreachable and "unreachable" in w else ""))
     n_sites = len({m.takeoff for m in plan.missions})
     out.print(f"{plan.n_waypoints} patches in {len(plan.missions)} mission(s) from {n_sites} take-off "
               f"point(s) written to {', '.join(str(p) for p in paths)}"

@@ -496,7 +496,7 @@ def score_tracks(named: Sequence[tuple[str, Track]], course: Course | None = Non
         progress: ``callback(done, total)``.
         failed: pilots whose logs could not be read (:func:`read_logs`); a track that cannot be
             judged (a :class:`~tuban.TubanError`) joins them. They are listed after the ranked
-            pilots with status ``no_data``.
+            pilots with status ``no_data``, sorted by name.
 
     Returns:
         ``(result, judged)``: result is the scores.json document; judged (ranked pilots only)
@@ -518,7 +518,7 @@ def score_tracks(named: Sequence[tuple[str, Track]], course: Course | None = Non
         j.entry["rank"] = rank
     result = {"tuban_version": __version__, "course": course.name, "wind_grade": course.wind_grade,
               "items_expected": list(course.items),
-              "pilots": [j.entry for j in judged] + [_no_data_entry(f) for f in failures]}
+              "pilots": [j.entry for j in judged] + [_no_data_entry(f) for f in sorted(failures, key=lambda f: f.pilot)]}
     return result, judged
 
 

@@ -461,7 +461,7 @@ def plan_missions(
         hi = math.ceil(max(u.flight_s for u in unreachable) / 6) / 10
         where = "the take-off" if settings.takeoff is not None else "any launch site"
         warnings.append(f"{len(unreachable)} of {len(targets)} patches unreachable from {where} within "
-                        f"--max-flight-min {settings.max_flight_min:g} (they need {lo:.1f}-{hi:.1f} min); "
+                        f"--max-flight-min {settings.max_flight_min:g} (they need {lo:.1f}-{hi:.1f} min): "
                         "not planned" + ("; try --takeoff auto or a nearer take-off"
                                          if settings.takeoff is not None else ""))
     if math.isclose(settings.reserve_frac, 0.0):
