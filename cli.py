@@ -1073,8 +1073,8 @@ def flight_score_cmd(
     for path, text in zip(targets, texts, strict=True):
         write_text_atomic(path, text, overwrite=overwrite)
     print_table("Leaderboard", ["rank", "pilot", "total", "penalties"],
-                [[p["rank"] or "-", p["pilot"], "no data" if p["total"] is None else f"{p['total']:.1f}",
-                  penalty_text(p["penalty_points"])] for p in result["pilots"]])
+                [[p["rank"] or "-", p["pilot"], "no data" if p["status"] == "no_data" else f"{p['total']:.1f}",
+                  "" if p["status"] == "no_data" else penalty_text(p["penalty_points"])] for p in result["pilots"]])
     for p in result["pilots"]:
         for status in ("not_found", "rejected"):
             names = [k for k, v in p["items"].items() if v["status"] == status]

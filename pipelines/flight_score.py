@@ -10,7 +10,8 @@ The flight mode logged during hover and rotation is reported next to their score
 
 A pilot whose log cannot be read (empty card, exposure-only SRT, unknown format) does not stop
 the others: :func:`read_logs` collects the failure and :func:`score_tracks` lists the pilot after
-the ranked ones with ``status: "no_data"``, the ``reason``, ``rank`` and ``total`` null.
+the ranked ones with ``status: "no_data"``, the ``reason``, ``rank`` null and ``total`` 0 (the
+contract's 0-100 range holds; the status, not the number, says the flight was never judged).
 
 Rubric and formulas: docs/flight_judging.md. Geometry of the square: pipelines/flight_square.py.
 """
@@ -476,8 +477,8 @@ class LogFailure:
 
 
 def _no_data_entry(f: LogFailure) -> dict:
-    return {"pilot": f.pilot, "status": NO_DATA, "reason": f.reason, "rank": None, "total": None,
-            "items_score": None, "penalty_points": None, "flight_time_s": None,
+    return {"pilot": f.pilot, "status": NO_DATA, "reason": f.reason, "rank": None, "total": 0.0,
+            "items_score": 0.0, "penalty_points": 0.0, "flight_time_s": None,
             "source": {"file": f.file, "format": None, "records": 0, "warnings": []},
             "items": {k: _not(NO_DATA, f"no data: {f.reason}") for k in ITEMS},
             "order_flown": {"items": [], "as_listed": False}, "penalties": []}

@@ -218,11 +218,12 @@ def test_one_broken_log_does_not_stop_the_others(runner, sample, real_data, tmp_
     lost = {p["pilot"]: p for p in doc["pilots"] if p["status"] == "no_data"}
     assert lost["broken_empty"]["reason"] == "empty telemetry file"
     assert "no GPS" in lost["mavic_air"]["reason"]
-    assert lost["mavic_air"]["rank"] is None and lost["mavic_air"]["total"] is None
+    assert lost["mavic_air"]["rank"] is None and lost["mavic_air"]["total"] == 0  # contract: total in 0-100
     assert {v["status"] for v in lost["mavic_air"]["items"].values()} == {"no_data"}
     assert [p["rank"] for p in doc["pilots"][:-2]] == list(range(1, len(sample["pilots"]) + 1))
     rows = list(csv.DictReader((tmp_path / "o" / "leaderboard.csv").open()))
     assert rows[-1]["pilot"] == "mavic_air" and rows[-1]["rank"] == "" and rows[-1]["square"] == "no_data"
+    assert "│ -    │ mavic_air" in res.stdout and "no data" in res.stdout
     res = runner.invoke(app, ["flight", "replay", *logs, "--course", str(sample["course"]), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "r" / "index.html").read_text()
