@@ -14,12 +14,14 @@ then examined in a small window re-read from both dates:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -37,6 +39,10 @@ from tuban.imagery.ponds import (
 from tuban.pipelines.change_blocks import CODE, BlockJob, dequantise_index
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
+
+# rasterize() in worker threads warns about its own in-memory target (it has the transform we
+# pass); the warning is spurious, so it is silenced for rasterio.features only.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
 
 COLUMNS = ["patch_id", "kind", "score", "area_m2", "area_mu", "lon", "lat", "rectangularity",
            "compactness", "aspect", "solidity", "geometry"]
