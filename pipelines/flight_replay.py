@@ -266,11 +266,32 @@ def replay_html(judged: Sequence[Judged], result: dict, course: Course | None = 
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "pilot"
+    """A file-name part from a pilot name: Unicode letters and digits kept (张三 stays 张三)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "pilot"
+
+
+def _unique(name: str, taken: dict[str, bytes]) -> str:
+    stem, k = name, 2
+    while f"profile_{name}.png" in taken:
+        name, k = f"{stem}_{k}", k + 1
+    return f"profile_{name}.png"
 
 
 def replay_pngs(judged: Sequence[Judged], course: Course | None = None) -> dict[str, bytes]:
-    """PNG plots for print: ``tracks.png`` and ``profile_<pilot>.png`` -> PNG bytes."""
+    """PNG plots for print: ``tracks.png`` and ``profile_<pilot>.png`` -> PNG bytes.
+
+    File names keep Unicode letters; two pilots whose names sanitise alike get ``_2``, ``_3``.
+    Fonts without CJK glyphs draw such names as boxes; matplotlib's per-glyph warnings are
+    silenced (the HTML page shows the names).
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        return _replay_pngs(judged, course)
+
+
+def _replay_pngs(judged: Sequence[Judged], course: Course | None) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,7 +337,7 @@ def replay_pngs(judged: Sequence[Judged], course: Course | None = None) -> dict[
                            labels=list(shade), fontsize=7, ncol=5, loc="upper right")
         axes[-1].set_xlabel("time since log start (s)")
         axes[0].set_title(f"{j.pilot}: {j.entry['total']:.1f} / 100")
-        out[f"profile_{_safe(j.pilot)}.png"] = _png(fig)
+        out[_unique(_safe(j.pilot), out)] = _png(fig)
     return out
 
 

@@ -233,3 +233,22 @@ def test_one_broken_log_does_not_stop_the_others(runner, sample, real_data, tmp_
     res = runner.invoke(app, ["flight", "score", *both, "--out", str(tmp_path / "n")])
     assert res.exit_code == 1 and res.output.startswith("Error:") and "no pilot could be scored" in res.output
     assert not (tmp_path / "n" / "scores.json").exists()
+
+
+def test_replay_chinese_pilot_names_get_one_profile_png_each(runner, sample, tmp_path):
+    import shutil as _sh
+
+    logs = []
+    for src, name in ((sample["pilots"]["ace"]["csv"], "张 三.csv"), (sample["pilots"]["solid"]["csv"], "李四.csv"),
+                      (sample["pilots"]["shaky"]["csv"], "李四!.csv")):
+        logs.append(tmp_path / name)
+        _sh.copyfile(src, logs[-1])
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.invoke(app, ["flight", "replay", *map(str, logs), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (tmp_path / "r").glob("profile_*.png"))
+    assert names == ["profile_张_三.png", "profile_李四.png", "profile_李四_2.png"]
+    assert not [w for w in caught if "Glyph" in str(w.message)]  # no per-glyph noise on stderr
