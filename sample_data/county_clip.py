@@ -47,6 +47,7 @@ from tuban.sample_data.radiometry import MATERIALS, material_texture, water_spec
 from tuban.sample_data.uav_clip import (
     ClipOutputs,
     ClipSettings,
+    flight_poses,
     generate_uav_clip,
     true_footprint_m,
 )
@@ -127,9 +128,7 @@ def plan_county_flight(ponds_m: gpd.GeoDataFrame, base: ClipSettings | None = No
     settings = replace(s, heading_deg=round(course, 3), lane_offset_m=round(lane, 3), start_along_m=10.0,
                        pass_s=pass_s, speed_m_s=round(speed, 3))
     # footprints of the true flight (local frame = take-off at 0,0) bound the ortho
-    from tuban.sample_data.uav_clip import _true_poses
-
-    pose = _true_poses(settings)
+    pose = flight_poses(settings)
     pts = []
     for i in range(0, len(pose["time_s"]), max(1, int(settings.fps // 2))):
         fp = true_footprint_m((pose["east_m"][i], pose["north_m"][i]), pose["height_m"][i],

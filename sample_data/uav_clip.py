@@ -6,8 +6,8 @@ test never sees. Steps:
 1. A high-resolution ortho (default 0.2 m/px, 500 x 400 m) of coastal farmland with an
    aquaculture pond cluster (rectangular ponds, earth dikes, clear / algae-green / turbid
    water), fields, a road, a hamlet and tree rows — or any RGB ortho the caller passes.
-2. A flight: a nadir pass at 80 m heading east, a turn, then an oblique pass heading west with
-   the gimbal looking sideways (north) at -55 deg; DJI conventions (gimbal yaw from true
+2. A flight: a nadir pass at 80 m (by default heading east), a turn, then an oblique pass back
+   with the gimbal looking sideways (by default north) at -55 deg; DJI conventions (gimbal yaw from true
    north, pitch 0 = horizon, -90 = nadir, angles NED/ZYX as in FLIGHT.md section 2).
 3. Every frame is rendered with ``cv2.warpPerspective`` through the exact ground-plane
    homography of the true pose (pinhole, principal point at the centre, square pixels,
@@ -43,7 +43,7 @@ from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.vector_io import atomic_path, write_geojson, write_text_atomic
 
 __all__ = ["ClipSettings", "ClipOutputs", "generate_uav_clip", "render_farm_ortho", "local_crs",
-           "camera_to_ned", "ground_homography", "true_footprint_m"]
+           "camera_to_ned", "ground_homography", "true_footprint_m", "flight_poses"]
 
 #: camera (x right, y down, z forward) -> gimbal body (x forward, y right, z down)
 _M = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -273,7 +273,7 @@ def render_farm_ortho(s: ClipSettings, rng: np.random.Generator) -> tuple[GeoRas
 # --- the flight ---------------------------------------------------------------------------------
 
 
-def _true_poses(s: ClipSettings) -> dict[str, np.ndarray]:
+def flight_poses(s: ClipSettings) -> dict[str, np.ndarray]:
     """Per-frame true pose: east/north/height (m), gimbal and aircraft angles (deg), speed.
 
     The flight is described along the nadir pass's course (``u``) and to its right (``v``):
@@ -396,7 +396,7 @@ def generate_uav_clip(out_dir: str | Path, seed: int = 0, *, ortho: GeoRaster | 
         raise ValueError("ortho must be RGB uint8")
     out = Path(out_dir) / "uav"
     out.mkdir(parents=True, exist_ok=True)
-    pose = _true_poses(s)
+    pose = flight_poses(s)
     n = s.n_frames
     gfp = _ground_from_px(ortho, lcrs)
     src = np.ascontiguousarray(ortho.data[:3].transpose(1, 2, 0)[..., ::-1])  # BGR for OpenCV

@@ -10,6 +10,8 @@ import cv2
 import geopandas as gpd
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point
 
 from tuban.imagery.crs import WGS84, transformer
@@ -174,6 +176,7 @@ def county_clip(tmp_path_factory):
     return root, paths, time.process_time() - t0
 
 
+@pytest.mark.slow  # shares one ~20 s county + clip render
 def test_county_clip_films_county_new_ponds(county_clip):
     root, paths, cpu_s = county_clip
     assert cpu_s < 30.0
@@ -192,6 +195,7 @@ def test_county_clip_films_county_new_ponds(county_clip):
     assert meta["settings"]["altitude_m"] == 80.0
 
 
+@pytest.mark.slow  # shares one ~20 s county + clip render
 def test_county_clip_frames_show_water_on_county_ponds(county_clip):
     """Project ground points with the true pose: county water is darker in the video than land."""
     _, paths, _ = county_clip
@@ -232,3 +236,44 @@ def test_county_clip_needs_a_county(tmp_path):
 
     with pytest.raises(InputError, match="not a sample county"):
         generate_county_clip(tmp_path)
+
+
+@settings(max_examples=15, deadline=None)
+@given(angle_deg=st.floats(-40.0, 40.0), side_m=st.floats(50.0, 90.0), rows=st.integers(1, 4),
+       cols=st.integers(1, 6))
+def test_planned_nadir_pass_covers_every_new_pond(angle_deg, side_m, rows, cols):
+    """Whatever the cluster's orientation and size, nadir frames cover each new pond's centroid
+    (what triage needs to attach a frame to its case) and the ortho box holds every footprint."""
+    from shapely import affinity
+    from shapely.geometry import box
+
+    from tuban.sample_data.county_clip import plan_county_flight
+    from tuban.sample_data.uav_clip import flight_poses
+
+    crs = "EPSG:32650"
+    x0, y0, dike = 560_000.0, 2_650_000.0, 5.0
+    geoms, kinds = [], []
+    for r in range(rows + 1):  # the last row is new (an extension row)
+        for c in range(cols):
+            g = box(x0 + c * (side_m + dike), y0 + r * (side_m + dike), x0 + c * (side_m + dike) + side_m,
+                    y0 + r * (side_m + dike) + side_m)
+            geoms.append(affinity.rotate(g, angle_deg, origin=(x0, y0)))
+            kinds.append("new_pond" if r == rows else "pond")
+    ponds = gpd.GeoDataFrame({"pond_id": [f"P{i}" for i in range(len(geoms))], "cluster_id": "C01",
+                              "kind": kinds}, geometry=geoms, crs=crs)
+    plan = plan_county_flight(ponds)
+    s = plan.settings
+    pose = flight_poses(s)
+    e0, n0 = transformer(WGS84, crs).transform(s.origin_lon, s.origin_lat)
+    nadir_fp, all_fp = [], []
+    for i in range(0, s.n_frames, 5):
+        fp = true_footprint_m((pose["east_m"][i], pose["north_m"][i]), pose["height_m"][i],
+                              (pose["gimbal_yaw_deg"][i], pose["gimbal_pitch_deg"][i], 0.0), s)
+        fp = affinity.translate(fp, e0, n0)
+        all_fp.append(fp)
+        if pose["gimbal_pitch_deg"][i] == -90.0:
+            nadir_fp.append(fp)
+    for g in ponds[ponds["kind"] == "new_pond"].geometry:
+        assert any(f.contains(g.centroid) for f in nadir_fp)
+    assert box(*plan.ortho_bounds_m).buffer(1.0).contains(gpd.GeoSeries(all_fp).union_all())
+    assert 6.0 <= s.speed_m_s <= 12.0 and 12.0 <= s.pass_s <= 40.0

@@ -356,6 +356,7 @@ def county_clip(tmp_path_factory):
     return root, read_srt(uav / "clip.SRT"), gpd.read_file(uav / "truth_footprints.geojson"), meta
 
 
+@pytest.mark.slow  # shares one ~20 s county + clip render
 def test_county_clip_footprint_iou_and_nadir_centre_error(county_clip):
     _, track, truth_fp, meta = county_clip
     s = meta["settings"]
@@ -380,6 +381,7 @@ def test_county_clip_footprint_iou_and_nadir_centre_error(county_clip):
     assert (np.array(err) <= 2.0).mean() >= 0.95, np.percentile(err, [50, 90, 100])
 
 
+@pytest.mark.slow  # shares one ~20 s county + clip render
 def test_county_clip_frames_attach_to_new_pond_cases(county_clip, runner, tmp_path):
     """Sky -> drone -> ground: change on the hr pair, frames indexed, triage attaches frames to a case."""
     from tuban.cli import app
