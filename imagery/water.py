@@ -229,6 +229,10 @@ def otsu_two_thresholds(values: np.ndarray, bins: int = 128) -> tuple[float, flo
     return float(edges[i[k]]), float(edges[j[k]])
 
 
+#: Weak water lies above this share of the way from the land median up to the water threshold.
+WEAK_SHARE = 0.5
+
+
 def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
                      brightness_before: np.ndarray, brightness_after: np.ndarray, *,
                      dark_fraction: float = 0.65) -> WaterThresholds:
@@ -273,7 +277,7 @@ def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
     change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
     land_b = bright[joint <= t]
     dark = dark_fraction * float(np.median(land_b)) if land_b.size else 0.0
-    return WaterThresholds(water=t, weak_water=t - 0.5 * (t - l_mean), dark_level=dark,
+    return WaterThresholds(water=t, weak_water=t - WEAK_SHARE * (t - l_mean), dark_level=dark,
                            change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean)
 
 

@@ -217,3 +217,20 @@ def test_cli_bands_beyond_band_count_is_exit_1(runner, tmp_path, scene_pair):
                               str(tmp_path / "o.geojson"), "--bands", "green=2,nir=9"])
     assert res.exit_code == 1
     assert "nir=9" in res.output
+
+
+def test_cli_tiles_as_list_file_and_scheduler_usage(runner, tmp_path, scene_pair):
+    refl = cs.scene("after", 2)
+    names = []
+    for i, c in enumerate((0, 120)):
+        t = cs.TRANSFORM @ Affine.translation(c, 0)
+        names.append(str(cs.write(tmp_path / f"a{i}.tif", refl[:, :, c:c + 120], transform=t, date="2025-06-02")))
+    listing = tmp_path / "after.txt"
+    listing.write_text("\n".join(names) + "\n")
+    out = tmp_path / "p.geojson"
+    res = runner.invoke(app, ["change", str(scene_pair[0]), f"@{listing}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["tuban_change"]["after_date"] == "2025-06-02"
+    res = runner.invoke(app, ["change", str(scene_pair[0]), ",".join(names), "--out", str(out), "--overwrite",
+                              "--scheduler", "localhost:8786"])
+    assert res.exit_code == 2 and not res.output.count("Traceback")
