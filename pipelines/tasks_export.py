@@ -114,7 +114,21 @@ def instructions_for(case: dict[str, Any]) -> str:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"
+    """A file-name part: Unicode letters and digits kept (grid ids are often village names)."""
+    return re.sub(r"[^\w.-]+", "_", str(name)).strip("._")[:80] or "x"
+
+
+def _grid_file_parts(grids: list[str]) -> dict[str, str]:
+    """One distinct file-name part per grid id; ids that sanitise alike get a short hash."""
+    parts: dict[str, str] = {}
+    taken: dict[str, int] = {}
+    for g in grids:
+        base = _safe(g)
+        taken[base] = taken.get(base, 0) + 1
+    for g in grids:
+        base = _safe(g)
+        parts[g] = base if taken[base] == 1 else f"{base}_{hashlib.sha1(str(g).encode()).hexdigest()[:6]}"
+    return parts
 
 
 class _Rasters:
@@ -238,11 +252,12 @@ def export_packs(ledger_path: str | Path, out_dir: str | Path, settings: ExportS
         attempts = {r["case_id"]: r["n"] for r in led.rows("SELECT case_id, COUNT(*) AS n FROM tasks GROUP BY case_id")}
         packs: list[tuple[str, str, list[dict[str, Any]], bytes]] = []
         done, total = 0, len(cases)
+        file_part = _grid_file_parts(sorted(cases["_grid"].unique()))
         for grid, group in cases.groupby("_grid", sort=True):
             records = group.drop(columns=["_grid"]).to_dict("records")
             chunks = [records[i:i + settings.max_per_pack] for i in range(0, len(records), settings.max_per_pack)]
             for k, chunk in enumerate(chunks, start=1):
-                pack_id = f"{_safe(grid)}-{stamp}" + (f"-{k}" if len(chunks) > 1 else "")
+                pack_id = f"{file_part[grid]}-{stamp}" + (f"-{k}" if len(chunks) > 1 else "")
                 features, files = [], {}
                 for case in chunk:
                     geom = case.pop("geometry")

@@ -476,3 +476,12 @@ def test_big_drone_frames_are_shrunk_for_phones(tmp_path):
     Image.new("RGB", (4000, 3000), (10, 80, 30)).save(big)
     out = Image.open(io.BytesIO(_phone_jpeg(big, 1600)))
     assert out.format == "JPEG" and out.size == (1600, 1200)
+
+
+def test_pack_file_names_keep_village_names_and_never_collide():
+    from tuban.pipelines.tasks_export import _grid_file_parts
+
+    parts = _grid_file_parts(["西村1", "东村1", "a/b", "a?b", "../etc", "G01"])
+    assert parts["西村1"] == "西村1" and parts["东村1"] == "东村1" and parts["G01"] == "G01"
+    assert len(set(parts.values())) == 6  # 'a/b' and 'a?b' both sanitise to 'a_b': hashed apart
+    assert all("/" not in v and not v.startswith(".") for v in parts.values())
