@@ -19,16 +19,21 @@ __all__ = ["POSITIVE", "NEGATIVE", "case_labels", "write_labels"]
 
 POSITIVE = ("confirmed_illegal", "rectified")
 NEGATIVE = ("false_change", "legal")
-_COLUMNS = ["case_id", "label", "positive", "verdict", "kind", "score", "area_m2", "before_date", "after_date",
+_COLUMNS = ["case_id", "label", "positive", "negative", "verdict", "kind", "score", "area_m2", "before_date", "after_date",
             "raster_before", "raster_after", "verified_at"]
 
 
 def case_labels(ledger_path: str | Path) -> gpd.GeoDataFrame:
-    """Labelled case polygons (EPSG:4326): ``label`` is ``pond`` or ``hard_negative``."""
+    """Labelled case polygons (EPSG:4326): ``label`` is ``pond`` or ``hard_negative``.
+
+    ``negative`` is True for hard negatives, which is what ``tuban model dataset`` reads: they
+    become chips with empty labels, never a second class.
+    """
     verdicts = (*POSITIVE, *NEGATIVE)
     with open_ledger(ledger_path) as led:
         cases = led.cases(f"verdict IN ({', '.join('?' * len(verdicts))}) AND status != 'review'", list(verdicts))
     cases["positive"] = cases["verdict"].isin(POSITIVE)
+    cases["negative"] = ~cases["positive"]
     cases["label"] = cases["positive"].map({True: "pond", False: "hard_negative"})
     return cases[[*_COLUMNS, "geometry"]].reset_index(drop=True)
 

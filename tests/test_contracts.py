@@ -680,8 +680,6 @@ def test_cases_table_keeps_case_ids_whole_at_80_columns(ledger_world, packs, cli
     assert ids and all(i in res.output for i in ids)
 
 
-@pytest.mark.xfail(strict=True, reason="F22: `model labels` writes label 'hard_negative', which `model dataset` takes as a "
-                                       "second class instead of a hard negative (it knows negative/background/none/neg)")
 def test_verified_cases_become_a_one_class_dataset_with_hard_negatives(cli, tmp_path):
     """Issue 6 -> issue 4: confirmed cases are ponds, false_change/legal ones hard negatives, never a class."""
     centres = [(LON0, LAT0), offset(LON0, LAT0, 0, 250), offset(LON0, LAT0, 250, 0)]
