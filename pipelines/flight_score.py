@@ -51,10 +51,12 @@ from tuban.pipelines.flight_square import (
 from tuban.pipelines.flight_targets import target_coverage
 
 __all__ = ["ScoreSettings", "Judged", "LogFailure", "subscore", "judge_track", "score_tracks", "scores_json",
-           "leaderboard_csv", "load_tracks", "read_logs", "penalty_text", "NO_DATA"]
+           "leaderboard_csv", "load_tracks", "read_logs", "penalty_text", "NO_DATA", "NOT_MEASURABLE"]
 
 #: Status of a pilot whose log could not be read or judged.
 NO_DATA = "no_data"
+#: Status of an item the log's channels cannot measure (rotation without yaw): not in the total.
+NOT_MEASURABLE = "not_measurable"
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,11 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
         if fs.coarse and item != "targets" and win is not None:
             items[item] = _not("rejected", f"{item} not judged: {fs.coarse}")
             continue
+        if win is None and item == "rotation" and not fs.has_yaw and seg.airborne is not None:
+            # a missing data channel is not a missing maneuver: excluded from the total, no penalty
+            items[item] = _not(NOT_MEASURABLE, "rotation not measurable: the log has no yaw (e.g. GPX); "
+                                               "excluded from the total, not penalised")
+            continue
         if win is None:
             why = seg.notes.get(item, "not found in the log")
             items[item] = _not("not_found", f"{item} not found: {why}")
@@ -430,7 +437,8 @@ def judge_track(track: Track, pilot: str, course: Course | None = None,
             if mode and mode != course.required_flight_mode:
                 penalties.append(_penalty(course, "wrong_flight_mode", item,
                                           f"flown in {mode}, required {course.required_flight_mode}"))
-    weights = {k: course.item_weights.get(k, 0.0) for k in ITEMS if items[k]["status"] != "not_applicable"}
+    weights = {k: course.item_weights.get(k, 0.0) for k in ITEMS
+               if items[k]["status"] not in ("not_applicable", NOT_MEASURABLE)}
     wsum = sum(weights.values())
     base = sum(weights[k] * items[k]["score"] for k in weights) / wsum if wsum > 0 else 0.0
     deduct = sum(p["points"] for p in penalties)

@@ -386,7 +386,8 @@ def test_any_track_is_judged_without_crashing(n, seed, alt, yaw, step):
     result, _ = score_tracks([("p", make_track(cols, format="fuzz"))], parse_course(yaml.safe_load(course_yaml())))
     entry = result["pilots"][0]
     assert 0 <= entry["total"] <= 100
-    assert {v["status"] for v in entry["items"].values()} <= {"scored", "not_found", "rejected", "not_applicable"}
+    assert {v["status"] for v in entry["items"].values()} <= {"scored", "not_found", "rejected", "not_applicable",
+                                                              "not_measurable"}
     scores_json(result)  # no NaN or numpy types leak into the JSON
 
 
@@ -407,3 +408,17 @@ def test_judges_windows_override_segmentation(flights):
         parse_course({"windows": {"ace": {"hover": [20, 10]}}})
     with pytest.raises(ValueError, match="only takeoff"):
         parse_course({"windows": {"ace": {"targets": [0, 10]}}})
+
+
+def test_a_log_without_yaw_is_not_penalised_for_the_rotation(flights, sample_course, scored):
+    """GPX has no yaw: the rotation cannot be measured, which is not the same as not flying it."""
+    track, _ = flights["ace"]
+    cols = {c: track.table[c].to_numpy() for c in ("time_s", "lat", "lon", "rel_alt_m")}
+    gpx_like = make_track(cols, format="gpx")
+    entry = judge_track(gpx_like, "ace", sample_course).entry
+    rot = entry["items"]["rotation"]
+    assert rot["status"] == "not_measurable" and "no yaw" in rot["reasons"][0]
+    assert not any(p["item"] == "rotation" for p in entry["penalties"])
+    full = scored[0]["ace"]
+    assert full["items"]["rotation"]["status"] == "scored"
+    assert entry["total"] > full["total"] - 15  # was 30 points lower: rotation 0 plus a missing_item penalty
