@@ -355,7 +355,16 @@ def run_change(before_paths: Sequence[str | Path], after_paths: Sequence[str | P
     settings = settings or ChangeSettings()
     before = open_date(before_paths, bands=settings.bands_before, sensor=settings.sensor_before)
     after = open_date(after_paths, bands=settings.bands_after, sensor=settings.sensor_after)
-    return detect_changes(before, after, settings, progress)
+    result = detect_changes(before, after, settings, progress)
+    # name the inputs, so triage can cut before/after evidence chips from them later
+    result.stats["sources"] = {"before": _source_names(before_paths), "after": _source_names(after_paths)}
+    return result
+
+
+def _source_names(paths: Sequence[str | Path]) -> str | list[str]:
+    """Absolute input path(s) of one date: a string for one file, else a list."""
+    names = [str(Path(p).resolve()) if Path(p).exists() else str(p) for p in paths]
+    return names[0] if len(names) == 1 else names
 
 
 def area_mu(area_m2: float) -> float:

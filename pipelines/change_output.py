@@ -27,8 +27,15 @@ def change_outputs(out: Path, fmt: str, report: Path | None) -> list[Path]:
 
 
 def change_summary(result: ChangeResult) -> dict:
-    """Top-level facts about a run (stored in the GeoJSON and the report)."""
+    """Top-level facts about a run (stored in the GeoJSON and the report).
+
+    ``before_raster``/``after_raster`` name the inputs (absolute paths; a list for tile sets)
+    so that ``tuban triage`` can cut evidence chips for the task packs.
+    """
+    sources = result.stats.get("sources", {})
     return {
+        "before_raster": sources.get("before"),
+        "after_raster": sources.get("after"),
         "before_date": result.dates[0],
         "after_date": result.dates[1],
         "shift_px": {"dx": result.shift_px[0], "dy": result.shift_px[1]},

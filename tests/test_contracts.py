@@ -755,8 +755,6 @@ def test_flight_score_a_broken_log_does_not_block_the_leaderboard(flights, corru
     assert rows[0]["pilot"] == "ace" and rows[0]["rank"] == "1"
 
 
-@pytest.mark.xfail(strict=True, reason="F24: `change` output does not name its before/after rasters (tuban_change has no "
-                                       "before_raster/after_raster), so change -> triage -> tasks export packs get no image chips")
 def test_change_to_triage_to_pack_carries_before_after_chips(patches, cli, tmp_path):
     """The README tour path (no --before-image/--after-image): packs still show before/after chips."""
     from pyproj import Transformer
