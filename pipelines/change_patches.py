@@ -97,6 +97,20 @@ def _window_for(bounds_px, grid, pad: int) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+def _blob_mask(geom, value: int, win_codes: np.ndarray, wt, shape_hw) -> np.ndarray:
+    """The blob's pixels: the 4-connected component of ``value`` under an interior point.
+
+    Same pixels as rasterizing the polygon (it was polygonised from them), ~20x cheaper.
+    """
+    lab, _ = ndimage.label(win_codes == value)
+    pt = geom.representative_point()
+    col, row = ~wt * (pt.x, pt.y)
+    r, c = int(np.floor(row)), int(np.floor(col))
+    if 0 <= r < shape_hw[0] and 0 <= c < shape_hw[1] and lab[r, c] > 0:
+        return lab == lab[r, c]
+    return rasterize([(geom, 1)], out_shape=shape_hw, transform=wt, fill=0, dtype="uint8").astype(bool)
+
+
 def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2):
     """Yield ``(polygon, stats, contrast, drained)`` for one polygonised blob (grid CRS)."""
     grid = job.grid
@@ -109,8 +123,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
     rs = slice(int(win.row_off), int(win.row_off + win.height))
     cs = slice(int(win.col_off), int(win.col_off + win.width))
     shape_hw = (int(win.height), int(win.width))
-    blob = rasterize([(geom, 1)], out_shape=shape_hw, transform=wt, fill=0, dtype="uint8").astype(bool)
     win_codes = np.asarray(stack[0, rs, cs])
+    blob = _blob_mask(geom, value, win_codes, wt, shape_hw)
     ib = dequantise_index(np.asarray(stack[1, rs, cs]))
     ia = dequantise_index(np.asarray(stack[2, rs, cs]))
     nir = np.asarray(stack[3, rs, cs]).astype(np.float32)
