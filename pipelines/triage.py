@@ -82,12 +82,15 @@ class TriageResult:
 
 
 def priority_of(score: float, area_m2: float, n_detections: int, n_frames: int, protected: bool,
-                settings: TriageSettings = TriageSettings(), *, kind: str | None = None) -> int:
+                settings: TriageSettings = TriageSettings(), *, kind: str | None = None,
+                changed: bool = True) -> int:
     """Priority 1 (high) to 3 (low) from score, area, kind, evidence agreement and protected zones.
 
     Points: score >= high_score 2 (>= mid_score 1); area >= large_area_m2 1; a target kind
     (new_pond) 1; a detection agrees 1; drone frames cover it 1; protected zone 2.
-    Priority 1 at >= 4 points, 2 at >= 2, else 3.
+    Priority 1 at >= 4 points, 2 at >= 2, else 3. A case without change evidence
+    (``changed=False``: only detections, no change patch) shows a pond, not a change, which may
+    well be an old legal one: priority 3 unless it touches a protected zone.
 
     Example:
         >>> priority_of(0.9, 10000, 1, 0, False)
@@ -100,6 +103,8 @@ def priority_of(score: float, area_m2: float, n_detections: int, n_frames: int, 
     points += settings.target_kind_points if kind in settings.target_kinds else 0
     points += int(n_detections > 0) + int(n_frames > 0)
     points += settings.protected_points if protected else 0
+    if not changed and not protected:
+        return 3
     return 1 if points >= 4 else 2 if points >= 2 else 3
 
 
@@ -450,7 +455,8 @@ def _rescore(led: Ledger, prot: gpd.GeoDataFrame | None, settings: TriageSetting
     for i, row in enumerate(cases.itertuples(index=False)):
         n_p, n_d, n_f = (counts.get((row.case_id, k), 0) for k in ("patch", "detection", "frame"))
         is_prot = int(i in protected_hits or bool(row.protected))
-        prio = priority_of(_num(row.score), _num(row.area_m2), n_d, n_f, bool(is_prot), settings, kind=row.kind)
+        prio = priority_of(_num(row.score), _num(row.area_m2), n_d, n_f, bool(is_prot), settings, kind=row.kind,
+                           changed=n_p > 0)
         new = {"n_patches": n_p, "n_detections": n_d, "n_frames": n_f, "protected": is_prot, "priority": prio}
         if any(getattr(row, k) != v for k, v in new.items()):
             led.update_case(row.case_id, updated_at=now, **new)

@@ -105,7 +105,8 @@ def test_detections_protected_zones_and_frames_feed_priority_and_evidence(tmp_pa
     east = cases.loc["350182-00001"]
     assert east["protected"] == 1 and east["priority"] == 1  # alone it would be 2
     lone = cases.loc["350181-00002"]
-    assert (lone["kind"], lone["n_detections"], lone["priority"]) == ("pond", 1, 2)
+    # a detection with no change patch shows a pond, maybe an old legal one: below every changed case
+    assert (lone["kind"], lone["n_detections"], lone["n_patches"], lone["priority"]) == ("pond", 1, 0, 3)
     with open_ledger(tmp_path / "tuban.gpkg") as led:
         frames_ranked = led.rows("SELECT source_id FROM evidence WHERE case_id = '350181-00001' AND kind = 'frame' "
                                  "ORDER BY rank_key")
@@ -217,3 +218,9 @@ def test_a_large_high_score_new_pond_is_priority_1_from_the_satellite_alone(tmp_
     assert priority_of(0.9, 14400, 0, 0, False, kind="new_pond") == 1
     assert priority_of(0.9, 14400, 0, 0, False, kind="new_water") == 2
     assert priority_of(0.6, 14400, 0, 0, False, kind="new_pond") == 2
+
+
+def test_detection_only_cases_rank_below_changed_ones_unless_protected():
+    assert priority_of(0.95, 20000, 1, 1, False, kind="pond", changed=False) == 3
+    assert priority_of(0.95, 20000, 1, 1, True, kind="pond", changed=False) == 1
+    assert priority_of(0.95, 20000, 1, 1, False, kind="pond") == 1
