@@ -171,11 +171,12 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def _polygons(gdf: gpd.GeoDataFrame, what: str) -> gpd.GeoDataFrame:
+def _polygons(gdf: gpd.GeoDataFrame, what: str, source: Any = None) -> gpd.GeoDataFrame:
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     bad = ~gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
     if bad.any():
-        raise VectorError(None, f"{what}: {int(bad.sum())} features are not polygons")
+        kinds = ", ".join(sorted(set(gdf.geometry.geom_type[bad])))
+        raise VectorError(source, f"{what}: {int(bad.sum())} features are not polygons ({kinds})")
     return gdf.assign(geometry=shapely.make_valid(gdf.geometry.values)).reset_index(drop=True)
 
 
@@ -244,12 +245,12 @@ def _grid_for(geom_wgs84: Any, grids: gpd.GeoDataFrame | None, records: list[dic
     return {k: _str(row.get(k)) for k in ("grid_id", "grid_name", "officer", "phone", "admin_code")}
 
 
-def _grids(grids: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+def _grids(grids: gpd.GeoDataFrame | None, source: Any = None) -> gpd.GeoDataFrame | None:
     if grids is None:
         return None
     g = grids.to_crs(WGS84).reset_index(drop=True)
     if "grid_id" not in g.columns:
-        raise VectorError(None, "grids have no grid_id property")
+        raise VectorError(source, "grids have no grid_id property")
     if "grid_name" not in g.columns:
         g["grid_name"] = g["name"] if "name" in g.columns else g["grid_id"]
     for col in ("officer", "phone", "admin_code"):
@@ -283,14 +284,18 @@ def triage(
             attaches to every case whose centroid it covers.
         protected: protected zones; a case touching one gets extra priority.
         rasters: source raster paths ``{"before": ..., "after": ...}`` for evidence chips.
-        inputs: file names etc. recorded in the run row.
+        inputs: file names etc. recorded in the run row; ``patches``, ``detections`` (a list)
+            and ``grids`` also name the file in errors about that input.
 
     Returns:
         The new and joined case ids. The whole run is one transaction.
     """
-    patches = _polygons(patches.to_crs(WGS84), "patches")
-    dets = [_polygons(d.to_crs(WGS84), "detections") for d in detections]
-    grid_gdf = _grids(grids)
+    names = inputs or {}
+    det_names = list(names.get("detections") or [])
+    patches = _polygons(patches.to_crs(WGS84), "patches", names.get("patches"))
+    dets = [_polygons(d.to_crs(WGS84), "detections", det_names[i] if i < len(det_names) else None)
+            for i, d in enumerate(detections)]
+    grid_gdf = _grids(grids, names.get("grids"))
     prot = protected.to_crs(WGS84) if protected is not None and len(protected) else None
     if frames is not None and len(frames):  # frames looking above the horizon have no footprint
         frames = frames.to_crs(WGS84)

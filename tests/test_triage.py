@@ -224,3 +224,15 @@ def test_detection_only_cases_rank_below_changed_ones_unless_protected():
     assert priority_of(0.95, 20000, 1, 1, False, kind="pond", changed=False) == 3
     assert priority_of(0.95, 20000, 1, 1, True, kind="pond", changed=False) == 1
     assert priority_of(0.95, 20000, 1, 1, False, kind="pond") == 1
+
+
+def test_cli_errors_about_patches_or_grids_name_the_file(tmp_path):
+    runner = CliRunner()
+    points = write_fc(tmp_path / "points.geojson", [feature(shapely.Point(*WEST), patch_id="x", score=1.0)])
+    grids = grids_file(tmp_path / "grids.geojson")
+    r = runner.invoke(app, ["triage", str(points), "--grids", str(grids), "--ledger", str(tmp_path / "l.gpkg")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: {points}: patches: 1 features are not polygons (Point)")
+    no_id = write_fc(tmp_path / "noid.geojson", [feature(square(*WEST, 500), name="x")])
+    patches = write_fc(tmp_path / "patches.geojson", patch_features([WEST]))
+    r = runner.invoke(app, ["triage", str(patches), "--grids", str(no_id), "--ledger", str(tmp_path / "l.gpkg")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: {no_id}: grids have no grid_id property")
