@@ -272,7 +272,10 @@ def generate_county_clip(county_root: str | Path, seed: int = 0, *, settings: Cl
     crs = CRS.from_user_input(manifest["crs"])
     ponds = gpd.read_file(truth_path).to_crs(crs)
     base = settings or ClipSettings()
-    plan = plan_county_flight(ponds, base)
+    try:
+        plan = plan_county_flight(ponds, base)
+    except ValueError as exc:  # no ponds, or truth without cluster_id/kind
+        raise InputError(truth_path, str(exc)) from exc
     rng = np.random.default_rng([seed, 11])
     ortho = render_county_ortho(root, ponds, plan.ortho_bounds_m, base.ortho_gsd_m, rng)
     cols = [c for c in ("pond_id", "kind", "cluster_id", "water_colour") if c in ponds.columns]

@@ -277,3 +277,15 @@ def test_planned_nadir_pass_covers_every_new_pond(angle_deg, side_m, rows, cols)
         assert any(f.contains(g.centroid) for f in nadir_fp)
     assert box(*plan.ortho_bounds_m).buffer(1.0).contains(gpd.GeoSeries(all_fp).union_all())
     assert 6.0 <= s.speed_m_s <= 12.0 and 12.0 <= s.pass_s <= 40.0
+
+
+def test_county_clip_without_ponds_is_an_input_error(tmp_path):
+    from tuban import InputError
+    from tuban.sample_data.county_clip import generate_county_clip
+
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "county.json").write_text('{"crs": "EPSG:32650"}')
+    (tmp_path / "truth" / "ponds_after.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(InputError, match="ponds_after.geojson"):
+        generate_county_clip(tmp_path)
+    assert not (tmp_path / "uav").exists()  # nothing written
