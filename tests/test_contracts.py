@@ -651,11 +651,9 @@ MALFORMED = [
                  marks=pytest.mark.xfail(strict=True, reason="F19: eval crashes on a null geometry "
                                                              "(unhandled AttributeError/ValueError, no file name)")),
     pytest.param(["triage", "{P}", "--grids", "{nogridid}", "--ledger", "{T}/l.gpkg"], "nogridid",
-                 id="triage grids without grid_id",
-                 marks=pytest.mark.xfail(strict=True, reason="F19: 'grids have no grid_id property' names no file")),
+                 id="triage grids without grid_id"),
     pytest.param(["triage", "{points}", "--grids", "{G}", "--ledger", "{T}/l.gpkg"], "points",
-                 id="triage point patches",
-                 marks=pytest.mark.xfail(strict=True, reason="F19: 'patches: 1 features are not polygons' names no file")),
+                 id="triage point patches"),
 ]
 
 
