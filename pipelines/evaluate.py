@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import shapely
+
 from tuban.imagery.crs import metric_crs_for_gdf
 
 __all__ = ["Score", "match_objects", "score_objects"]
