@@ -186,14 +186,19 @@ class XyzTileMosaic:
                 valid[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part[..., 3] > 0
         return data, valid
 
-    def read_decimated(self, max_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """A decimated RGB read of the whole mosaic (nearest, every n-th pixel of each tile)."""
+    def read_decimated(self, max_px: int = 1024, max_tiles: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """A decimated RGB read of the whole mosaic (nearest, every n-th pixel of each tile).
+
+        At most ``max_tiles`` tiles, evenly spread, are decoded (enough for robust percentiles);
+        the others read as invalid.
+        """
         step = max(1, int(np.ceil(max(self.width, self.height) / max_px)))
         t = self._grid.tile_px
         sub = len(range(0, t, step))
         data = np.zeros((3, self._grid.rows * sub, self._grid.cols * sub), np.uint8)
         valid = np.zeros(data.shape[1:], bool)
-        for (x, y), _path in self._tiles.items():
+        keys = sorted(self._tiles)
+        for x, y in keys[::max(1, -(-len(keys) // max_tiles))]:
             tile = self._tile((x, y))
             assert tile is not None
             r, c = (y - self._grid.y_min) * sub, (x - self._grid.x_min) * sub

@@ -5,8 +5,8 @@ on the CPU unless a CUDA GPU is present, with AMP off on the CPU, plots off, and
 directory inside a temporary folder. The best checkpoint (``best.pt``, already fp16) is copied
 atomically to the requested path; nothing partial is left behind on failure.
 
-Augmentation suits nadir imagery: vertical as well as horizontal flips, mosaic, scale jitter and
-colour jitter (HSV); rotations are left to the ``-obb`` models.
+Augmentation suits nadir imagery: vertical as well as horizontal flips, rotations (+-30 degrees
+by default), mosaic, scale jitter and colour jitter (HSV).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class TrainSettings:
         workers: dataloader worker processes (0 = in the main process; best on 2 cores).
         threads: torch CPU threads; None = all available cores.
         close_mosaic: last epochs without mosaic augmentation.
+        degrees: random rotation range (+-), degrees; nadir imagery has no "up". Boxes of rotated
+            objects become the boxes of the rotated corners (exact for rectangles like ponds).
     """
 
     model: str = "yolo11n"
@@ -57,6 +59,7 @@ class TrainSettings:
     workers: int = 0
     threads: int | None = None
     close_mosaic: int = 5
+    degrees: float = 30.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.imgsz_px < 32:
@@ -143,7 +146,7 @@ def train(dataset: str | Path, out: str | Path, settings: TrainSettings | None =
                 model.train(data=str(data), epochs=s.epochs, imgsz=s.imgsz_px, batch=s.batch, device=device,
                             workers=s.workers, seed=s.seed, deterministic=True, patience=s.patience,
                             amp=device != "cpu", plots=False, pretrained=False, project=runs, name="run",
-                            exist_ok=True, verbose=False, flipud=0.5, fliplr=0.5, degrees=0.0,
+                            exist_ok=True, verbose=False, flipud=0.5, fliplr=0.5, degrees=s.degrees,
                             close_mosaic=min(s.close_mosaic, s.epochs), cache=False, val=True)
         except (RuntimeError, FileNotFoundError, ValueError, KeyError) as exc:
             raise ModelError(f"{data}: training failed ({type(exc).__name__}: {exc})") from exc
