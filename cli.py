@@ -263,7 +263,8 @@ def demo_cmd(
     rows.append(["total", *(sum(result.patch_counts[s].values()) for s in result.patch_files)])
     print_table("Suspect patches found, by kind", ["kind", *result.patch_files], rows)
     out.print(f"Ledger {result.ledger}: {result.new_cases} new cases, {result.joined_cases} joined "
-              f"existing cases", markup=False, highlight=False)
+              f"existing cases, {result.frames_attached} drone frames attached as evidence",
+              markup=False, highlight=False)
     done = "already there from an earlier run" if "packs" in result.reused else "written"
     out.print(f"{len(result.packs)} task packs {done} ({time.perf_counter() - started:.0f} s). "
               f"Task packs: {result.packs_dir.resolve()}", markup=False, highlight=False)
