@@ -35,6 +35,8 @@ __all__ = [
     "VERDICT_STATUS",
     "DISPATCHABLE",
     "WATCHED",
+    "WATCHED_KINDS",
+    "NOT_RESTOCKABLE_VERDICTS",
     "CaseDetail",
     "list_cases",
     "show_case",
@@ -58,6 +60,10 @@ VERDICTS = tuple(VERDICT_STATUS)
 DISPATCHABLE = ("open", "restocked")
 #: Statuses that re-watch checks against re-stocking.
 WATCHED = ("closed", "rectified")
+#: Case kinds that are ponds (re-watch checks only these: water in a closed new_water case is no
+#: re-stocking, and neither is water in a pond verified legal or a false change).
+WATCHED_KINDS = ("new_pond", "removed_pond", "drained_pond", "pond")
+NOT_RESTOCKABLE_VERDICTS = ("legal", "false_change")
 #: Decided statuses ``cases reopen`` accepts (a dispatched case only with ``pack_lost``).
 REOPENABLE = ("closed", "rectified", "dismissed", "confirmed", "review", "restocked")
 

@@ -29,7 +29,7 @@ from tuban.imagery.bands import resolve_roles
 from tuban.imagery.crs import WGS84, transformer
 from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, scene_brightness
 from tuban.imagery.water import otsu_threshold
-from tuban.pipelines.cases import WATCHED
+from tuban.pipelines.cases import NOT_RESTOCKABLE_VERDICTS, WATCHED, WATCHED_KINDS
 from tuban.pipelines.ledger import open_ledger, utc_now
 
 _SHADOW_REACH_PX = 40
@@ -198,7 +198,7 @@ def watch(ledger_path: str | Path, image_path: str | Path, settings: WatchSettin
         threshold, ref = _scene(src, roles, settings)
         if led.run_with_digest("watch", digest):
             return WatchResult(threshold, unchanged=True)
-        cases = led.cases(f"status IN ({', '.join('?' * len(WATCHED))})", list(WATCHED))
+        cases = led.cases(_watched_sql(), [*WATCHED, *WATCHED_KINDS, *NOT_RESTOCKABLE_VERDICTS])
         checks, skipped = [], []
         for i, case in enumerate(cases.to_dict("records")):
             res = _check(src, roles, ref, case, threshold, settings)
@@ -227,3 +227,10 @@ def watch(ledger_path: str | Path, image_path: str | Path, settings: WatchSettin
                     led.add_event(c.case_id, "watched", None, None, detail=detail, run_id=run_id, at=now)
             led.finish_run(run_id, {"checked": len(checks), "reopened": len(reopened), "skipped": len(skipped)})
     return WatchResult(threshold, tuple(checks), tuple(reopened), tuple(skipped))
+
+
+def _watched_sql() -> str:
+    """Closed or rectified pond cases that were not verified legal or a false change."""
+    q = lambda items: ", ".join("?" * len(items))  # noqa: E731
+    return (f"status IN ({q(WATCHED)}) AND kind IN ({q(WATCHED_KINDS)}) "
+            f"AND COALESCE(verdict, '') NOT IN ({q(NOT_RESTOCKABLE_VERDICTS)})")

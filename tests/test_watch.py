@@ -197,3 +197,15 @@ def test_swir_switches_to_mndwi_and_finds_an_algae_pond(ledger, tmp_path):
     assert only_nir.reopened == ()
     with_swir = watch(ledger, five, WatchSettings(bands={"green": 2, "nir": 4, "swir1": 5}))
     assert with_swir.reopened == ("350181-00001",)
+
+
+def test_only_restockable_pond_cases_are_watched(ledger, tmp_path):
+    """Water in a closed new_water case, or in a pond verified legal, is not re-stocking (QA F28)."""
+    with open_ledger(ledger) as led, led.transaction():
+        led.update_case("350181-00001", kind="new_water")
+        led.set_status("350181-00002", "closed", "verdict", verdict="legal")
+    wet = [square(*c, 80) for c in CENTRES]
+    res = watch(ledger, pond_raster(tmp_path / "all_wet.tif", wet, size_px=200))
+    assert {c.case_id for c in res.checked} == {"350181-00003"}
+    assert set(res.reopened) == {"350181-00003"}
+    assert _status(ledger)["350181-00001"] == "closed" and _status(ledger)["350181-00002"] == "closed"
