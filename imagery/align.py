@@ -190,6 +190,8 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *, max_shift_px: f
     """
     if reference.shape != moving.shape or min(reference.shape) < 16:
         return 0.0, 0.0, 0.0
+    if np.isnan(reference).all() or np.isnan(moving).all():  # nothing valid to correlate
+        return 0.0, 0.0, 0.0
     ref = np.nan_to_num(reference.astype(np.float64), nan=float(np.nanmean(reference)))
     mov = np.nan_to_num(moving.astype(np.float64), nan=float(np.nanmean(moving)))
     ref -= ref.mean()

@@ -85,12 +85,22 @@ def score_objects(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_thresh
     """Object-level precision/recall/F1 of ``pred`` against ``truth`` (any CRSs)."""
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError("iou_threshold must be in (0, 1]")
+    pred, truth = _with_geometry(pred), _with_geometry(truth)  # null geometries match nothing
     base = truth if len(truth) else pred
     if len(base) == 0:
         return Score(0, 0, 0, iou_threshold, 0.0)
     crs = metric_crs_for_gdf(base)
-    p = [g.buffer(0) if not g.is_valid else g for g in pred.to_crs(crs).geometry] if len(pred) else []
-    t = [g.buffer(0) if not g.is_valid else g for g in truth.to_crs(crs).geometry] if len(truth) else []
+    p = _valid_polygons(pred.to_crs(crs).geometry) if len(pred) else []
+    t = _valid_polygons(truth.to_crs(crs).geometry) if len(truth) else []
     matches = match_objects(p, t, iou_threshold)
     mean_iou = float(np.mean([m[2] for m in matches])) if matches else 0.0
     return Score(len(p), len(t), len(matches), iou_threshold, mean_iou)
+
+
+def _valid_polygons(geoms) -> list:
+    """Usable geometries: null and empty ones dropped (they match nothing), invalid ones repaired."""
+    return [g.buffer(0) if not g.is_valid else g for g in geoms if g is not None and not g.is_empty]
+
+
+def _with_geometry(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]

@@ -647,9 +647,6 @@ def malformed(tmp_path_factory) -> dict[str, Path]:
 
 
 MALFORMED = [
-    pytest.param(["eval", "{nullgeom}", "{nullgeom}"], "nullgeom", id="eval null geometry",
-                 marks=pytest.mark.xfail(strict=True, reason="F19: eval crashes on a null geometry "
-                                                             "(unhandled AttributeError/ValueError, no file name)")),
     pytest.param(["triage", "{P}", "--grids", "{nogridid}", "--ledger", "{T}/l.gpkg"], "nogridid",
                  id="triage grids without grid_id"),
     pytest.param(["triage", "{points}", "--grids", "{G}", "--ledger", "{T}/l.gpkg"], "points",
@@ -668,6 +665,14 @@ def test_malformed_vector_input_error_names_the_file(args, bad, malformed, ledge
         filled.append(a)
     res = _run(cli, filled)
     _assert_one_line_error(res, malformed[bad].name)
+
+
+def test_eval_skips_null_geometries(malformed, cli):
+    """A feature with "geometry": null matches nothing; the polygons beside it are still scored (F19)."""
+    res = _run(cli, ["eval", str(malformed["nullgeom"]), str(malformed["nullgeom"]), "--json"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.stdout[res.stdout.index("{"):])
+    assert scores["f1"] == 1.0
 
 
 def test_cases_table_keeps_case_ids_whole_at_80_columns(ledger_world, packs, cli):
