@@ -45,14 +45,22 @@ def transformer(src: CRS | str | int, dst: CRS | str | int) -> Transformer:
 
 
 def metric_crs_for_gdf(gdf: gpd.GeoDataFrame) -> CRS:
-    """A metric CRS for measuring ``gdf``: its own if projected in metres, else local UTM."""
+    """A metric CRS for measuring ``gdf``: its own if projected in metres (and not Mercator,
+    whose scale error is 1/cos(lat)² in area), else the local UTM zone."""
     if gdf.crs is None:
         raise ValueError("GeoDataFrame has no CRS")
     crs = CRS.from_user_input(gdf.crs)
-    if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
+    if (crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter")
+            and not _is_mercator(crs)):
         return crs
     minx, miny, maxx, maxy = gdf.to_crs(WGS84).total_bounds
     return utm_crs_for((minx + maxx) / 2.0, (miny + maxy) / 2.0)
+
+
+def _is_mercator(crs: CRS) -> bool:
+    """Mercator grids (e.g. Web Mercator, EPSG:3857) are in metres but far from true scale."""
+    op = crs.coordinate_operation
+    return op is not None and "mercator" in op.method_name.lower()
 
 
 def areas_m2(gdf: gpd.GeoDataFrame):

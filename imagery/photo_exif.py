@@ -60,14 +60,21 @@ def _time(text: object, offset: object) -> datetime | None:
     return t
 
 
+_EXIF_IMAGE_MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"RIFF")
+
+
 def read_photo_meta(data: bytes) -> PhotoMeta:
     """EXIF position and shot time of an image given as bytes (never raises on bad images)."""
+    if not data.startswith(_EXIF_IMAGE_MAGIC):
+        # Not JPEG/TIFF/PNG/WebP: no EXIF to read. Checked first because ultralytics, when imported
+        # in the same process, patches PIL.Image.open to try optional HEIF plugins on unknown data.
+        return PhotoMeta()
     try:
         with Image.open(io.BytesIO(data)) as img:
             exif = img.getexif()
             gps = exif.get_ifd(_GPS_IFD)
             sub = exif.get_ifd(_EXIF_IFD)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError, Image.DecompressionBombError):
         return PhotoMeta()
     lat = _deg(gps.get(2), gps.get(1)) if gps.get(2) is not None else None
     lon = _deg(gps.get(4), gps.get(3)) if gps.get(4) is not None else None

@@ -24,6 +24,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping, shape
 from shapely.geometry.polygon import orient
+
 from tuban import OutputExistsError, VectorError
 from tuban.imagery.crs import WGS84, to_wgs84
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
-import tuban
 from affine import Affine
 from hypothesis import given
 from hypothesis import strategies as st
 from shapely.geometry import Polygon, box
+
+import tuban
 from tuban import OutputExistsError, VectorError
 from tuban.cli import app
 from tuban.imagery.crs import M2_PER_MU, areas_m2, utm_crs_for
@@ -107,6 +108,8 @@ def test_area_in_metres_and_mu():
     assert areas_m2(sq).iloc[0] == pytest.approx(10000)
     assert areas_m2(sq.to_crs(4326)).iloc[0] == pytest.approx(10000, rel=1e-3)
     assert 10000 / M2_PER_MU == pytest.approx(15.0)
+    # Web Mercator is in metres but not true scale: areas are still measured in UTM
+    assert areas_m2(sq.to_crs(3857)).iloc[0] == pytest.approx(10000, rel=1e-3)
     assert utm_crs_for(117.5, 24.4).to_epsg() == 32650
     assert utm_crs_for(-70.0, -10.0).to_epsg() == 32719
 

