@@ -391,11 +391,15 @@ def eval_cmd(
         if "kind" not in p.columns:
             usage_error(f"{pred} has no 'kind' property", "--kind")
         p = p[p["kind"].isin(kind)]
+    elif "kind" in p.columns and p["kind"].nunique() > 1:
+        info(f"note: {pred.name} holds kinds {', '.join(sorted(p['kind'].dropna().unique()))}; "
+             "all are scored against the truth (use --kind to score one)")
     s = score_objects(p, t, iou_threshold=iou).as_dict()
     if as_json:
         out.print_json(_json.dumps(s))
         return
-    print_table(f"{pred.name} vs {truth.name} (IoU >= {iou})", list(s), [list(s.values())])
+    rows = [[k, f"{v:.3f}" if isinstance(v, float) else v] for k, v in s.items()]
+    print_table(f"{pred.name} vs {truth.name} (IoU >= {iou})", ["metric", "value"], rows)
 
 # === end section: change + eval ==============================================================
 
