@@ -35,6 +35,7 @@ __all__ = [
     "geojson_dict",
     "write_geojson",
     "read_vector",
+    "read_json",
     "orient_rfc7946",
     "COORD_DECIMALS",
 ]
@@ -168,13 +169,7 @@ def read_vector(path: str | Path, *, max_bytes: int = 512 * 1024 * 1024) -> gpd.
     if path.is_file() and path.stat().st_size > max_bytes:
         raise VectorError(path, f"file larger than {max_bytes // 2**20} MiB")
     if path.suffix.lower() in (".geojson", ".json"):
-        try:
-            doc = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError:
-            raise VectorError(path, "not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise VectorError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return geojson_to_gdf(doc, path)
+        return geojson_to_gdf(read_json(path), path)
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # fiona/pyogrio raise many types
@@ -182,6 +177,17 @@ def read_vector(path: str | Path, *, max_bytes: int = 512 * 1024 * 1024) -> gpd.
     if gdf.crs is None:
         gdf = gdf.set_crs(WGS84)
     return gdf
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a UTF-8 JSON file; VectorError naming the file for bad encoding or syntax."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VectorError(path, "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise VectorError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def geojson_to_gdf(doc: Any, path: str | Path | None = None) -> gpd.GeoDataFrame:

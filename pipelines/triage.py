@@ -22,7 +22,7 @@ import shapely
 
 from tuban import VectorError
 from tuban.imagery.crs import M2_PER_MU, WGS84, metric_crs_for_gdf
-from tuban.imagery.vector_io import geojson_dict, geojson_to_gdf, read_vector
+from tuban.imagery.vector_io import geojson_dict, geojson_to_gdf, read_json, read_vector
 from tuban.pipelines.ledger import Ledger, open_ledger, utc_now
 
 __all__ = ["TriageSettings", "TriageResult", "read_patches", "read_frames", "triage", "priority_of"]
@@ -126,12 +126,7 @@ def read_patches(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
         raise VectorError(path, "file not found")
     if path.suffix.lower() not in (".geojson", ".json"):  # GeoPackage, Shapefile, ...: no raster members
         return read_vector(path), {}
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise VectorError(path, "not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise VectorError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    doc = read_json(path)
     gdf = geojson_to_gdf(doc, path)
     rasters: dict[str, str] = {}
     # top-level members first, then one level down (e.g. {"tuban_change": {"before_raster": ...}})
