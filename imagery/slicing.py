@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "compute_stretch", "to_uint8_rgb", "raster_gsd_m"]
+__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "bright_cloud_mask", "compute_stretch", "to_uint8_rgb", "raster_gsd_m"]
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,65 @@ class Stretch:
             raise ValueError("low and high need one value per band")
 
 
+def bright_cloud_mask(sample: np.ndarray, valid: np.ndarray, core_factor: float = 4.0, edge_factor: float = 2.0,
+                      dilate_px: int = 2) -> np.ndarray:
+    """True where a (decimated) read holds a cloud: a blob bright in EVERY band relative to the scene.
+
+    Scene-relative per band, so it works for DN, reflectance, uint8 and float inputs alike. A
+    pixel's brightness in a band is measured in units of the scene's ``median - floor`` above the
+    floor (floor = 1st percentile of the valid pixels); its cloud score is the minimum over the
+    bands (clouds are white: bright in all bands; water, fields and coloured roofs are not).
+    Hysteresis, as in edge detection: cloud cores score above ``core_factor`` (far brighter than
+    any land cover; specks under ~5 px wide removed by an opening), and grow into connected pixels above
+    ``edge_factor`` (the soft, hazy edges); the mask then grows by ``dilate_px``. A scene without
+    a core gets an empty mask.
+
+    Args:
+        sample: ``(bands, rows, cols)`` read.
+        valid: boolean ``(rows, cols)``, True where pixels hold data.
+        core_factor: score a cloud core must exceed.
+        edge_factor: score of the cloud edges connected to a core.
+        dilate_px: growth of the mask, pixels of ``sample``.
+    """
+    from scipy import ndimage
+
+    valid = valid.astype(bool)
+    score = np.full(valid.shape, np.inf, np.float32)
+    for band in sample:
+        b = band.astype(np.float32, copy=False)
+        vals = b[valid]
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            return np.zeros_like(valid)
+        floor, med = np.percentile(vals, [1.0, 50.0])
+        if med <= floor:
+            return np.zeros_like(valid)
+        with np.errstate(invalid="ignore"):
+            np.minimum(score, (b - floor) / (med - floor), out=score)
+    score[~valid | ~np.isfinite(score)] = 0.0
+    core = ndimage.binary_opening(score > core_factor, iterations=2)
+    if not core.any():
+        return core
+    cloud = ndimage.binary_propagation(core, mask=score > edge_factor)
+    if dilate_px > 0:
+        cloud = ndimage.binary_dilation(cloud, iterations=dilate_px)
+    return cloud & valid
+
+
 def compute_stretch(sample: np.ndarray, valid: np.ndarray | None = None,
-                    percentiles: tuple[float, float] = (1.0, 99.0)) -> Stretch:
-    """Robust per-band percentiles of the valid pixels of a (decimated) ``(bands, rows, cols)`` read.
+                    percentiles: tuple[float, float] = (1.0, 99.0), exclude_clouds: bool = True) -> Stretch:
+    """Robust per-band percentiles of the valid, cloud-free pixels of a (decimated) ``(bands, rows, cols)`` read.
+
+    Pixels bright in every band relative to the scene (:func:`bright_cloud_mask`) are left out, so
+    a bright cloud does not take the top of the stretch and darken the rest of the scene; on a
+    scene without such pixels the stretch is the plain percentile stretch. If clouds cover
+    (nearly) everything, all valid pixels are used.
 
     Args:
         sample: a small read of the whole raster (e.g. ~1,000 px on the long side).
         valid: boolean ``(rows, cols)``, True where pixels hold data; None = all valid.
         percentiles: low and high percentile mapped to 0 and 255.
+        exclude_clouds: leave scene-relative bright (cloud) pixels out of the percentiles.
 
     Example:
         >>> s = compute_stretch(np.arange(100, dtype=float).reshape(1, 10, 10), percentiles=(0, 100))
@@ -102,6 +153,10 @@ def compute_stretch(sample: np.ndarray, valid: np.ndarray | None = None,
     if sample.ndim != 3:
         raise ValueError("sample must be (bands, rows, cols)")
     mask = np.ones(sample.shape[1:], bool) if valid is None else valid.astype(bool)
+    if exclude_clouds and sample.shape[0] > 1:
+        clear = mask & ~bright_cloud_mask(sample, mask)
+        if clear.sum() >= 0.05 * mask.sum():
+            mask = clear
     lows, highs = [], []
     for band in sample:
         vals = band[mask]

@@ -88,6 +88,51 @@ def test_stretch_maps_percentiles_to_full_range():
     assert abs(int(img[50, 0, 0]) - 127) <= 2  # mid value -> mid grey
 
 
+def _land_with_ponds(seed=0):
+    """(3, 300, 300) DN-like land (fields of varied brightness) with dark ponds; no cloud."""
+    rng = np.random.default_rng(seed)
+    base = np.array([600.0, 800.0, 700.0])[:, None, None]
+    fields = np.kron(rng.uniform(0.7, 1.3, (10, 10)), np.ones((30, 30)))
+    img = base * fields[None] + rng.normal(0, 30, (3, 300, 300))
+    for x, y in rng.integers(0, 270, (12, 2)):
+        img[:, y:y + 25, x:x + 25] = np.array([300.0, 350.0, 250.0])[:, None, None]
+    return img
+
+
+def test_bright_cloud_does_not_take_the_stretch():
+    clear = _land_with_ponds()
+    cloudy = clear.copy()
+    cloudy[:, 20:120, 150:280] = 4000.0 + np.random.default_rng(1).normal(0, 50, (3, 100, 130))  # 14 % white cloud
+    ref = compute_stretch(clear)
+    got = compute_stretch(cloudy)
+    naive = compute_stretch(cloudy, exclude_clouds=False)
+    span = np.subtract(ref.high, ref.low)
+    assert np.all(np.abs(np.subtract(got.high, ref.high)) < 0.05 * span)
+    assert np.all(np.abs(np.subtract(got.low, ref.low)) < 0.05 * span)
+    assert np.all(np.subtract(naive.high, ref.high) > span)  # the plain stretch is taken by the cloud
+    # land keeps its contrast (median land mid-grey, not crushed to dark); the cloud saturates
+    img, dark = to_uint8_rgb(cloudy, got), to_uint8_rgb(cloudy, naive)
+    land = np.ones((300, 300), bool)
+    land[20:120, 150:280] = False
+    assert np.median(img[land]) > 90 > 2 * np.median(dark[land])
+    assert img[50, 200].min() == 255
+
+
+def test_stretch_unchanged_on_a_scene_without_cloud():
+    clear = _land_with_ponds(seed=3)
+    assert compute_stretch(clear) == compute_stretch(clear, exclude_clouds=False)
+
+
+def test_stretch_ignores_nodata_and_survives_an_all_cloud_scene():
+    sample = np.full((3, 50, 50), 5000.0) + np.random.default_rng(0).normal(0, 20, (3, 50, 50))
+    s = compute_stretch(sample)  # all "cloud" = nothing is brighter than the scene itself
+    assert all(h > lo for lo, h in zip(s.low, s.high, strict=True))
+    valid = np.ones((50, 50), bool)
+    valid[:, :10] = False
+    sample[:, :, :10] = 60000.0
+    assert max(compute_stretch(sample, valid).high) < 5200
+
+
 def test_pond_split_across_slices_becomes_one_feature(tmp_path):
     # a 300 px wide pond straddles the seam of 256 px slices (overlap 32)
     ponds = [(150, 100, 300, 80), (600, 600, 60, 40)]
