@@ -756,14 +756,7 @@ class CasesFormat(str, _t_enum.Enum):
     geojson = "geojson"
 
 
-class WatchSensor(str, _t_enum.Enum):
-    sentinel2 = "sentinel2"
-    landsat8 = "landsat8"
-    landsat9 = "landsat9"
-    landsat_tm = "landsat-tm"
-    naip = "naip"
-    gaofen2 = "gaofen2"
-    planetscope = "planetscope"
+WatchSensor = ChangeSensor  # the same sensor presets (tuban.imagery.bands)
 
 
 @app.command("triage")
