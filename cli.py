@@ -477,6 +477,7 @@ def model_dataset(
     obb: Annotated[bool, typer.Option("--obb", help="Oriented-box labels (for -obb models).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.5, help="Share of each raster held out for validation (by area).")] = 0.2,
     bands: Annotated[str | None, typer.Option("--bands", help="R,G,B bands (indices or names), as for detect.")] = None,
+    model_gsd_m: Annotated[float | None, typer.Option("--model-gsd-m", min=0.0, help="Pixel size (m) chips are brought to: coarser rasters are upsampled as `tuban detect` does. Default: the finest raster's; 0 = native scale.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Cut rasters into chips with YOLO labels, split train/val by area without leakage."""
@@ -485,7 +486,8 @@ def model_dataset(
 
     _check_bands(bands)
     gdf = read_vector(labels)
-    settings = DatasetSettings(tile_size_px=tile_size_px, obb=obb, val_fraction=val_fraction, bands=bands)
+    settings = DatasetSettings(tile_size_px=tile_size_px, obb=obb, val_fraction=val_fraction, bands=bands,
+                               model_gsd_m=model_gsd_m)
     with progress_bar("chips") as cb:
         s = build_dataset([(r, gdf) for r in raster], out_dir, settings, labels_path=labels,
                           overwrite=overwrite, progress=cb)
@@ -505,14 +507,16 @@ def model_train(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per step.")] = 16,
     device: Annotated[str | None, typer.Option("--device", help="cpu, 0, 0,1 ... (default: GPU if present, else CPU).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    init_weights: Annotated[_pathlib.Path | None, typer.Option("--init-weights", callback=must_exist, dir_okay=False, help="Fine-tune from these .pt weights (trusted file: it is unpickled), e.g. the shipped pond model, instead of a random start.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train a YOLO detector offline from a model yaml; copies the best checkpoint to --out."""
+    """Train a YOLO detector offline from a model yaml (or fine-tune --init-weights); copies the best checkpoint to --out."""
     from tuban.models.train import TrainSettings, train
 
     if out_path.suffix.lower() != ".pt":
         usage_error("weights file must end in .pt", "--out")
-    settings = TrainSettings(model=model.value, epochs=epochs, imgsz_px=imgsz, batch=batch, device=device, seed=seed)
+    settings = TrainSettings(model=model.value, epochs=epochs, imgsz_px=imgsz, batch=batch, device=device, seed=seed,
+                             init_weights=str(init_weights) if init_weights else None)
     with progress_bar("epochs") as cb:
         r = train(dataset, out_path, settings, overwrite=overwrite, progress=cb)
     out.print(f"{r.epochs_run} epochs in {r.seconds:.0f} s -> {r.weights} ({r.size_bytes / 1e6:.1f} MB); "
@@ -696,7 +700,7 @@ def uav_detect(
     every_s: Annotated[float, typer.Option("--every-s", min=0.01, help="Sample one frame every this many seconds.")] = 1.0,
     dem: Annotated[_UavPath | None, typer.Option("--dem", callback=must_exist, dir_okay=False, help="Ground elevation GeoTIFF (ray marching).")] = None,
     height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
-    model: Annotated[_UavPath | None, typer.Option("--model", callback=must_exist, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped pond model.")] = None,
+    model: Annotated[_UavPath | None, typer.Option("--model", callback=must_exist, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped drone-scale pond model.")] = None,
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
     min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
@@ -718,14 +722,14 @@ def uav_detect(
     if detector_kind is UavDetectorOpt.baseline:
         from tuban.models.detector import FakeDetector
 
-        detector = FakeDetector()
+        detector, detector_gsd_m = FakeDetector(), None
     else:
-        from tuban.models.yolo import YoloSettings, load_detector
+        from tuban.pipelines.uav_detect import load_uav_detector
 
-        detector = load_detector(model, YoloSettings(conf=conf))
+        detector, detector_gsd_m = load_uav_detector(model, conf=conf)
     track = read_track(telemetry)
     elevation = read_dem(dem) if dem else None
-    settings = UavDetectSettings(min_score=conf, min_frames=min_frames)
+    settings = UavDetectSettings(min_score=conf, min_frames=min_frames, detector_gsd_m=detector_gsd_m)
     try:
         with progress_bar("uav detect") as cb:
             gdf, stats = detect_video(video, track, detector, every_s=every_s,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "bright_cloud_mask", "compute_stretch", "to_uint8_rgb", "raster_gsd_m"]
+__all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "bright_cloud_mask", "compute_stretch", "to_uint8_rgb",
+           "raster_gsd_m", "auto_upscale", "model_window_px", "resize_for_model"]
 
 
 @dataclass(frozen=True)
@@ -210,3 +211,43 @@ def raster_gsd_m(transform, crs, width: int, height: int) -> float:
     _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
     _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
     return float(np.sqrt(dx * dy))
+
+
+def auto_upscale(raster_gsd_m: float, model_gsd_m: float | None, max_factor: float = 4.0) -> float:
+    """Upsampling that brings a coarse raster towards the pixel size a model was trained at.
+
+    Objects must cover roughly as many pixels as in training: a 100 m pond is 50 px at 2 m but
+    10 px at 10 m. Rasters within 1.5x of the model's GSD (or finer) are left alone. Training
+    chips (``tuban model dataset``) and detection slices (``tuban detect``) both use this rule.
+
+    Example:
+        >>> auto_upscale(10.0, 2.0), auto_upscale(2.5, 2.0), auto_upscale(0.1, 2.0)
+        (4.0, 1.0, 1.0)
+    """
+    if not model_gsd_m or raster_gsd_m <= 1.5 * model_gsd_m:
+        return 1.0
+    return float(min(max_factor, round(raster_gsd_m / model_gsd_m, 1)))
+
+
+def model_window_px(model_size_px: int, upscale: float) -> int:
+    """Raster pixels a window needs so that, upsampled by ``upscale``, it is ``model_size_px`` wide.
+
+    Example:
+        >>> model_window_px(640, 4.0), model_window_px(320, 1.0)
+        (160, 320)
+    """
+    return max(16, int(round(model_size_px / upscale)))
+
+
+def resize_for_model(img: np.ndarray, upscale: float) -> np.ndarray:
+    """Upsample a ``(rows, cols, 3)`` uint8 slice by ``upscale`` (bilinear), as the model sees it.
+
+    The one resampling used by both detection slices and training chips, so the model is trained
+    on exactly the kind of image it is given at inference.
+    """
+    if upscale == 1.0:
+        return img
+    import cv2
+
+    rows, cols = img.shape[:2]
+    return cv2.resize(img, (int(round(cols * upscale)), int(round(rows * upscale))), interpolation=cv2.INTER_LINEAR)

@@ -1,8 +1,11 @@
 """Training chips and YOLO labels from georeferenced rasters and polygon labels.
 
 ``tuban model dataset`` cuts each raster into non-overlapping chips (windowed reads), stretches
-them to uint8 RGB exactly as ``tuban detect`` stretches its slices (one robust per-raster
-stretch, :mod:`tuban.imagery.slicing`), and writes YOLO labels: ``class cx cy w h`` boxes, or
+them to uint8 RGB exactly as ``tuban detect`` stretches its slices (one robust, cloud-free
+per-raster stretch, :mod:`tuban.imagery.slicing`), resamples them exactly as ``tuban detect``
+does (rasters more than 1.5x coarser than the dataset's model pixel size, by default its finest
+raster, are upsampled, at most 4x, so a 10 m chip shows ponds at the 2 m scale the detector will
+see them at), and writes YOLO labels: ``class cx cy w h`` boxes, or
 ``class x1 y1 ... x4 y4`` oriented boxes (minimum rotated rectangles) with ``obb=True``.
 
 Train/val split by area, with no leakage: on each raster, a strip of chips at one end of the
@@ -33,7 +36,16 @@ from shapely.geometry import box as shapely_box
 
 from tuban import InputError, OutputExistsError, VectorError
 from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-from tuban.imagery.slicing import Window, compute_stretch, raster_gsd_m, slice_windows, to_uint8_rgb
+from tuban.imagery.slicing import (
+    Window,
+    auto_upscale,
+    compute_stretch,
+    model_window_px,
+    raster_gsd_m,
+    resize_for_model,
+    slice_windows,
+    to_uint8_rgb,
+)
 
 __all__ = ["DatasetSettings", "DatasetSummary", "build_dataset", "split_chips", "NEGATIVE_LABELS"]
 
@@ -55,6 +67,10 @@ class DatasetSettings:
         min_valid: skip chips with less than this share of valid (non-nodata) pixels.
         empty_keep: share of chips with neither objects nor hard negatives to keep (background
             examples; a deterministic choice).
+        model_gsd_m: pixel size, metres, the chips are brought to (coarser rasters upsampled by
+            :func:`tuban.imagery.slicing.auto_upscale`, as ``tuban detect`` does for a model with
+            this ``gsd_m``); None = the finest raster's pixel size; 0 = native scale everywhere.
+            ``tile_size_px`` and ``min_side_px`` are model pixels.
     """
 
     tile_size_px: int = 640
@@ -65,8 +81,11 @@ class DatasetSettings:
     min_side_px: float = 12.0
     min_valid: float = 0.5
     empty_keep: float = 1.0
+    model_gsd_m: float | None = None
 
     def __post_init__(self) -> None:
+        if self.model_gsd_m is not None and self.model_gsd_m < 0:
+            raise ValueError("model_gsd_m must be >= 0 (0 = native scale)")
         if self.tile_size_px < 32:
             raise ValueError("tile_size_px must be >= 32")
         if not 0.0 < self.val_fraction < 0.9:
@@ -125,8 +144,12 @@ def split_chips(wins: list[Window], val_fraction: float, at_end: bool) -> list[s
     return ["val" if p >= n - n_val else "guard" if p == n - n_val - 1 else "train" for p in pos]
 
 
-def _chip_labels(pieces_src: gpd.GeoSeries, tree, win: Window, s: DatasetSettings) -> list[tuple[int, list[float]]]:
-    """``(object index, normalised label row)`` for the objects visible enough in one chip."""
+def _chip_labels(pieces_src: gpd.GeoSeries, tree, win: Window, s: DatasetSettings,
+                 up: float = 1.0) -> list[tuple[int, list[float]]]:
+    """``(object index, normalised label row)`` for the objects visible enough in one chip.
+
+    ``up`` is the chip's upsampling: ``min_side_px`` counts model pixels.
+    """
     x0, y0, x1, y1 = win.bounds_px
     chip = shapely_box(x0, y0, x1, y1)
     rows = []
@@ -136,7 +159,7 @@ def _chip_labels(pieces_src: gpd.GeoSeries, tree, win: Window, s: DatasetSetting
         if part.is_empty or part.area <= 0:
             continue
         bx0, by0, bx1, by1 = part.bounds
-        if part.area < s.min_visible * geom.area and min(bx1 - bx0, by1 - by0) < s.min_side_px:
+        if part.area < s.min_visible * geom.area and min(bx1 - bx0, by1 - by0) * up < s.min_side_px:
             continue
         if s.obb:
             rect = part.minimum_rotated_rectangle
@@ -187,10 +210,20 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
         objects = {"train": 0, "val": 0}
         negative_chips = guard = 0
         gsds: list[float] = []
+        sources = []
+        try:
+            for raster, _gdf, *_fixed in pairs:
+                sources.append(open_slice_source(raster))
+        except BaseException:
+            for src in sources:
+                src.close()
+            raise
+        raster_gsds = [raster_gsd_m(src.transform, src.crs, src.width, src.height) for src in sources]
+        model_gsd = min(raster_gsds) if s.model_gsd_m is None else s.model_gsd_m
+        ups = [auto_upscale(g, model_gsd) for g in raster_gsds]
         planned = []
-        for k, (raster, gdf, *fixed) in enumerate(pairs):
-            src = open_slice_source(raster)
-            wins = slice_windows(src.width, src.height, s.tile_size_px, 0)
+        for k, ((raster, gdf, *fixed), src, up) in enumerate(zip(pairs, sources, ups, strict=True)):
+            wins = slice_windows(src.width, src.height, model_window_px(s.tile_size_px, up), 0)
             splits = [fixed[0]] * len(wins) if fixed else split_chips(wins, s.val_fraction, at_end=k % 2 == 0)
             planned.append((raster, gdf, src, wins, splits))
         if not any("val" in sp for *_, sp in planned):  # rasters too small: hold out whole rasters
@@ -203,7 +236,8 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
             try:
                 labels, neg = _class_and_negative(gdf, labels_path)
                 bands = resolve_rgb_bands(src.band_names, src.count, s.bands, src.path)
-                gsds.append(round(raster_gsd_m(src.transform, src.crs, src.width, src.height), 3))
+                up = ups[k]
+                gsds.append(round(raster_gsds[k] / up, 3))
                 sample, valid = src.read_decimated(bands)
                 stretch = compute_stretch(sample, valid)
                 g = gdf.to_crs(src.crs) if gdf.crs is not None else gdf
@@ -225,14 +259,14 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
                         continue
                     x0, y0, x1, y1 = w.bounds_px
                     lines = [" ".join([str(cls[i])] + [f"{v:.6f}" for v in r])
-                             for i, r in _chip_labels(pos, pos_tree, w, s)]
+                             for i, r in _chip_labels(pos, pos_tree, w, s, up)]
                     if not lines:
                         if len(neg_tree.query(shapely_box(x0, y0, x1, y1))):
                             negative_chips += 1
                         elif _keep_fraction(f"{k}_{w.col_off}_{w.row_off}") >= s.empty_keep:
                             continue
                     name = f"{stem}_{w.col_off}_{w.row_off}"
-                    img = to_uint8_rgb(data, stretch, ok)
+                    img = resize_for_model(to_uint8_rgb(data, stretch, ok), up)
                     if not cv2.imwrite(str(tmp / "images" / split / f"{name}.png"), img[..., ::-1]):
                         raise InputError(tmp, "cannot write chip image")
                     (tmp / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -250,6 +284,7 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
         (tmp / "data.yaml").write_text(yaml_text)
         meta = {"settings": asdict(s), "names": names, "chips": chips, "objects": objects,
                 "negative_chips": negative_chips, "guard_chips_dropped": guard, "gsd_m": gsds,
+                "raster_gsd_m": [round(g, 3) for g in raster_gsds], "upscale": ups,
                 "rasters": [str(Path(str(p[0])).resolve()) for p in pairs]}
         (tmp / "tuban_dataset.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():

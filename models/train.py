@@ -47,6 +47,8 @@ class TrainSettings:
         close_mosaic: last epochs without mosaic augmentation.
         degrees: random rotation range (+-), degrees; nadir imagery has no "up". Boxes of rotated
             objects become the boxes of the rotated corners (exact for rectangles like ponds).
+        init_weights: start from this trusted local ``.pt`` (fine-tuning, e.g. the previous pond
+            model) instead of a random initialisation from yaml; None = from yaml.
     """
 
     model: str = "yolo11n"
@@ -60,6 +62,7 @@ class TrainSettings:
     threads: int | None = None
     close_mosaic: int = 5
     degrees: float = 30.0
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.imgsz_px < 32:
@@ -135,7 +138,7 @@ def train(dataset: str | Path, out: str | Path, settings: TrainSettings | None =
     out = check_output(out, overwrite)
     if out.suffix.lower() != ".pt":
         raise ModelError(f"{out}: output weights must end in .pt")
-    model = yolo.build_model(s.model, s.threads)
+    model = yolo.load_model(s.init_weights, s.threads) if s.init_weights else yolo.build_model(s.model, s.threads)
     device = yolo.select_device(s.device)
     if progress:
         model.add_callback("on_fit_epoch_end", lambda tr: progress(int(tr.epoch) + 1, s.epochs))
@@ -168,6 +171,8 @@ def _dataset_metadata(data: Path, s: TrainSettings) -> dict:
     import json
 
     meta = {"model": s.model, "imgsz_px": s.imgsz_px, "epochs": s.epochs}
+    if s.init_weights:
+        meta["init_weights"] = Path(s.init_weights).name
     info = data.parent / "tuban_dataset.json"
     try:
         gsds = json.loads(info.read_text()).get("gsd_m") or []

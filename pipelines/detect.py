@@ -32,9 +32,12 @@ from tuban.imagery.georaster import pixel_to_map
 from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
 from tuban.imagery.slicing import (
     Window,
+    auto_upscale,
     compute_stretch,
     iter_batches,
+    model_window_px,
     raster_gsd_m,
+    resize_for_model,
     slice_windows,
     to_uint8_rgb,
 )
@@ -232,21 +235,6 @@ def detections_to_gdf(dets: list[PixelDetection], transform, crs) -> gpd.GeoData
     return gdf[cols + ["geometry"]]
 
 
-def auto_upscale(raster_gsd_m: float, model_gsd_m: float | None, max_factor: float = 4.0) -> float:
-    """Upsampling that brings a coarse raster towards the pixel size a model was trained at.
-
-    Objects must cover roughly as many pixels as in training: a 100 m pond is 50 px at 2 m but
-    10 px at 10 m. Rasters within 1.5x of the model's GSD (or finer) are left alone.
-
-    Example:
-        >>> auto_upscale(10.0, 2.0), auto_upscale(2.5, 2.0), auto_upscale(0.1, 2.0)
-        (4.0, 1.0, 1.0)
-    """
-    if not model_gsd_m or raster_gsd_m <= 1.5 * model_gsd_m:
-        return 1.0
-    return float(min(max_factor, round(raster_gsd_m / model_gsd_m, 1)))
-
-
 def _scaled(det: Detection, up: float) -> Detection:
     if up == 1.0:
         return det
@@ -262,13 +250,7 @@ def _read_batch(src, bands, stretch, wins: list[Window], up: float = 1.0):
         if not valid.any():
             continue
         kept.append(w)
-        img = to_uint8_rgb(data, stretch, valid)
-        if up != 1.0:
-            import cv2
-
-            img = cv2.resize(img, (int(round(w.width * up)), int(round(w.height * up))),
-                             interpolation=cv2.INTER_LINEAR)
-        images.append(img)
+        images.append(resize_for_model(to_uint8_rgb(data, stretch, valid), up))
     return kept, images, time.perf_counter() - t0
 
 
@@ -283,13 +265,17 @@ def detect_raster(raster: str | Path | list, detector: Detector, settings: Detec
         progress: optional ``callback(done_slices, total_slices)``.
 
     Raises:
-        RasterError: unreadable, non-georeferenced or all-nodata raster.
+        RasterError: unreadable, non-georeferenced or all-nodata raster, or fewer than 3 bands
+            without an explicit ``bands`` spec (a grey image runs only with ``bands="1,1,1"``).
         BandError: bands cannot be resolved.
     """
     s = settings or DetectSettings()
     t_wall = time.perf_counter()
     src = open_slice_source(raster)
     try:
+        if src.count < 3 and not s.bands:
+            raise RasterError(src.path, f"{src.count} band{'s' if src.count > 1 else ''}; the detector needs a colour "
+                              "(R,G,B) image; for a grey image pass --bands 1,1,1 (grey copied to R, G and B)")
         bands = resolve_rgb_bands(src.band_names, src.count, s.bands, src.path)
         sample, valid = src.read_decimated(bands)
         if not valid.any():
@@ -297,7 +283,7 @@ def detect_raster(raster: str | Path | list, detector: Detector, settings: Detec
         stretch = compute_stretch(sample, valid)
         up = s.upscale if s.upscale is not None else auto_upscale(
             raster_gsd_m(src.transform, src.crs, src.width, src.height), getattr(detector, "gsd_m", None))
-        wins = slice_windows(src.width, src.height, max(16, int(round(s.tile_size_px / up))),
+        wins = slice_windows(src.width, src.height, model_window_px(s.tile_size_px, up),
                              int(round(s.overlap_px / up)))
         merge_overlap = int(round(s.overlap_px / up))
         batches = list(iter_batches(wins, s.batch))

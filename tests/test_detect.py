@@ -291,6 +291,27 @@ def test_cli_detect_bad_inputs(tmp_path, runner, monkeypatch):
     assert not Path(out).exists()
 
 
+def test_cli_detect_one_band_raster_is_a_one_line_error_naming_the_file(tmp_path, runner, monkeypatch):
+    """QA F21: a grey / single-band raster is refused with a hint, unless the grey rule is asked for."""
+    import tuban.models.yolo as yolo
+
+    monkeypatch.setattr(yolo, "load_detector", lambda *a, **k: FakeDetector(min_area_px=150))
+    path = _write(tmp_path / "grey.tif", _scene([(50, 60, 100, 40)], size=(300, 300))[:1])
+    out = tmp_path / "o.geojson"
+    r = runner.invoke(app, ["detect", str(path), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "grey.tif" in lines[0]
+    assert "1 band" in lines[0] and "--bands 1,1,1" in lines[0] and "Traceback" not in r.output
+    assert not out.exists()
+    two = _write(tmp_path / "two.tif", _scene([(50, 60, 100, 40)], size=(300, 300))[:2])
+    r = runner.invoke(app, ["detect", str(two), "--out", str(out)])
+    assert r.exit_code == 1 and "two.tif: 2 bands" in r.output
+    r = runner.invoke(app, ["detect", str(path), "--out", str(out), "--bands", "1,1,1"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["type"] == "FeatureCollection"
+
+
 def test_real_deepforest_tiles_georeference_through_the_pipeline(real_data):
     """Known pixel boxes on real NEON GeoTIFFs (UTM 11N / 17N) come out at the right lon/lat."""
     import pandas as pd

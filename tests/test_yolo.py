@@ -111,6 +111,56 @@ def test_dataset_obb_labels_and_hard_negatives(tmp_path):
     assert rows and all(len(r) == 9 for r in rows)
 
 
+def test_coarse_raster_chips_are_exactly_what_detect_feeds_the_model(tmp_path):
+    """A 10 m raster beside a 2 m one: chips upsampled 4x, pixel for pixel as `tuban detect` slices them."""
+    from tuban.imagery.slice_source import open_slice_source
+    from tuban.imagery.slicing import Window, compute_stretch
+    from tuban.pipelines.detect import _read_batch
+
+    fine, fine_gdf, _ = _scene(tmp_path, n_ponds=12, size=256, name="fine.tif")
+    coarse_path = tmp_path / "coarse.tif"
+    t10 = from_origin(*ORIGIN, 10.0, 10.0)
+    data = np.full((4, 160, 160), 2000, np.uint16)
+    data[3] += 800
+    data[:, 40:52, 48:68] = np.array([900, 800, 500, 300], np.uint16)[:, None, None]  # a 200 m x 120 m pond
+    with rasterio.open(coarse_path, "w", driver="GTiff", width=160, height=160, count=4, dtype="uint16",
+                       crs="EPSG:32650", transform=t10) as ds:
+        ds.write(data)
+        ds.descriptions = ("blue", "green", "red", "nir")
+    x0, y0 = t10 @ (48, 40)
+    x1, y1 = t10 @ (68, 52)
+    coarse_gdf = gpd.GeoDataFrame({"label": ["pond"]}, geometry=[box(x0, y1, x1, y0)], crs="EPSG:32650")
+    s = build_dataset([(fine, fine_gdf, "train"), (coarse_path, coarse_gdf, "val")], tmp_path / "ds",
+                      DatasetSettings(tile_size_px=128))
+    meta = json.loads((tmp_path / "ds" / "tuban_dataset.json").read_text())
+    assert meta["upscale"] == [1.0, 4.0] and meta["gsd_m"] == pytest.approx([2.0, 2.5], abs=0.01)  # 10 m seen at 2.5 m (4x at most)
+    assert s.chips["val"] == 25  # 160 px / (128 / 4) = 5 x 5 chips of 32 raster px each
+    import cv2
+
+    chip = tmp_path / "ds" / "images" / "val" / "r001_coarse_32_32.png"
+    img = cv2.imread(str(chip))[..., ::-1]
+    assert img.shape == (128, 128, 3)
+    src = open_slice_source(coarse_path)
+    try:
+        sample, valid = src.read_decimated((3, 2, 1))
+        _, images, _ = _read_batch(src, (3, 2, 1), compute_stretch(sample, valid), [Window(32, 32, 32, 32)], 4.0)
+    finally:
+        src.close()
+    assert np.array_equal(img, images[0])
+    # the pond (cols 48-68, rows 40-52) as seen in chip (32, 32), in raster pixels
+    _, cx, cy, w, h = (float(v) for v in (chip.parent.parent.parent / "labels" / "val" / (chip.stem + ".txt"))
+                       .read_text().split())
+    assert (cx * 32 + 32, cy * 32 + 32, w * 32, h * 32) == pytest.approx((56, 46, 16, 12), abs=1e-3)  # cut at col 64
+
+
+def test_cli_train_missing_init_weights_is_a_one_line_error(tmp_path, runner):
+    (tmp_path / "ds").mkdir()
+    r = runner.invoke(app, ["model", "train", str(tmp_path / "ds"), "--out", str(tmp_path / "w.pt"),
+                            "--init-weights", str(tmp_path / "missing.pt")])
+    assert r.exit_code == 1 and "missing.pt" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "w.pt").exists()
+
+
 def test_cli_dataset_happy_and_bad_inputs(tmp_path, runner):
     path, gdf, _ = _scene(tmp_path, size=512)
     labels = tmp_path / "labels.geojson"
