@@ -4,11 +4,13 @@ Flow (``run_change``)::
 
     open_date x2 ──> common_grid ──> sample windows ──> phase-correlation shift
         ──> radiometric normalisation + Otsu thresholds + scene brightness (per scene)
-        ──> block codes (threads or dask) ──> polygons on the whole code raster ──> shape/kind
+        ──> block codes (worker processes or dask) ──> blobs labelled strip by strip
+        ──> shape/kind per blob (worker processes)
         ──> GeoDataFrame (EPSG:4326)
 
-Memory stays bounded: blocks are read window by window, and the only full-size arrays are two
-``uint8`` rasters (codes and change strength), held in a temporary memory map for big grids.
+Memory stays bounded: blocks are read window by window, and the only full-size array is the
+``uint8`` result stack (see ``LAYERS``), held in a temporary memory-mapped file for big grids or
+when worker processes share it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import queue
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +47,19 @@ from tuban.pipelines.change_blocks import (
     LAYERS,
     BlockJob,
     apply_gains,
-    close_thread_readers,
     invalid_mask,
     process_block,
     read_date,
 )
 from tuban.pipelines.change_patches import patches_from_codes
+from tuban.pipelines.change_pool import (
+    BlockTally,
+    StackFile,
+    block_summary,
+    code_blocks,
+    local_pool,
+    stack_path,
+)
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
 
@@ -70,7 +77,8 @@ class ChangeSettings:
         bands_before, bands_after: explicit role -> 1-based band index (``--bands``).
         sensor_before, sensor_after: sensor presets (``--sensor``).
         block_px: block edge in pixels for windowed processing.
-        workers: local worker threads (ignored with ``scheduler``).
+        workers: local worker processes for block coding and patch examination (blocks go
+            to the dask cluster instead when ``scheduler`` is given).
         scheduler: dask distributed scheduler address (``tcp://host:port``) or a ``Client``.
         correct_shift: resample the second date by the measured misregistration.
         shapes: pond size and shape criteria.
@@ -194,11 +202,14 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) ->
     return job, stats
 
 
-def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> None:
+def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> int:
     """Mask (in place) shadow-like darkening within ``reach_m`` of any cloud of either date.
 
     Clouds are found per block; their shadows can fall kilometres away, beyond any block halo,
     so proximity is measured here on a coarse whole-grid cloud map.
+
+    Returns:
+        How many pixels were newly masked.
     """
     from scipy import ndimage
 
@@ -213,7 +224,8 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
         red = cl.reshape(cl.shape[0] // factor, factor, cw, factor).any(axis=(1, 3))
         coarse[r // factor: r // factor + red.shape[0]] |= red
     if not coarse.any():
-        return
+        return 0
+    changed = 0
     reach_px = reach_m / (grid.pixel_size_m * factor)
     near = ndimage.distance_transform_edt(~coarse) <= reach_px
     for r in range(0, grid.height, strip_px):
@@ -224,7 +236,9 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
         shade = near_full & ((flags & 2) > 0)
         if shade.any():
             codes = stack[0, r:r + strip_px]
+            changed += int(np.count_nonzero(codes[shade] != CODE["masked"]))
             codes[shade] = CODE["masked"]
+    return changed
 
 
 def _mask_in_grid(geoms: Sequence, grid: Grid) -> list:
@@ -233,56 +247,26 @@ def _mask_in_grid(geoms: Sequence, grid: Grid) -> list:
     return list(gpd.GeoSeries(list(geoms), crs=WGS84).to_crs(grid.crs))
 
 
-def _run_local(job: BlockJob, windows: list[Window], sink, workers: int, progress: Progress | None):
-    todo: queue.Queue = queue.Queue()
-    for w in windows:
-        todo.put(w)
-    done = [0]
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        try:
-            while not errors:
-                try:
-                    w = todo.get_nowait()
-                except queue.Empty:
-                    return
-                win, codes = process_block(job, w)
-                with lock:
-                    sink(win, codes)
-                    done[0] += 1
-                    if progress:
-                        progress(done[0], len(windows))
-        except BaseException as exc:  # re-raised in the calling thread
-            errors.append(exc)
-        finally:
-            close_thread_readers()
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
-def _run_dask(job: BlockJob, windows: list[Window], sink, scheduler, progress: Progress | None):
+def _run_dask(job: BlockJob, windows: list[Window], stack: np.ndarray, scheduler,
+              progress: Progress | None) -> BlockTally:
     from distributed import Client, as_completed
 
+    tally = BlockTally.empty()
     client = scheduler if isinstance(scheduler, Client) else Client(str(scheduler))
     try:
         job_f = client.scatter(job, broadcast=True)
         futures = client.map(process_block, [job_f] * len(windows), windows, pure=False)
         for n, fut in enumerate(as_completed(futures), start=1):
-            win, codes = fut.result()
-            sink(win, codes)
+            win, block = fut.result()
+            r, c = int(win.row_off), int(win.col_off)
+            stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
+            tally.add(*block_summary(block))
             if progress:
                 progress(n, len(windows))
     finally:
         if client is not scheduler:
             client.close()
+    return tally
 
 
 def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster,
@@ -297,35 +281,35 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
         progress: optional ``callback(done_blocks, total_blocks)``.
     """
     settings = settings or ChangeSettings()
+    local = settings.scheduler is None
     with tempfile.TemporaryDirectory(prefix="tuban-change-") as tmp:
         before = _as_source(before, Path(tmp) / "before.tif")
         after = _as_source(after, Path(tmp) / "after.tif")
         job, stats = _prepare(before, after, settings)
         grid = job.grid
-        big = grid.width * grid.height > 64_000_000
         shape = (len(LAYERS), grid.height, grid.width)
-        if big:
-            stack = np.memmap(Path(tmp) / "stack.u8", dtype=np.uint8, mode="w+", shape=shape)
+        # Worker processes share the stack through a file; one process keeps small grids in RAM.
+        stack_file = None
+        if settings.workers > 1 or grid.width * grid.height > 64_000_000:
+            stack_file = StackFile(stack_path(tmp), shape)
+            stack = stack_file.create()
         else:
             stack = np.zeros(shape, dtype=np.uint8)
-
-        def sink(win: Window, block: np.ndarray) -> None:
-            r, c = int(win.row_off), int(win.col_off)
-            stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
-
         windows = block_windows(grid, settings.block_px)
-        if settings.scheduler is not None:
-            _run_dask(job, windows, sink, settings.scheduler, progress)
-        else:
-            _run_local(job, windows, sink, settings.workers, progress)
-        mask_shadows(stack, grid, settings.shadow_reach_m)
-        counts = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)
-                     for r in range(0, grid.height, 1024))
-        stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}
-        if counts[CODE["masked"]] == grid.width * grid.height:
-            raise RasterError(f"{before.label} / {after.label}", "every pixel is nodata or masked")
-        patches = patches_from_codes(stack, job, settings.shapes, workers=settings.workers)
-
+        with local_pool(settings.workers) as pool:
+            if local:
+                tally = code_blocks(job, windows, stack, pool, stack_file, progress)
+            else:
+                tally = _run_dask(job, windows, stack, settings.scheduler, progress)
+            if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
+                tally.counts[:] = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)
+                                      for r in range(0, grid.height, 1024))
+            counts = tally.counts
+            stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}
+            if counts[CODE["masked"]] == grid.width * grid.height:
+                raise RasterError(f"{before.label} / {after.label}", "every pixel is nodata or masked")
+            patches = patches_from_codes(stack, job, settings.shapes, pool=pool, stack_file=stack_file)
+        del stack
 
     patches["before_date"] = before.date
     patches["after_date"] = after.date

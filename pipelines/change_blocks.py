@@ -24,7 +24,7 @@ from tuban.imagery.raster_io import DateSource
 from tuban.imagery.water import BandGain, WaterThresholds, brightness, is_water, water_index
 
 __all__ = ["CODE", "LAYERS", "BlockJob", "process_block", "read_date", "close_thread_readers",
-           "quantise_index", "dequantise_index", "quantise_level"]
+           "forget_inherited_readers", "quantise_index", "dequantise_index", "quantise_level"]
 
 #: Pixel codes of the change raster.
 CODE = {"land": 0, "water": 1, "new_water": 2, "lost_water": 3, "masked": 4}
@@ -76,16 +76,51 @@ def close_thread_readers() -> None:
         cache.popitem()[1][0].close()
 
 
+_inherited: list = []
+
+
+def forget_inherited_readers() -> None:
+    """In a forked worker: never use the parent's dataset handles (they share file offsets).
+
+    The inherited handles are kept referenced, not closed: closing them runs GDAL code on
+    state that belongs to the parent.
+    """
+    global _local
+    _inherited.append(_local)
+    _local = threading.local()
+
+
 def read_date(reader: GridReader, src: DateSource, window: Window) -> dict[str, np.ndarray]:
     """Role -> float32 array of ``window`` on the grid, with MTL scaling applied (qa raw).
 
     All bands are read in one call: pixel-interleaved files decode each tile once.
     """
+    return _read_bands(reader, src, window)[0]
+
+
+def _comparable(dtype: np.dtype, value: float) -> object | None:
+    """``value`` as a scalar to compare ``dtype`` pixels with exactly, or None if none can equal it.
+
+    Integer pixels are compared with an integer of their own type (no float64 copy of the band);
+    the result is the same as comparing with the float.
+    """
+    if not np.issubdtype(dtype, np.integer):
+        return value
+    info = np.iinfo(dtype)
+    if not float(value).is_integer() or not info.min <= value <= info.max:
+        return None
+    return dtype.type(int(value))
+
+
+def _read_bands(reader: GridReader, src: DateSource, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`read_date` plus its nodata mask (any reflective band NaN, nodata or warp fill)."""
     roles = list(src.roles)
     raw = reader.read([src.roles[r] for r in roles], window)
-    out: dict[str, np.ndarray] = {}
     raw_nodata = src.nodata
     floating = np.issubdtype(raw.dtype, np.floating)
+    nodata = None if raw_nodata is None or np.isnan(raw_nodata) else _comparable(raw.dtype, raw_nodata)
+    # warp fill sentinel for integer sources without nodata
+    fill = _comparable(raw.dtype, -9999.0) if raw_nodata is None or not floating else None
     bad = np.zeros(raw.shape[1:], dtype=bool)
     for k, role in enumerate(roles):
         if role == "qa":
@@ -93,10 +128,12 @@ def read_date(reader: GridReader, src: DateSource, window: Window) -> dict[str, 
         arr = raw[k]
         if floating:
             bad |= np.isnan(arr)
-        if raw_nodata is not None and not np.isnan(raw_nodata):
-            bad |= arr == raw_nodata
-        if raw_nodata is None or not floating:
-            bad |= arr == -9999.0  # warp fill sentinel for integer sources without nodata
+        if nodata is not None:
+            bad |= arr == nodata
+        if fill is not None:
+            bad |= arr == fill
+    any_bad = bool(bad.any())
+    out: dict[str, np.ndarray] = {}
     for k, role in enumerate(roles):
         if role == "qa":
             out[role] = raw[k]
@@ -106,9 +143,10 @@ def read_date(reader: GridReader, src: DateSource, window: Window) -> dict[str, 
         if gain != 1.0 or offset != 0.0:
             a *= np.float32(gain)
             a += np.float32(offset)
-        a[bad] = np.nan
+        if any_bad:
+            np.copyto(a, np.float32(np.nan), where=bad)
         out[role] = a
-    return out
+    return out, bad
 
 
 def _expand(window: Window, grid: Grid, halo: int) -> tuple[Window, tuple[slice, slice]]:
@@ -133,9 +171,12 @@ def apply_gains(bands: Mapping[str, np.ndarray], gains: Mapping[str, BandGain]) 
 
 
 def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: SceneBrightness,
-                 halo_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(invalid, cloud)``: nodata, QA-flagged, cloud and near cloud-shadow pixels; clouds."""
-    bad = nodata_mask(bands, None)
+                 halo_px: int, nodata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(invalid, cloud)``: nodata, QA-flagged, cloud and near cloud-shadow pixels; clouds.
+
+    ``nodata`` is the mask :func:`_read_bands` already made (NaN in any band), when known.
+    """
+    bad = nodata_mask(bands, None) if nodata is None else nodata.copy()
     if "qa" in bands and src.qa_kind:
         q = qa_mask(bands["qa"], src.qa_kind)
         bad |= q
@@ -152,19 +193,27 @@ def code_pixels(index_before: np.ndarray, index_after: np.ndarray, bright_before
     """Per-pixel change codes (see :data:`CODE`) from both dates' water index and brightness."""
     wb = is_water(index_before, bright_before, t)
     wa = is_water(index_after, bright_after, t)
-    d = index_after - index_before
+    d = np.subtract(index_after, index_before)
     codes = np.zeros(index_before.shape, dtype=np.uint8)
-    codes[wb & wa] = CODE["water"]
-    codes[wa & ~wb & (d > t.change)] = CODE["new_water"]
-    codes[wb & ~wa & (d < -t.change)] = CODE["lost_water"]
-    codes[~valid] = CODE["masked"]
+    # copyto(where=) writes in place without building index arrays; the three classes are disjoint.
+    np.copyto(codes, np.uint8(CODE["water"]), where=wb & wa)
+    with np.errstate(invalid="ignore"):
+        np.copyto(codes, np.uint8(CODE["new_water"]), where=wa & ~wb & (d > t.change))
+        np.copyto(codes, np.uint8(CODE["lost_water"]), where=wb & ~wa & (d < -t.change))
+    np.copyto(codes, np.uint8(CODE["masked"]), where=~valid)
     return codes
 
 
 def quantise_index(index: np.ndarray) -> np.ndarray:
     """Water index in [-1, 1] as uint8 1..255 (0 = no value)."""
-    q = np.clip(np.nan_to_num((index + 1.0) * 127.0), 0, 254).astype(np.uint8) + np.uint8(1)
-    q[~np.isfinite(index)] = 0
+    finite = np.isfinite(index)
+    scaled = index + 1.0
+    scaled *= 127.0
+    np.copyto(scaled, 0.0, where=~finite)  # no NaN in the cast; zeroed below anyway
+    np.clip(scaled, 0, 254, out=scaled)
+    q = scaled.astype(np.uint8)
+    q += np.uint8(1)
+    q *= finite
     return q
 
 
@@ -178,8 +227,13 @@ def dequantise_index(q: np.ndarray) -> np.ndarray:
 def quantise_level(values: np.ndarray, reference: float) -> np.ndarray:
     """Brightness relative to a scene level: uint8 1..255 covering 0-4x ``reference``."""
     ref = reference if reference > 0 else 1.0
-    q = np.clip(np.nan_to_num(values * np.float32(63.5 / ref)), 0, 254).astype(np.uint8) + np.uint8(1)
-    q[~np.isfinite(values)] = 0
+    finite = np.isfinite(values)
+    scaled = values * np.float32(63.5 / ref)
+    np.copyto(scaled, 0.0, where=np.isnan(scaled))  # +-inf clip to 254 / 0 as before
+    np.clip(scaled, 0, 254, out=scaled)
+    q = scaled.astype(np.uint8)
+    q += np.uint8(1)
+    q *= finite
     return q
 
 
@@ -197,32 +251,40 @@ def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
     """
     rb, ra = _readers(job)
     big, inner = _expand(window, job.grid, job.halo_px)
-    before = read_date(rb, job.before, big)
-    after = apply_gains(read_date(ra, job.after, big), job.gains)
-    bad_b, cloud_b = invalid_mask(before, job.before, job.bright_before, job.halo_px)
-    bad_a, cloud_a = invalid_mask(after, job.after, job.bright_after, job.halo_px)
-    valid = ~(bad_b | bad_a)[inner]
-    cloud = (cloud_b | cloud_a)[inner]
+    before, nodata_b = _read_bands(rb, job.before, big)
+    after, nodata_a = _read_bands(ra, job.after, big)
+    after = apply_gains(after, job.gains)
+    bad_b, cloud_b = invalid_mask(before, job.before, job.bright_before, job.halo_px, nodata_b)
+    bad_a, cloud_a = invalid_mask(after, job.after, job.bright_after, job.halo_px, nodata_a)
+    bad_b |= bad_a
+    valid = ~bad_b[inner]
+    cloud_b |= cloud_a
+    cloud = cloud_b[inner]
     if job.mask_geoms_wkb:
         import shapely
 
         geoms = shapely.from_wkb(list(job.mask_geoms_wkb))
         wt = rasterio.windows.transform(window, job.grid.transform)
         valid &= ~user_mask(geoms, wt, valid.shape)
-    ib = water_index({r: before[r][inner] for r in before}, job.index_name)
-    ia = water_index({r: after[r][inner] for r in after}, job.index_name)
-    valid &= np.isfinite(ib) & np.isfinite(ia)
+    before = {r: before[r][inner] for r in before if r != "qa"}
+    after = {r: after[r][inner] for r in after if r != "qa"}
+    ib = water_index(before, job.index_name)
+    ia = water_index(after, job.index_name)
+    valid &= np.isfinite(ib)
+    valid &= np.isfinite(ia)
     out = np.empty((len(LAYERS),) + ib.shape, dtype=np.uint8)
-    bb = brightness({r: before[r][inner] for r in before})
-    ba = brightness({r: after[r][inner] for r in after})
-    out[0] = code_pixels(ib, ia, bb, ba, valid, job.thresholds)
+    bb = brightness(before)
+    ba = brightness(after)
+    t = job.thresholds
+    out[0] = code_pixels(ib, ia, bb, ba, valid, t)
     out[1] = quantise_index(ib)
     out[2] = quantise_index(ia)
-    out[3] = quantise_level(ba, job.thresholds.dark_level / 0.65 if job.thresholds.dark_level > 0 else 1.0)
+    out[3] = quantise_level(ba, t.dark_level / 0.65 if t.dark_level > 0 else 1.0)
     # Darkening (or brightening back) by >40 % without open water on the darker date: what a
     # cloud shadow does. Masked later only where a cloud is near (see change.mask_shadows).
     with np.errstate(invalid="ignore"):
-        shadowish = ((ba < 0.6 * bb) & ~(ia > job.thresholds.water)) | \
-                    ((bb < 0.6 * ba) & ~(ib > job.thresholds.water))
-    out[4] = cloud.astype(np.uint8) | (shadowish.astype(np.uint8) << 1)
+        shadowish = (ba < 0.6 * bb) & ~(ia > t.water)
+        shadowish |= (bb < 0.6 * ba) & ~(ib > t.water)
+    np.left_shift(shadowish, 1, out=out[4], dtype=np.uint8)
+    out[4] |= cloud
     return window, out

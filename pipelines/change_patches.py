@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 
 import geopandas as gpd
 import numpy as np
@@ -36,7 +37,9 @@ from tuban.imagery.ponds import (
     shape_score,
     shape_stats,
 )
+from tuban.pipelines.change_blobs import Blob, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, BlockJob, dequantise_index
+from tuban.pipelines.change_pool import StackFile, portable, results
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
@@ -197,11 +200,23 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         yield poly, stats, contrast, drained, solidity
 
 
-def _blobs(codes, changed, grid, min_area_m2: float):
-    for g, v in shapes(codes, mask=changed, transform=grid.transform, connectivity=4):
-        geom = shape(g)
-        if geom.area >= min_area_m2:
-            yield geom, int(v)
+def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
+    """Records of a chunk of blobs; ``stack`` is the result stack or, in a worker, its file."""
+    if isinstance(stack, StackFile):
+        stack = stack.open()
+    polygons = blob_polygons(blobs, stack[0], job.grid.transform)
+    return _records(zip(polygons, [b.value for b in blobs], strict=True), stack, job, settings)
+
+
+def _chunks(blobs: Iterator[Blob], size: int) -> Iterator[list[Blob]]:
+    chunk: list[Blob] = []
+    for b in blobs:
+        chunk.append(b)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
@@ -223,27 +238,32 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
     return out
 
 
-def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings, workers: int = 1,
+def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings, *,
+                       pool: Executor | None = None, stack_file: StackFile | None = None,
                        ) -> gpd.GeoDataFrame:
-    """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``)."""
+    """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``).
+
+    Args:
+        stack: ``(layers, rows, cols)`` uint8 result stack of the whole grid.
+        job: the job that coded it.
+        settings: pond size and shape criteria.
+        pool: worker processes (see :mod:`tuban.pipelines.change_pool`); None runs in-process.
+        stack_file: the stack as a file, for the workers (required with ``pool``).
+    """
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
-    codes = stack[0]
-    changed = (codes == CODE["new_water"]) | (codes == CODE["lost_water"])
     min_blob_px = max(1, int(0.5 * settings.min_area_m2 / px_area))
-    with rasterio.Env():
-        blobs = list(_blobs(codes, changed, grid, min_blob_px * px_area))
-    del changed
-    # Blobs are examined in chunks by the worker threads (numpy, scipy and GEOS release the
-    # GIL); chunks keep their order, so the result does not depend on the thread count.
-    chunks = [blobs[i:i + 64] for i in range(0, len(blobs), 64)]
-    if workers > 1 and len(chunks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(lambda c: _records(c, stack, job, settings), chunks))
+    # Blobs are labelled strip by strip here while the workers already examine the first
+    # chunks; chunks keep their order, so the result does not depend on the worker count.
+    blobs = find_blobs(stack[0], (CODE["new_water"], CODE["lost_water"]), min_blob_px)
+    if pool is None:
+        parts = [_examine_blobs(c, stack, job, settings) for c in _chunks(blobs, 64)]
     else:
-        parts = [_records(c, stack, job, settings) for c in chunks]
+        if stack_file is None:
+            raise ValueError("worker processes need the stack as a file")
+        futures = [pool.submit(portable, _examine_blobs, c, stack_file, job, settings)
+                   for c in _chunks(blobs, 64)]
+        parts = results(futures)
     records = [r for part in parts for r in part]
     if not records:
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind") else float) for c in COLUMNS[:-1]}

@@ -1,0 +1,168 @@
+"""Connected change blobs of the whole-grid code raster, found strip by strip.
+
+A blob is a 4-connected component of one change code (``new_water`` or ``lost_water``), the
+same pixel sets ``rasterio.features.shapes(codes, connectivity=4)`` would polygonise. The grid
+is labelled in strips of rows so memory stays bounded (one strip of ``int32`` labels, never the
+whole grid). A component that reaches the bottom row of a strip may continue below: it is
+carried over, and the next strip starts at the top of the highest such component, so every
+component is labelled whole exactly once (a component taller than a strip makes the next strip
+grow until it fits).
+
+Each blob is described by a small picklable :class:`Blob` (code, bounding box, one seed pixel,
+size) so worker processes can rebuild its mask and polygon from the code raster alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import shapes
+from scipy import ndimage
+from shapely.geometry import shape
+
+__all__ = ["Blob", "find_blobs", "blob_mask", "blob_polygons", "blob_polygon", "STRIP_PX"]
+
+#: Pixels per labelling strip (rows = STRIP_PX // width); fixed, so results never depend on
+#: block size or worker count.
+STRIP_PX = 8_000_000
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One connected change blob of the grid.
+
+    Args:
+        value: its change code (see ``change_blocks.CODE``).
+        rows, cols: half-open bounding box ``(start, stop)`` in grid pixels.
+        seed_px: ``(row, col)`` of its first pixel in scan order (identifies it in the box).
+        n_px: its size in pixels.
+    """
+
+    value: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    seed_px: tuple[int, int]
+    n_px: int
+
+    def __post_init__(self) -> None:
+        if not (self.rows[0] <= self.seed_px[0] < self.rows[1] and self.cols[0] <= self.seed_px[1] < self.cols[1]):
+            raise ValueError(f"seed {self.seed_px} outside the blob's box {self.rows} x {self.cols}")
+
+
+def find_blobs(codes: np.ndarray, values: Sequence[int], min_px: int, *,
+               strip_px: int = STRIP_PX) -> Iterator[Blob]:
+    """Every 4-connected component of ``codes == v`` (``v`` in ``values``) of ``min_px`` or more.
+
+    Args:
+        codes: ``(rows, cols)`` uint8 code raster (an array or a memory map).
+        values: the codes whose components are wanted.
+        min_px: smaller components are skipped.
+        strip_px: pixels per labelling strip (memory bound; does not change the result).
+
+    Yields:
+        Blobs strip by strip, in scan order of their seed pixel within a strip.
+
+    Example:
+        >>> c = np.zeros((6, 6), np.uint8); c[1:3, 1:3] = 2; c[4, :] = 3
+        >>> [(b.value, b.n_px, b.seed_px) for b in find_blobs(c, (2, 3), 1, strip_px=12)]
+        [(2, 4, (1, 1)), (3, 6, (4, 0))]
+    """
+    height, width = codes.shape
+    step = max(1, strip_px // max(1, width))
+    start, end, prev_end = 0, 0, 0
+    while end < height:
+        end = min(height, end + step)
+        last = end == height
+        strip = np.asarray(codes[start:end])
+        next_start = end
+        found: list[Blob] = []
+        for v in values:
+            hit = strip == v
+            if not hit.any():
+                continue
+            labels, _ = ndimage.label(hit)
+            del hit
+            for i, box in enumerate(ndimage.find_objects(labels), start=1):
+                if box is None:
+                    continue
+                r0, r1 = box[0].start + start, box[0].stop + start
+                if r1 < prev_end:
+                    continue  # lies whole above the previous strip's last row: already yielded
+                if r1 == end and not last:
+                    next_start = min(next_start, r0)  # may continue below: label it again whole
+                    continue
+                own = labels[box] == i
+                n_px = int(np.count_nonzero(own))
+                if n_px < min_px:
+                    continue
+                seed_col = int(np.argmax(own[0]))
+                found.append(Blob(int(v), (r0, r1), (box[1].start, box[1].stop),
+                                  (r0, box[1].start + seed_col), n_px))
+            del labels
+        found.sort(key=lambda b: (b.seed_px, b.value))
+        yield from found
+        prev_end, start = end, next_start
+
+
+def blob_mask(blob: Blob, codes: np.ndarray) -> np.ndarray:
+    """Boolean mask of ``blob`` over its bounding box, from the grid's code raster."""
+    (r0, r1), (c0, c1) = blob.rows, blob.cols
+    labels, _ = ndimage.label(np.asarray(codes[r0:r1, c0:c1]) == blob.value)
+    return labels == labels[blob.seed_px[0] - r0, blob.seed_px[1] - c0]
+
+
+def blob_polygons(blobs: Sequence[Blob], codes: np.ndarray, transform: Affine,
+                  atlas_width_px: int = 1024) -> list:
+    """The blobs as polygons (holes included) in the grid's CRS, one per blob, in order.
+
+    GDAL's polygoniser has a fixed cost per call far above the cost of a small blob, so the
+    blobs' masks are packed side by side (one pixel apart, shelf by shelf) into one small
+    atlas raster and polygonised in one call. Each polygon comes out in atlas pixel
+    coordinates (exact integers), is moved back to its blob's place and mapped to the grid's
+    CRS as GDAL does for a whole grid (``x = c + col * a + row * b``): the coordinates are the
+    same to the last bit as polygonising the whole grid.
+    """
+    if not blobs:
+        return []
+    masks = [blob_mask(b, codes) for b in blobs]
+    width = max(atlas_width_px, max(m.shape[1] for m in masks) + 1)
+    places, x, y, shelf = [], 1, 1, 0
+    for m in masks:
+        h, w = m.shape
+        if x + w + 1 > width:
+            x, y, shelf = 1, y + shelf + 1, 0
+        places.append((y, x))
+        x += w + 1
+        shelf = max(shelf, h)
+    atlas = np.zeros((y + shelf + 1, width), dtype=np.uint8)
+    for (ay, ax), m in zip(places, masks, strict=True):
+        atlas[ay:ay + m.shape[0], ax:ax + m.shape[1]] |= m
+    owner = np.full(atlas.shape, -1, dtype=np.int32)
+    for i, ((ay, ax), m) in enumerate(zip(places, masks, strict=True)):
+        owner[ay:ay + m.shape[0], ax:ax + m.shape[1]] = i
+    out: list = [None] * len(blobs)
+    for g, _ in shapes(atlas, mask=atlas.view(bool), connectivity=4):
+        x0, y0 = g["coordinates"][0][0]  # exterior ring starts at the top-left of its first pixel
+        i = int(owner[int(y0), int(x0)])
+        (ay, ax), blob = places[i], blobs[i]
+        shift = (blob.cols[0] - ax, blob.rows[0] - ay)
+        poly = shapely.transform(shape(g), partial(_pixels_to_map, transform=transform, shift=shift))
+        out[i] = poly if out[i] is None else shapely.union_all([out[i], poly])
+    return out
+
+
+def _pixels_to_map(px: np.ndarray, transform: Affine, shift: tuple[int, int]) -> np.ndarray:
+    """Atlas pixel corners -> grid CRS, in the order of GDAL's geotransform arithmetic."""
+    t = transform
+    col, row = px[:, 0] + shift[0], px[:, 1] + shift[1]
+    return np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
+
+
+def blob_polygon(blob: Blob, codes: np.ndarray, transform: Affine):
+    """One blob as a polygon in the grid's CRS (see :func:`blob_polygons`)."""
+    return blob_polygons([blob], codes, transform)[0]

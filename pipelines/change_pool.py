@@ -1,0 +1,185 @@
+"""Local worker processes for the change job (``--workers N``).
+
+Block coding and patch examination are numpy/scipy/GEOS work in many short calls; threads
+share one GIL there and never scale. Here each worker is a process (forked on Linux, so it
+starts in milliseconds with the job already imported) that opens its own dataset handles and
+maps the job's result stack, a file-backed ``uint8`` memory map shared by all processes:
+
+* a block task codes one window and writes it straight into the shared stack, returning only
+  its code histogram and whether it saw a cloud (a few bytes over the pipe);
+* a patch task examines a chunk of blobs, reading the stack, and returns the records.
+
+Every task writes a disjoint part of the stack or returns values collected in submission
+order, so the output never depends on the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from tuban import InputError, TubanError
+from tuban.pipelines.change_blocks import (
+    CODE,
+    LAYERS,
+    BlockJob,
+    close_thread_readers,
+    forget_inherited_readers,
+    process_block,
+)
+
+__all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class StackFile:
+    """The job's ``(layers, rows, cols)`` uint8 result stack as a file any process can map."""
+
+    path: str
+    shape: tuple[int, int, int]
+
+    def create(self) -> np.memmap:
+        """Create (zero-filled, sparse) and map the file for the parent."""
+        return np.memmap(self.path, dtype=np.uint8, mode="w+", shape=self.shape)
+
+    def open(self) -> np.memmap:
+        """Map the file in a worker (once per process)."""
+        key = (self.path, self.shape)
+        if key not in _OPEN:
+            _OPEN.clear()  # an earlier job's stack
+            _OPEN[key] = np.memmap(self.path, dtype=np.uint8, mode="r+", shape=self.shape)
+        return _OPEN[key]
+
+
+_OPEN: dict[tuple, np.memmap] = {}
+
+
+@dataclass
+class BlockTally:
+    """Pixel counts per code and whether any block holds a cloud, summed over blocks."""
+
+    counts: np.ndarray
+    cloudy: bool = False
+
+    @classmethod
+    def empty(cls) -> BlockTally:
+        return cls(np.zeros(len(CODE), dtype=np.int64))
+
+    def add(self, counts: np.ndarray, cloudy: bool) -> None:
+        self.counts += counts
+        self.cloudy |= cloudy
+
+
+def block_summary(block: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Code histogram of a processed block and whether its flags mark a cloud."""
+    counts = np.bincount(block[0].ravel(), minlength=len(CODE))[: len(CODE)]
+    return counts.astype(np.int64), bool((block[LAYERS.index("flags")] & 1).any())
+
+
+def _start_method() -> str:
+    # fork starts a worker in milliseconds with everything imported; elsewhere fall back to
+    # spawn (macOS and Windows cannot fork a process using system frameworks safely).
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _init_worker() -> None:
+    forget_inherited_readers()
+    _OPEN.clear()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    warnings.simplefilter("ignore")  # nothing may write to the parent's terminal
+
+
+@contextlib.contextmanager
+def local_pool(workers: int) -> Iterator[Executor | None]:
+    """A process pool of ``workers`` processes, or None for one worker (run in-process)."""
+    if workers <= 1:
+        yield None
+        return
+    ctx = multiprocessing.get_context(_start_method())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def portable(fn: Callable, *args):
+    """Run ``fn(*args)`` in a worker; tuban errors come back as plain ``TubanError`` lines.
+
+    ``InputError(path, problem)`` cannot be rebuilt from its pickled message, so it is sent
+    as a ``TubanError`` with the same text (same one-line error, same exit code).
+    """
+    try:
+        return fn(*args)
+    except InputError as exc:
+        raise TubanError(str(exc)) from None
+
+
+def results(futures: Sequence[Future], on_done: Callable[[int], None] | None = None) -> list:
+    """Results of ``futures`` in order; the first failure cancels the rest and is raised."""
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()
+                if on_done:
+                    on_done(len(futures) - len(pending))
+        return [f.result() for f in futures]
+    except BrokenProcessPool:
+        raise TubanError("a worker process died (out of memory?); try fewer --workers") from None
+
+
+def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool]:
+    _, block = process_block(job, window)
+    r, c = int(window.row_off), int(window.col_off)
+    stack.open()[:, r:r + block.shape[1], c:c + block.shape[2]] = block
+    return block_summary(block)
+
+
+def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, pool: Executor | None,
+                stack_file: StackFile | None, progress: Progress | None = None) -> BlockTally:
+    """Code every window into ``stack`` (in-process, or in ``pool`` through ``stack_file``)."""
+    tally = BlockTally.empty()
+    total = len(windows)
+    if pool is None:
+        try:
+            for n, w in enumerate(windows, start=1):
+                _, block = process_block(job, w)
+                r, c = int(w.row_off), int(w.col_off)
+                stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
+                tally.add(*block_summary(block))
+                if progress:
+                    progress(n, total)
+        finally:
+            close_thread_readers()
+        return tally
+    if stack_file is None:
+        raise ValueError("worker processes need the stack as a file")
+    futures = [pool.submit(portable, _code_block, job, w, stack_file) for w in windows]
+    for counts, cloudy in results(futures, (lambda n: progress(n, total)) if progress else None):
+        tally.add(counts, cloudy)
+    return tally
+
+
+def stack_path(folder: str | Path) -> str:
+    """Where a job keeps its shared stack inside its temporary folder."""
+    return str(Path(folder) / "stack.u8")
