@@ -176,6 +176,7 @@ class WaterThresholds:
     separability: float
     water_mean: float
     land_mean: float
+    land_brightness: float = 0.0
 
 
 def robust_scale(values: np.ndarray) -> float:
@@ -242,7 +243,7 @@ def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
       whose upper class is darker than the rest (water is the darkest cover in total
       brightness; a bright upper class means the split fell between two kinds of land);
     * ``weak_water``: halfway between ``water`` and the median land index;
-    * ``dark_level``: ``dark_fraction`` x the median brightness of land;
+    * ``dark_level``: ``dark_fraction`` x the median brightness of land (``land_brightness``);
     * ``change``: a tenth of the water-land gap, and at least 3 robust sigmas of the index
       difference over pixels that are open water on both dates (sensor noise, residual shift).
 
@@ -279,9 +280,11 @@ def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
     noise = robust_scale(diff)
     change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
     land_b = bright[joint <= t]
-    dark = dark_fraction * float(np.median(land_b)) if land_b.size else 0.0
+    land_level = float(np.median(land_b)) if land_b.size else 0.0
+    dark = dark_fraction * land_level
     return WaterThresholds(water=t, weak_water=t - WEAK_SHARE * (t - l_mean), dark_level=dark,
-                           change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean)
+                           change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean,
+                           land_brightness=land_level)
 
 
 def is_water(index: np.ndarray, bright: np.ndarray, t: WaterThresholds) -> np.ndarray:

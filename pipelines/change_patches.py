@@ -17,6 +17,7 @@ import hashlib
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -32,6 +33,7 @@ from shapely.geometry import shape
 from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.ponds import (
     ShapeSettings,
+    ShapeStats,
     cluster_counts,
     is_pond_like,
     shape_score,
@@ -63,21 +65,40 @@ def patch_id(kind: str, lon: float, lat: float) -> str:
 
 
 def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int,
-               accept: Callable[[np.ndarray], bool] | None = None) -> np.ndarray:
+               accept: Callable[[np.ndarray], bool] | None = None, margin: float | None = None,
+               ) -> np.ndarray:
     """Label array splitting a blob of merged ponds at its low-index seams (dikes).
 
-    Tries increasing index levels inside the blob; the first level whose 1-px-eroded cores give
-    two or more components of at least ``min_px // 4`` pixels wins, and every blob pixel joins
-    its nearest core. A split is only kept when ``accept(labels)`` agrees (e.g. every part is
-    pond-shaped), so irregular water (tidal flats, floods) is never cut into fake ponds.
+    Candidate cores are tried in turn; the first whose components include two or more of at
+    least ``min_px // 4`` pixels wins, and every blob pixel joins its nearest core:
+
+    1. with ``margin``: pixels no more than ``margin`` below the blob's median index (a dike
+       mixed into a pixel drops the index far more than noise does), not eroded, so one-pixel
+       valleys between ponds at 10 m are enough;
+    2. the blob's pixels above increasing index levels (all, lower quartile, median), eroded
+       by one pixel.
+
+    A split is only kept when ``accept(labels)`` agrees (e.g. every part is pond-shaped), so
+    irregular water (tidal flats, floods) is never cut into fake ponds.
     Returns labels 1..n (0 outside), or the blob itself as label 1.
+
+    Example:
+        >>> idx = np.full((6, 9), 0.5, dtype=np.float32); idx[:, 4] = 0.0
+        >>> int(split_blob(np.ones((6, 9), bool), idx, 8, margin=0.2).max())
+        2
     """
     labels_out = blob.astype(np.int32)
     vals = index[blob & np.isfinite(index)]
     if vals.size < 2 * min_px:
         return labels_out
-    for level in (-np.inf, *np.quantile(vals, (0.25, 0.5))):
-        cores = ndimage.binary_erosion(blob & (index > level), iterations=1)
+    tries: list[tuple[float, int]] = []
+    if margin is not None and margin > 0:
+        tries.append((float(np.median(vals)) - margin, 0))
+    tries += [(level, 1) for level in (-np.inf, *np.quantile(vals, (0.25, 0.5)))]
+    for level, erode in tries:
+        cores = blob & (index > level)
+        if erode:
+            cores = ndimage.binary_erosion(cores, iterations=erode)
         lab, n = ndimage.label(cores)
         if n < 2:
             continue
@@ -91,6 +112,94 @@ def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int,
         if accept is None or accept(nearest):
             return nearest
     return labels_out
+
+
+#: A pond is enclosed by its dikes: a part whose outline runs mostly along water that was there on
+#: both dates is a piece of a larger water body (flooded paddy speckle, a lake margin), not a pond.
+#: Half the outline allows a new pond merged with old neighbours on up to two sides.
+MAX_OPEN_EDGE = 0.5
+#: ... and its outline is drier than its inside (on the date it holds water) by at least half
+#: the scene's change margin (which is >= 3 robust sigmas of the index noise).
+MIN_FRAME_STEP = 0.5
+
+
+@dataclass(frozen=True)
+class LostFloor:
+    """What a lost pond's floor looks like on the after date (scene-relative units).
+
+    Attributes:
+        level: median after-date brightness of the floor / the scene's land median.
+        frame_level: the same for the land ring 1-2 px around it (its dikes); NaN when the ring
+            has fewer than 4 land pixels.
+        wetness: (median after index - land median index) / (water mean - land mean index).
+        mud_wetness: the wetness a mud floor must exceed: half-way from the land median to the
+            scene's weak-water level.
+    """
+
+    level: float
+    frame_level: float
+    wetness: float
+    mud_wetness: float
+
+    def is_mud(self) -> bool:
+        """A drained floor is wet mud: darker than its own dike frame (or than dry land when
+        no frame is visible) and wetter than land. Fill and bare soil are as bright as the
+        dikes or brighter; a floor under grass or young crops is dark but drier than land.
+        """
+        darker = self.level < (self.frame_level if np.isfinite(self.frame_level) else 1.0)
+        return bool(darker and self.wetness > self.mud_wetness)
+
+
+def _open_edge(inside: np.ndarray, labels: np.ndarray, wet: np.ndarray) -> float:
+    """Share of the part's outer 1-px ring (4-connected) that is ``wet``.
+
+    ``wet`` is water on the date the part is water (after for gains, before for losses), so
+    a pond dug in a flooded field or a fragment of speckled flooding has a wet outline, while
+    a pond has dikes around it. Pixels of sibling parts of the same blob (split seams) are left
+    out of the ring.
+    """
+    ring = ndimage.binary_dilation(inside) & ~inside & (labels == 0)
+    n = int(ring.sum())
+    if n == 0:
+        return 0.0
+    return float(wet[ring].sum()) / n
+
+
+def _frame_step(inside: np.ndarray, labels: np.ndarray, index: np.ndarray) -> float:
+    """How much wetter the part is than its outer 1-px ring (median index difference).
+
+    A pond is framed by dikes: on the date it holds water its outline is clearly drier than
+    its inside. Speckle cut out of uniformly flooded fields by a threshold has no such frame.
+    """
+    ring = ndimage.binary_dilation(inside) & ~inside & (labels == 0)
+    vals_in, vals_ring = index[inside], index[ring]
+    vals_in, vals_ring = vals_in[np.isfinite(vals_in)], vals_ring[np.isfinite(vals_ring)]
+    if vals_in.size == 0 or vals_ring.size == 0:
+        return 0.0
+    return float(np.median(vals_in) - np.median(vals_ring))
+
+
+def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, facts: dict,
+              settings: ShapeSettings, pixel_size_m: float) -> tuple[str, bool]:
+    """The patch kind of one examined part, and whether it counts as a pond.
+
+    Args:
+        value: the blob's change code (``CODE["new_water"]`` or ``CODE["lost_water"]``).
+        stats: shape measures of the part (metric CRS).
+        solidity: share of the part kept by a 3x3 opening.
+        drained: whether a lost pond's floor looks like wet mud inside its frame.
+        facts: further measurements from :func:`_examine`: ``open_edge`` (share of the
+            outline that is water on the part's wet date) and ``frame_step`` (how much drier
+            the outline is than the inside, in units of the scene's change margin).
+        settings: pond shape criteria.
+        pixel_size_m: grid pixel size in metres.
+    """
+    pond = (is_pond_like(stats, settings, pixel_size_m) and solidity >= 0.6
+            and facts.get("open_edge", 0.0) <= MAX_OPEN_EDGE
+            and facts.get("frame_step", np.inf) >= MIN_FRAME_STEP)
+    if value == CODE["new_water"]:
+        return ("new_pond" if pond else "new_water"), pond
+    return (("drained_pond" if drained else "removed_pond") if pond else "lost_water"), pond
 
 
 def _window_for(bounds_px, grid, pad: int) -> Window:
@@ -163,9 +272,14 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
 
     labels = blob.astype(np.int32)
     if blob.sum() >= 2 * min_px:
-        labels = split_blob(blob, wet_index, min_px, accept)
+        labels = split_blob(blob, wet_index, min_px, accept, margin=t.change)
     t = job.thresholds
     span = max(1e-6, t.water_mean - t.land_mean)
+    with np.errstate(invalid="ignore"):
+        if value == CODE["new_water"]:  # the after date's water rule (brightness: 63.5 = land median)
+            wet = (ia > t.water) | ((ia > t.weak_water) & (nir < 63.5 * t.dark_level / max(1e-9, t.land_brightness)))
+        else:  # no before brightness in the stack: open water by the index alone
+            wet = (ib > t.water) | (win_codes == CODE["water"])
     for part in range(1, int(labels.max()) + 1):
         inside = labels == part
         if not inside.any():
@@ -186,18 +300,21 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         delta = np.nanmean(np.abs(ia[inside] - ib[inside]))
         contrast = float(np.clip(delta / span, 0.0, 1.0)) if np.isfinite(delta) else 0.0
         drained = False
+        facts = {"open_edge": _open_edge(inside, labels, wet),
+                 "frame_step": _frame_step(inside, labels, wet_index) / max(1e-6, t.change)}
         if value == CODE["lost_water"]:
             ring = ndimage.binary_dilation(inside, iterations=2) & ~inside & (win_codes == CODE["land"])
             # Brightness layer: 63.5 = the land median. A drained floor is wet mud, darker than
             # its dike frame (or than dry land); fill is dry soil, as bright as the dikes or more.
-            inner_b = float(np.median(nir[inside]))
-            if ring.sum() >= 4:
-                drained = inner_b < 0.95 * float(np.median(nir[ring]))
-            else:
-                drained = inner_b < 63.5
-            # ... and bare: a floor now under crops or grass (low index, dark) was filled in.
-            drained = drained and float(np.nanmedian(ia[inside])) > t.land_mean
-        yield poly, stats, contrast, drained, solidity
+            floor = LostFloor(
+                level=float(np.median(nir[inside])) / 63.5,
+                frame_level=float(np.median(nir[ring])) / 63.5 if ring.sum() >= 4 else float("nan"),
+                wetness=(float(np.nanmedian(ia[inside])) - t.land_mean) / span,
+                mud_wetness=0.5 * (t.weak_water - t.land_mean) / span)
+            drained = floor.is_mud()
+            facts.update(floor_level=floor.level, frame_level=floor.frame_level, wetness=floor.wetness,
+                         mud_wetness=floor.mud_wetness)
+        yield poly, stats, contrast, drained, solidity, facts
 
 
 def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
@@ -225,12 +342,8 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
     out = []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
         for geom, v in blobs:
-            for poly, stats, contrast, drained, solidity in _examine(geom, v, stack, job, settings, px_area):
-                pond = is_pond_like(stats, settings, grid.pixel_size_m) and solidity >= 0.6
-                if v == CODE["new_water"]:
-                    kind = "new_pond" if pond else "new_water"
-                else:
-                    kind = ("drained_pond" if drained else "removed_pond") if pond else "lost_water"
+            for poly, stats, contrast, drained, solidity, facts in _examine(geom, v, stack, job, settings, px_area):
+                kind, pond = part_kind(v, stats, solidity, drained, facts, settings, grid.pixel_size_m)
                 score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
