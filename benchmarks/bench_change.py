@@ -10,10 +10,13 @@ runs, each in a fresh subprocess so peak RSS is its own:
 
 * ``bare``: one thread, windowed ``read(out=...)`` of the 4 bands of both dates + NDWI of both,
   the practical I/O + decode limit for the same files;
-* ``tuban-1`` and ``tuban-2``: ``run_change`` with 1 and 2 worker threads.
+* ``tuban-1`` and ``tuban-2``: ``run_change`` with 1 and 2 worker processes.
 
-Prints Mpx/s (grid pixels per second), the ratio tuban-1 / bare, the 2-worker speed-up and the
-peak RSS of every run.
+Prints Mpx/s (grid pixels per second), the ratio tuban-1 / bare, the 2-worker speed-up, the
+peak RSS of every run (the main process, and the largest worker process), and CPU seconds per
+Mpx (the run's own CPU time plus its workers', imports excluded): on a shared, loaded machine wall-clock ratios
+are noisy, CPU time per Mpx much less so. Stage times of the tuban runs come from
+``ChangeResult.stats["seconds"]``.
 """
 
 from __future__ import annotations
@@ -78,11 +81,17 @@ def generate(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def _cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once reaped
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_bare(before: Path, after: Path, block: int) -> dict:
     import rasterio
     from rasterio.windows import Window
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(before) as b, rasterio.open(after) as a:
         h, w = b.height, b.width
         buf_b = np.empty((4, block, block), np.uint16)
@@ -100,17 +109,20 @@ def run_bare(before: Path, after: Path, block: int) -> dict:
                     ndwi = (g - n) / (g + n + 1e-6)
                     water += int((ndwi > 0).sum())
     dt = time.perf_counter() - t0
-    return {"seconds": dt, "mpx_s": h * w / dt / 1e6, "water_px": water}
+    return {"seconds": dt, "mpx_s": h * w / dt / 1e6, "cpu_s_per_mpx": (_cpu_s() - c0) / (h * w / 1e6),
+            "water_px": water}
 
 
 def run_tuban(before: Path, after: Path, block: int, workers: int) -> dict:
     from tuban.pipelines.change import ChangeSettings, run_change
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     r = run_change([before], [after], ChangeSettings(block_px=block, workers=workers))
     dt = time.perf_counter() - t0
     g = r.stats["grid"]
-    return {"seconds": dt, "mpx_s": g["width"] * g["height"] / dt / 1e6, "patches": r.stats["patches"]}
+    mpx = g["width"] * g["height"] / 1e6
+    return {"seconds": dt, "mpx_s": mpx / dt, "cpu_s_per_mpx": (_cpu_s() - c0) / mpx, "stages_s": r.stats["seconds"],
+            "patches": r.stats["patches"]}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -120,6 +132,7 @@ def _child(args: argparse.Namespace) -> None:
     else:
         out = run_tuban(args.before, args.after, args.block_px, int(args.child.split("-")[1]))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     print(json.dumps(out))
 
 
@@ -145,19 +158,27 @@ def main() -> None:
         print(f"pair {args.size_px} x {args.size_px} x 4 uint16 ready in {time.perf_counter() - t0:.0f} s "
               f"({(before.stat().st_size + after.stat().st_size) / 2**20:.0f} MiB)", flush=True)
         results = {}
+        print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
         for mode in ("bare", "tuban-1", "tuban-2"):
             cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
                    "--block-px", str(args.block_px)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
             res = results[mode]
-            print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  peak RSS {res['peak_rss_mb']:6.0f} MB",
-                  flush=True)
+            workers = f" (workers {res['worker_peak_rss_mb']:5.0f} MB)" if mode == "tuban-2" else ""
+            stages = " ".join(f"{k} {v:.1f}" for k, v in res.get("stages_s", {}).items())
+            print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  "
+                  f"CPU {res['cpu_s_per_mpx']:.3f} s/Mpx  peak RSS {res['peak_rss_mb']:6.0f} MB{workers}"
+                  f"{'  stages (s): ' + stages if stages else ''}", flush=True)
         ratio = results["tuban-1"]["mpx_s"] / results["bare"]["mpx_s"]
+        cpu_ratio = results["bare"]["cpu_s_per_mpx"] / results["tuban-1"]["cpu_s_per_mpx"]
         speedup = results["tuban-2"]["mpx_s"] / results["tuban-1"]["mpx_s"]
-        print(f"ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67); 2 workers / 1 worker = {speedup:.2f}x "
-              f"(target >= 1.7); patches {results['tuban-1']['patches']}")
-        print(json.dumps({"size_px": args.size_px, "results": results, "ratio": ratio, "speedup_2w": speedup}))
+        print(f"ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
+              f"2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); patches {results['tuban-1']['patches']}")
+        same = results["tuban-1"]["patches"] == results["tuban-2"]["patches"]
+        print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+        print(json.dumps({"size_px": args.size_px, "results": results, "ratio": ratio, "cpu_ratio": cpu_ratio,
+                          "speedup_2w": speedup, "same_patch_counts": same}))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -19,7 +19,9 @@ import hashlib
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,7 @@ from tuban.pipelines.change_pool import (
     block_summary,
     code_blocks,
     local_pool,
+    map_in,
     stack_path,
 )
 
@@ -127,13 +130,11 @@ def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0
         return [read_date(reader, src, w) for w in windows]
 
 
-def _measure_shift(sb: list[dict], sa: list[dict], index_name: str):
+def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, pool: Executor | None = None):
     """Median phase-correlation shift over sample windows (x, y in pixels) and best response."""
-    shifts = []
-    for b, a in zip(sb, sa, strict=True):
-        dx, dy, resp = estimate_shift(water_index(b, index_name), water_index(a, index_name))
-        if resp > 0:
-            shifts.append((dx, dy, resp))
+    pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
+    estimates = map_in(pool, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
+    shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:
         return (0.0, 0.0), 0.0
     arr = np.array(shifts)
@@ -144,15 +145,15 @@ def _token(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
-def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings) -> tuple[BlockJob, dict]:
+def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, pool: Executor | None = None,
+             ) -> tuple[BlockJob, dict]:
     grid = common_grid(before, after)
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    sb = _read_samples(before, grid, windows)
-    sa = _read_samples(after, grid, windows)
+    sb, sa = map_in(pool, _read_samples, [before, after], [grid, grid], [windows, windows])
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
-    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name)
+    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name, pool)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
         sa = _read_samples(after, grid, windows, applied)
@@ -282,25 +283,33 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
     """
     settings = settings or ChangeSettings()
     local = settings.scheduler is None
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 3)
+
     with tempfile.TemporaryDirectory(prefix="tuban-change-") as tmp:
         before = _as_source(before, Path(tmp) / "before.tif")
         after = _as_source(after, Path(tmp) / "after.tif")
-        job, stats = _prepare(before, after, settings)
-        grid = job.grid
-        shape = (len(LAYERS), grid.height, grid.width)
-        # Worker processes share the stack through a file; one process keeps small grids in RAM.
-        stack_file = None
-        if settings.workers > 1 or grid.width * grid.height > 64_000_000:
-            stack_file = StackFile(stack_path(tmp), shape)
-            stack = stack_file.create()
-        else:
-            stack = np.zeros(shape, dtype=np.uint8)
-        windows = block_windows(grid, settings.block_px)
         with local_pool(settings.workers) as pool:
+            job, stats = _prepare(before, after, settings, pool)
+            seconds = {"prepare": lap()}
+            grid = job.grid
+            shape = (len(LAYERS), grid.height, grid.width)
+            # Worker processes share the stack through a file; one process keeps small grids in RAM.
+            stack_file = None
+            if settings.workers > 1 or grid.width * grid.height > 64_000_000:
+                stack_file = StackFile(stack_path(tmp), shape)
+                stack = stack_file.create()
+            else:
+                stack = np.zeros(shape, dtype=np.uint8)
+            windows = block_windows(grid, settings.block_px)
             if local:
                 tally = code_blocks(job, windows, stack, pool, stack_file, progress)
             else:
                 tally = _run_dask(job, windows, stack, settings.scheduler, progress)
+            seconds["blocks"] = lap()
             if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
                 tally.counts[:] = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)
                                       for r in range(0, grid.height, 1024))
@@ -308,8 +317,11 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
             stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}
             if counts[CODE["masked"]] == grid.width * grid.height:
                 raise RasterError(f"{before.label} / {after.label}", "every pixel is nodata or masked")
+            seconds["shadows"] = lap()
             patches = patches_from_codes(stack, job, settings.shapes, pool=pool, stack_file=stack_file)
         del stack
+        seconds["patches"] = lap()
+        stats["seconds"] = seconds
 
     patches["before_date"] = before.date
     patches["after_date"] = after.date

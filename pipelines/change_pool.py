@@ -39,7 +39,7 @@ from tuban.pipelines.change_blocks import (
     process_block,
 )
 
-__all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks"]
+__all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks", "map_in", "results", "portable"]
 
 Progress = Callable[[int, int], None]
 
@@ -146,6 +146,13 @@ def results(futures: Sequence[Future], on_done: Callable[[int], None] | None = N
         return [f.result() for f in futures]
     except BrokenProcessPool:
         raise TubanError("a worker process died (out of memory?); try fewer --workers") from None
+
+
+def map_in(pool: Executor | None, fn: Callable, *iterables) -> list:
+    """``list(map(fn, *iterables))``, in ``pool``'s processes when given (results in order)."""
+    if pool is None:
+        return list(map(fn, *iterables))
+    return results([pool.submit(portable, fn, *args) for args in zip(*iterables, strict=True)])
 
 
 def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool]:
