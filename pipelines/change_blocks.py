@@ -279,7 +279,7 @@ def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
     out[0] = code_pixels(ib, ia, bb, ba, valid, t)
     out[1] = quantise_index(ib)
     out[2] = quantise_index(ia)
-    out[3] = quantise_level(ba, t.dark_level / 0.65 if t.dark_level > 0 else 1.0)
+    out[3] = quantise_level(ba, t.land_brightness if t.land_brightness > 0 else 1.0)
     # Darkening (or brightening back) by >40 % without open water on the darker date: what a
     # cloud shadow does. Masked later only where a cloud is near (see change.mask_shadows).
     with np.errstate(invalid="ignore"):
