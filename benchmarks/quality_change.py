@@ -72,7 +72,43 @@ def baseline(before: Path, after: Path, min_area_m2: float = 500.0) -> gpd.GeoDa
     return gpd.GeoDataFrame(recs, crs=crs)
 
 
-def score(pred: gpd.GeoDataFrame, root: Path, res: str) -> dict:
+def distractors(root: Path) -> dict[str, object]:
+    """Where the county's distractors lie (UTM): flooded paddy fields and the cloud's shadow.
+
+    Rebuilt from the generator with the county's own seeds (the generator writes no land-cover
+    truth), so false alarms can be attributed to paddy, cloud / cloud shadow, or anything else.
+    """
+    import shapely
+    from shapely.geometry import Point
+
+    from tuban.sample_data.county import _hr_box, _rng
+    from tuban.sample_data.landcover import build_landscape
+    from tuban.sample_data.scenes import CountySpec, make_cloud
+
+    m = json.loads((root / "county.json").read_text())
+    seed, size = int(m["seed"]), float(m["county_size_m"])
+    spec = CountySpec(**m["spec"]) if isinstance(m.get("spec"), dict) else CountySpec()
+    land = build_landscape(_rng(seed, 1), size, size)
+    hr_box = _hr_box(_rng(seed, 2), spec, land.coast_xy_m)
+    cloud = make_cloud(_rng(seed, 4), size, avoid=hr_box)
+    origin = np.asarray(m["origin_xy_m"])
+    paddy = shapely.union_all([p.geometry for p in land.patches if p.role == "paddy"])
+    puffs = shapely.union_all([Point(x, y).buffer(2.0 * sigma) for x, y, sigma, _ in cloud.puffs])
+    shadow = shapely.affinity.translate(puffs, *cloud.shadow_shift_m)
+    move = lambda g: shapely.transform(g, lambda c: c + origin)  # noqa: E731
+    return {"paddy": move(paddy), "cloud_or_shadow": move(shapely.union(puffs, shadow))}
+
+
+def attribute(false_alarms: gpd.GeoDataFrame, places: dict[str, object]) -> dict[str, int]:
+    """Count false alarms by the distractor they mostly lie on (else ``other``)."""
+    out = {k: 0 for k in places} | {"other": 0}
+    for g in false_alarms.geometry:
+        hit = [k for k, where in places.items() if g.intersection(where).area >= 0.5 * g.area]
+        out[hit[0] if hit else "other"] += 1
+    return out
+
+
+def score(pred: gpd.GeoDataFrame, root: Path, res: str, places: dict | None = None) -> dict:
     out = {}
     for kind, names in PAIRS.items():
         kinds = ["removed_pond", "drained_pond"] if kind == "lost_pond" else [kind]
@@ -82,6 +118,14 @@ def score(pred: gpd.GeoDataFrame, root: Path, res: str) -> dict:
     truth_all = _truth(root, ["new_ponds", "removed_ponds", "drained_ponds"], res)
     s = score_objects(allp, truth_all, iou_threshold=0.1)
     out["false_alarms"] = s.predictions - s.matched
+    if places is not None:
+        from tuban.pipelines.evaluate import match_objects
+
+        local = allp.to_crs(truth_all.estimate_utm_crs()) if len(allp) else allp
+        t_local = truth_all.to_crs(local.crs) if len(allp) else truth_all
+        hit = {i for i, _, _ in match_objects(list(local.geometry), list(t_local.geometry), 0.1)}
+        fa = local.iloc[[i for i in range(len(local)) if i not in hit]]
+        out["false_alarms_by_place"] = attribute(fa, places)
     out["any_kind_patches"] = int(len(pred))
     return out
 
@@ -101,19 +145,23 @@ def main() -> None:
             root = base / f"seed{seed}"
             if not (root / "county.json").exists():
                 generate_county(root, seed=seed)
+            places = distractors(root)
+            manifest = json.loads((root / "county.json").read_text())
             for res in ("s2", "hr"):
                 t0 = time.perf_counter()
                 r = run_change([root / res / "before.tif"], [root / res / "after.tif"], ChangeSettings())
                 dt = time.perf_counter() - t0
-                ours = score(r.patches, root, res)
-                naive = score(baseline(root / res / "before.tif", root / res / "after.tif"), root, res)
+                ours = score(r.patches, root, res, places)
+                naive = score(baseline(root / res / "before.tif", root / res / "after.tif"), root, res, places)
+                hazy = any(manifest["scenes"][f"{res}/{d}"].get("haze") for d in ("before", "after"))
                 rows.append({"seed": seed, "res": res, "seconds": round(dt, 1), "shift_px": r.shift_px,
-                             "tuban": ours, "baseline": naive})
+                             "haze": hazy, "tuban": ours, "baseline": naive})
                 print(f"seed {seed} {res}: " + "  ".join(
                     f"{k} F1 {ours[k]['f1']:.2f} (P {ours[k]['precision']:.2f} R {ours[k]['recall']:.2f}, "
                     f"n={ours[k]['truths']}) / base {naive[k]['f1']:.2f}"
                     for k in ("new_pond", "removed_pond", "drained_pond", "lost_pond"))
-                    + f"  FA {ours['false_alarms']} / base {naive['false_alarms']}  shift {r.shift_px}", flush=True)
+                    + f"  FA {ours['false_alarms']} {ours['false_alarms_by_place']} / base {naive['false_alarms']}"
+                    f" {naive['false_alarms_by_place']}  haze {hazy}  shift {r.shift_px}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

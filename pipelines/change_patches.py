@@ -165,6 +165,20 @@ def _open_edge(inside: np.ndarray, labels: np.ndarray, wet: np.ndarray) -> float
     return float(wet[ring].sum()) / n
 
 
+def is_sliver(geom, pixel_size_m: float) -> bool:
+    """Whether ``geom`` is on average less than 1.5 pixels wide (mean width = 2 area / perimeter).
+
+    Such ribbons are edges: residual misregistration along roads, field borders and shores.
+
+    Example:
+        >>> from shapely.geometry import box
+        >>> is_sliver(box(0, 0, 300, 10), 10.0), is_sliver(box(0, 0, 60, 40), 10.0)
+        (True, False)
+    """
+    length = float(geom.length)
+    return length > 0 and 2.0 * float(geom.area) / length < 1.5 * pixel_size_m
+
+
 def _frame_step(inside: np.ndarray, labels: np.ndarray, index: np.ndarray) -> float:
     """How much wetter the part is than its outer 1-px ring (median index difference).
 
@@ -292,7 +306,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                 continue
             poly = max(polys, key=lambda p: p.area)
         stats = shape_stats(poly, grid.pixel_size_m)
-        if stats.area_m2 < settings.min_area_m2:
+        if stats.area_m2 < settings.min_area_m2 or is_sliver(poly, grid.pixel_size_m):
             continue
         # A pond is a solid block: a 3x3 opening keeps most of it, while fragments of textured
         # flooding, shadow edges or tide (speckle around a threshold) mostly vanish.
@@ -311,6 +325,10 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                 frame_level=float(np.median(nir[ring])) / 63.5 if ring.sum() >= 4 else float("nan"),
                 wetness=(float(np.nanmedian(ia[inside])) - t.land_mean) / span,
                 mud_wetness=0.5 * (t.weak_water - t.land_mean) / span)
+            if floor.level < t.dark_level / max(1e-9, t.land_brightness):
+                # As dark as water on the after date: the water changed colour (turbid, algae,
+                # deep) and left the index range, it was not lost.
+                continue
             drained = floor.is_mud()
             facts.update(floor_level=floor.level, frame_level=floor.frame_level, wetness=floor.wetness,
                          mud_wetness=floor.mud_wetness)
