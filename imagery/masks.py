@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SceneBrightness", "scene_brightness", "cloud_shadow_mask", "qa_mask", "nodata_mask",
+__all__ = ["SceneBrightness", "scene_brightness", "cloud_candidates", "cloud_shadow_mask", "qa_mask", "nodata_mask",
            "user_mask"]
 
 _VISIBLE = ("blue", "green", "red")
@@ -27,6 +27,13 @@ def _visible(bands: Mapping[str, np.ndarray]) -> np.ndarray:
     vis = [bands[r] for r in _VISIBLE if r in bands]
     if len(vis) == 1:
         return np.asarray(vis[0], dtype=np.float32)
+    if all(np.asarray(v).dtype == np.float32 for v in vis):
+        # The float32 mean, summed in band order as np.mean over a stack does, without the stack.
+        out = np.add(vis[0], vis[1])
+        for v in vis[2:]:
+            out += v
+        out /= len(vis)
+        return out
     return np.mean(np.stack(vis).astype(np.float32, copy=False), axis=0)
 
 
@@ -50,26 +57,14 @@ def scene_brightness(bands: Mapping[str, np.ndarray], valid: np.ndarray) -> Scen
                            float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
 
 
-def cloud_shadow_mask(
-    bands: Mapping[str, np.ndarray],
-    ref: SceneBrightness,
-    *,
-    cloud_factor: float = 2.5,
-    shadow_factor: float = 0.5,
-    shadow_reach_px: int = 40,
-    dilate_px: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean ``(cloud, shadow)`` masks of one date (see module docstring).
+def cloud_candidates(bands: Mapping[str, np.ndarray], ref: SceneBrightness, *, cloud_factor: float = 2.5,
+                     visible: np.ndarray | None = None) -> np.ndarray:
+    """Pixels bright and white enough to be cloud, before any speckle removal (pixel by pixel).
 
-    Args:
-        bands: role -> 2-D arrays on the comparison grid (after scaling).
-        ref: scene brightness levels of this date.
-        cloud_factor: cloud if visible and NIR exceed ``floor + factor * (median - floor)``.
-        shadow_factor: shadow if visible and NIR are below ``floor + factor * (median - floor)``.
-        shadow_reach_px: shadows are only looked for this close to a cloud.
-        dilate_px: both masks grow by this many pixels (soft cloud edges).
+    :func:`cloud_shadow_mask` opens and dilates these; a caller working block by block can use
+    them to know where the neighbourhood of a block matters.
     """
-    vis = _visible(bands)
+    vis = _visible(bands) if visible is None else visible
     nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
     vis_cloud = ref.visible_floor + cloud_factor * (ref.visible - ref.visible_floor)
     nir_cloud = ref.nir_floor + 0.6 * cloud_factor * (ref.nir - ref.nir_floor)
@@ -80,11 +75,38 @@ def cloud_shadow_mask(
         with np.errstate(divide="ignore", invalid="ignore"):
             flat = np.abs(g - n) < 0.35 * (g + n)  # clouds are white: green ~ nir
         cloud &= flat
+    return cloud
+
+
+def cloud_shadow_mask(
+    bands: Mapping[str, np.ndarray],
+    ref: SceneBrightness,
+    *,
+    cloud_factor: float = 2.5,
+    shadow_factor: float = 0.5,
+    shadow_reach_px: int = 40,
+    dilate_px: int = 2,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(cloud, shadow)`` masks of one date (see module docstring).
+
+    Args:
+        bands: role -> 2-D arrays on the comparison grid (after scaling).
+        ref: scene brightness levels of this date.
+        cloud_factor: cloud if visible and NIR exceed ``floor + factor * (median - floor)``.
+        shadow_factor: shadow if visible and NIR are below ``floor + factor * (median - floor)``.
+        shadow_reach_px: shadows are only looked for this close to a cloud.
+        dilate_px: both masks grow by this many pixels (soft cloud edges).
+        candidates: :func:`cloud_candidates` of the same bands, when already computed.
+    """
+    cloud = cloud_candidates(bands, ref, cloud_factor=cloud_factor) if candidates is None else candidates.copy()
     # Speckles of a few pixels are bright roofs or sand, not clouds.
     if cloud.any():
         cloud = ndimage.binary_opening(cloud, iterations=1)
     shadow = np.zeros_like(cloud)
     if cloud.any() and shadow_reach_px > 0:
+        vis = _visible(bands)
+        nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
         near = ndimage.binary_dilation(cloud, iterations=shadow_reach_px)
         dark = (vis < ref.visible_floor + shadow_factor * (ref.visible - ref.visible_floor)) & \
                (nir < ref.nir_floor + shadow_factor * (ref.nir - ref.nir_floor))

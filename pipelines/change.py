@@ -15,6 +15,7 @@ when worker processes share it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -45,6 +46,7 @@ from tuban.imagery.water import (
     water_thresholds,
 )
 from tuban.pipelines.change_blocks import (
+    CLOUD_HALO_PX,
     CODE,
     LAYERS,
     BlockJob,
@@ -168,7 +170,7 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     bright_b = scene_brightness({r: v for r, v in cat.items() if r != "qa"}, ~nod_b)
     bright_a = scene_brightness({r: v for r, v in cat_a.items() if r != "qa"}, ~nod_a)
     valid = np.concatenate([
-        ~(invalid_mask(b, before, bright_b, 8)[0] | invalid_mask(a, after, bright_a, 8)[0]).ravel()
+        ~(invalid_mask(b, before, bright_b)[0] | invalid_mask(a, after, bright_a)[0]).ravel()
         for b, a in zip(sb, sa, strict=True)
     ])
     gains = fit_normalisation(cat, cat_a, valid)
@@ -242,6 +244,22 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
     return changed
 
 
+def _code(job: BlockJob, windows: list[Window], stack: np.ndarray, pool: Executor | None,
+          stack_file: StackFile | None, scheduler, progress: Progress | None) -> BlockTally:
+    """Code ``windows`` into ``stack`` locally (in-process or worker processes) or on dask."""
+    if scheduler is None:
+        return code_blocks(job, windows, stack, pool, stack_file, progress)
+    return _run_dask(job, windows, stack, scheduler, progress)
+
+
+def _near_candidates(stack: np.ndarray, window: Window, grid: Grid) -> bool:
+    """Whether a cloud candidate lies within :data:`CLOUD_HALO_PX` of ``window``."""
+    r0, c0 = max(0, int(window.row_off) - CLOUD_HALO_PX), max(0, int(window.col_off) - CLOUD_HALO_PX)
+    r1 = min(grid.height, int(window.row_off + window.height) + CLOUD_HALO_PX)
+    c1 = min(grid.width, int(window.col_off + window.width) + CLOUD_HALO_PX)
+    return bool((np.asarray(stack[LAYERS.index("flags"), r0:r1, c0:c1]) & 4).any())
+
+
 def _mask_in_grid(geoms: Sequence, grid: Grid) -> list:
     if not geoms:
         return []
@@ -282,7 +300,6 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
         progress: optional ``callback(done_blocks, total_blocks)``.
     """
     settings = settings or ChangeSettings()
-    local = settings.scheduler is None
     clock = [time.perf_counter()]
 
     def lap() -> float:
@@ -305,10 +322,14 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
             else:
                 stack = np.zeros(shape, dtype=np.uint8)
             windows = block_windows(grid, settings.block_px)
-            if local:
-                tally = code_blocks(job, windows, stack, pool, stack_file, progress)
-            else:
-                tally = _run_dask(job, windows, stack, settings.scheduler, progress)
+            tally = _code(job, windows, stack, pool, stack_file, settings.scheduler, progress)
+            if tally.candidates:
+                # Blocks near cloud candidates again, with their surroundings, so cloud and shadow
+                # masks are what the whole grid would give, whatever the block size.
+                redo = [w for w in windows if _near_candidates(stack, w, grid)]
+                _code(dataclasses.replace(job, halo_px=CLOUD_HALO_PX), redo, stack, pool, stack_file,
+                      settings.scheduler, None)
+                tally = BlockTally.of_stack(stack)
             seconds["blocks"] = lap()
             if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
                 tally.counts[:] = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)

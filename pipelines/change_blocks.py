@@ -19,7 +19,14 @@ import rasterio
 from rasterio.windows import Window
 
 from tuban.imagery.align import Grid, GridReader, open_on_grid
-from tuban.imagery.masks import SceneBrightness, cloud_shadow_mask, nodata_mask, qa_mask, user_mask
+from tuban.imagery.masks import (
+    SceneBrightness,
+    cloud_candidates,
+    cloud_shadow_mask,
+    nodata_mask,
+    qa_mask,
+    user_mask,
+)
 from tuban.imagery.raster_io import DateSource
 from tuban.imagery.water import BandGain, WaterThresholds, brightness, is_water, water_index
 
@@ -170,22 +177,37 @@ def apply_gains(bands: Mapping[str, np.ndarray], gains: Mapping[str, BandGain]) 
     return out
 
 
+#: Shadows next to a cloud are looked for this close to it inside a block (far ones by the
+#: whole-grid pass, ``change.mask_shadows``).
+SHADOW_REACH_PX = 16
+#: How far a block's cloud and shadow masks depend on pixels around it: speckle opening (2 px),
+#: shadow reach, and the 2 px dilation of both masks, plus a margin.
+CLOUD_HALO_PX = SHADOW_REACH_PX + 8
+
+
 def invalid_mask(bands: Mapping[str, np.ndarray], src: DateSource, bright: SceneBrightness,
-                 halo_px: int, nodata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 nodata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(invalid, cloud)``: nodata, QA-flagged, cloud and near cloud-shadow pixels; clouds.
 
     ``nodata`` is the mask :func:`_read_bands` already made (NaN in any band), when known.
     """
+    invalid, cloud, _ = _masks(bands, src, bright, nodata)
+    return invalid, cloud
+
+
+def _masks(bands: Mapping[str, np.ndarray], src: DateSource, bright: SceneBrightness,
+           nodata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`invalid_mask` plus the raw cloud candidates (before speckle opening)."""
     bad = nodata_mask(bands, None) if nodata is None else nodata.copy()
     if "qa" in bands and src.qa_kind:
         q = qa_mask(bands["qa"], src.qa_kind)
         bad |= q
     clean = {r: b for r, b in bands.items() if r != "qa"}  # NaN compares False: never cloud
-    # Shadows next to a cloud are caught here; far ones by the whole-grid pass (mask_shadows).
-    cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=max(16, halo_px))
+    candidates = cloud_candidates(clean, bright)
+    cloud, shadow = cloud_shadow_mask(clean, bright, shadow_reach_px=SHADOW_REACH_PX, candidates=candidates)
     if "qa" in bands and src.qa_kind:
         cloud = cloud | q
-    return bad | cloud | shadow, cloud
+    return bad | cloud | shadow, cloud, candidates
 
 
 def code_pixels(index_before: np.ndarray, index_after: np.ndarray, bright_before: np.ndarray,
@@ -247,15 +269,17 @@ def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
     Returns:
         The window and a ``(5, rows, cols)`` uint8 stack: change codes, quantised water index
         of both dates, the after date's brightness relative to the land median, and flags
-        (bit 0 cloud on either date, bit 1 shadow-like darkening).
+        (bit 0 cloud on either date, bit 1 shadow-like darkening, bit 2 cloud candidate: where
+        the neighbourhood of the block matters, see :data:`CLOUD_HALO_PX`).
     """
     rb, ra = _readers(job)
     big, inner = _expand(window, job.grid, job.halo_px)
     before, nodata_b = _read_bands(rb, job.before, big)
     after, nodata_a = _read_bands(ra, job.after, big)
     after = apply_gains(after, job.gains)
-    bad_b, cloud_b = invalid_mask(before, job.before, job.bright_before, job.halo_px, nodata_b)
-    bad_a, cloud_a = invalid_mask(after, job.after, job.bright_after, job.halo_px, nodata_a)
+    bad_b, cloud_b, maybe_b = _masks(before, job.before, job.bright_before, nodata_b)
+    bad_a, cloud_a, maybe_a = _masks(after, job.after, job.bright_after, nodata_a)
+    maybe = maybe_b | maybe_a  # not in place: with no candidates, cloud_b may be maybe_b itself
     bad_b |= bad_a
     valid = ~bad_b[inner]
     cloud_b |= cloud_a
@@ -287,4 +311,5 @@ def process_block(job: BlockJob, window: Window) -> tuple[Window, np.ndarray]:
         shadowish |= (bb < 0.6 * ba) & ~(ib > t.water)
     np.left_shift(shadowish, 1, out=out[4], dtype=np.uint8)
     out[4] |= cloud
+    out[4] |= np.left_shift(maybe[inner], 2, dtype=np.uint8)
     return window, out

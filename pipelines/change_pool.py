@@ -69,24 +69,36 @@ _OPEN: dict[tuple, np.memmap] = {}
 
 @dataclass
 class BlockTally:
-    """Pixel counts per code and whether any block holds a cloud, summed over blocks."""
+    """Summed over blocks: pixel counts per code, whether any block holds a cloud, and whether
+    any holds a cloud candidate (then masks near block edges need the blocks' surroundings)."""
 
     counts: np.ndarray
     cloudy: bool = False
+    candidates: bool = False
 
     @classmethod
     def empty(cls) -> BlockTally:
         return cls(np.zeros(len(CODE), dtype=np.int64))
 
-    def add(self, counts: np.ndarray, cloudy: bool) -> None:
+    def add(self, counts: np.ndarray, cloudy: bool, candidates: bool) -> None:
         self.counts += counts
         self.cloudy |= cloudy
+        self.candidates |= candidates
+
+    @classmethod
+    def of_stack(cls, stack: np.ndarray, strip_px: int = 1024) -> BlockTally:
+        """The tally of a whole result stack, strip by strip."""
+        tally = cls.empty()
+        for r in range(0, stack.shape[1], strip_px):
+            tally.add(*block_summary(np.asarray(stack[:, r:r + strip_px])))
+        return tally
 
 
-def block_summary(block: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Code histogram of a processed block and whether its flags mark a cloud."""
+def block_summary(block: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+    """Code histogram of a processed block, and whether its flags mark a cloud / a candidate."""
     counts = np.bincount(block[0].ravel(), minlength=len(CODE))[: len(CODE)]
-    return counts.astype(np.int64), bool((block[LAYERS.index("flags")] & 1).any())
+    flags = block[LAYERS.index("flags")]
+    return counts.astype(np.int64), bool((flags & 1).any()), bool((flags & 4).any())
 
 
 def _start_method() -> str:
@@ -155,7 +167,7 @@ def map_in(pool: Executor | None, fn: Callable, *iterables) -> list:
     return results([pool.submit(portable, fn, *args) for args in zip(*iterables, strict=True)])
 
 
-def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool]:
+def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool, bool]:
     _, block = process_block(job, window)
     r, c = int(window.row_off), int(window.col_off)
     stack.open()[:, r:r + block.shape[1], c:c + block.shape[2]] = block
@@ -182,8 +194,8 @@ def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, poo
     if stack_file is None:
         raise ValueError("worker processes need the stack as a file")
     futures = [pool.submit(portable, _code_block, job, w, stack_file) for w in windows]
-    for counts, cloudy in results(futures, (lambda n: progress(n, total)) if progress else None):
-        tally.add(counts, cloudy)
+    for summary in results(futures, (lambda n: progress(n, total)) if progress else None):
+        tally.add(*summary)
     return tally
 
 
