@@ -704,6 +704,7 @@ def uav_detect(
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
     min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
+    keep_incomplete: Annotated[bool, typer.Option("--keep-incomplete", help="Also report objects no frame saw whole (outline: the part one frame saw).")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Detect ponds on drone video frames, project them to the ground, merge across frames."""
@@ -729,7 +730,8 @@ def uav_detect(
         detector, detector_gsd_m = load_uav_detector(model, conf=conf)
     track = read_track(telemetry)
     elevation = read_dem(dem) if dem else None
-    settings = UavDetectSettings(min_score=conf, min_frames=min_frames, detector_gsd_m=detector_gsd_m)
+    settings = UavDetectSettings(min_score=conf, min_frames=min_frames, detector_gsd_m=detector_gsd_m,
+                                 require_complete=not keep_incomplete)
     try:
         with progress_bar("uav detect") as cb:
             gdf, stats = detect_video(video, track, detector, every_s=every_s,

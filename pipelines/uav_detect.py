@@ -10,14 +10,21 @@ best first ("best" = not cut by the frame border, then closest to nadir, then hi
 a detection joins the first cluster whose representative it overlaps (IoU >= ``join_iou``, or
 mostly inside it, as a pond cut by the frame edge is), otherwise it starts a new cluster.
 Greedy-by-representative clustering cannot chain two neighbouring ponds together through one
-blurry detection spanning both; such a blob becomes its own cluster and is dropped when better
-clusters already cover most of it.
+blurry detection spanning both; such a blob becomes its own cluster and is dropped when
+clusters seen in more frames already cover most of it (likewise a partial box of one pond).
 
 The merged outline is a per-cell vote of the cluster's complete (not border-cut) outlines on
 a fine metric grid: ground kept by at least half of them. This removes the corners that an
 axis-aligned box adds around a pond seen rotated, and averages telemetry noise across frames.
-Each feature reports ``n_frames`` (distinct frames it was seen in) and ``best_frame`` (the
-representative: uncut, closest to nadir).
+Each feature reports ``n_frames`` (distinct frames it was seen in), ``best_frame`` (the
+representative: uncut, closest to nadir) and ``complete``: seen whole (not cut by the frame
+border) in at least one frame. Objects never seen whole (a pond larger than every frame, or
+at the edge of the flight) are dropped unless ``require_complete`` is off: their outline
+would only be the part one frame saw.
+
+Drone frames are resized before detection so their nadir pixel matches the pixel size the
+detector was trained at (``detector_gsd_m``; the shipped drone model: 0.35 m), so the same
+model serves flights at other heights and cameras with other resolutions.
 """
 
 from __future__ import annotations
@@ -51,12 +58,18 @@ __all__ = [
     "merge_ground_detections",
     "match_truth",
     "DETECTION_COLUMNS",
+    "DRONE_WEIGHTS",
+    "load_uav_detector",
+    "frame_scale",
 ]
+
+#: File name of the drone-scale pond model shipped inside ``tuban/models``.
+DRONE_WEIGHTS = "pond_drone_yolo11n.pt"
 
 _CELL_M = 100.0  # spatial hash cell for finding overlapping clusters
 
 DETECTION_COLUMNS = ("label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame",
-                     "best_time_s", "off_nadir_deg")
+                     "best_time_s", "off_nadir_deg", "complete")
 
 
 @dataclass(frozen=True)
@@ -156,8 +169,13 @@ class UavDetectSettings:
         min_frames: clusters seen in fewer distinct sampled frames are dropped (one-frame
             fragments are mostly noise; lower it for sparse sampling).
         min_area_m2: merged objects smaller than this on the ground are dropped.
+        require_complete: drop objects never seen whole (every view cut by the frame border):
+            their outline would be a fragment cut by one frame, not the object.
         vote_cell_m: grid cell of the outline vote.
         vote_quorum: fraction of complete outlines that must cover a cell.
+        detector_gsd_m: nadir pixel size (m) the detector was trained at; frames are resized
+            so their nadir pixel (median height / focal length) matches it. None: frames
+            as they are.
     """
 
     min_score: float = 0.25
@@ -170,8 +188,10 @@ class UavDetectSettings:
     drop_covered: float = 0.5
     min_frames: int = 2
     min_area_m2: float = 50.0
+    require_complete: bool = True
     vote_cell_m: float = 0.25
     vote_quorum: float = 0.5
+    detector_gsd_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -324,14 +344,18 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
     rows, geoms = [], []
     kept: list[Polygon] = []
     kept_grid: dict[tuple[int, int], list[int]] = {}
-    for r, mem in zip(reps, members, strict=True):
+    # better-supported clusters first: a partial box that happens to be the most nadir view of a
+    # pond must not suppress the cluster of the whole pond seen in many more frames
+    support = [len({dets[m].frame for m in mem}) for mem in members]
+    for k in sorted(range(len(reps)), key=lambda k: (-support[k], k)):
+        r, mem = reps[k], members[k]
         frames = {dets[m].frame for m in mem}
         q = polys[r]
         near = [kept[j] for j in sorted({j for c in cells(np.array(q.bounds)) for j in kept_grid.get(c, ())})
                 if kept[j].intersects(q)]
         if near and shapely.union_all(near).intersection(q).area >= s.drop_covered * q.area:
             continue
-        if len(frames) < s.min_frames or q.area < s.min_area_m2:
+        if len(frames) < s.min_frames or q.area < s.min_area_m2 or (s.require_complete and dets[r].cut_by_border):
             continue
         for c in cells(np.array(q.bounds)):
             kept_grid.setdefault(c, []).append(len(kept))
@@ -344,7 +368,7 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
         rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
                      "area_m2": round(float(outline.area), 1), "lon": np.nan, "lat": np.nan,
                      "n_frames": len(frames), "best_frame": d.frame, "best_time_s": round(d.time_s, 3),
-                     "off_nadir_deg": round(d.off_nadir_deg, 2)})
+                     "off_nadir_deg": round(d.off_nadir_deg, 2), "complete": not d.cut_by_border})
         geoms.append(outline)
     gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=utm).to_crs(WGS84)
     if len(gdf):
@@ -383,8 +407,18 @@ def _vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float) -> Pol
     return poly if poly.geom_type == "Polygon" and not poly.is_empty else None
 
 
-def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: float = 0.5) -> dict[str, float]:
+def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: float = 0.5,
+                ignore: gpd.GeoDataFrame | None = None, ignore_inside: float = 0.5) -> dict[str, float]:
     """Greedy one-to-one matching by IoU (metric CRS): counts, precision, recall, F1.
+
+    Args:
+        found: predictions.
+        truth: the objects that must be found.
+        iou_min: IoU for a match.
+        ignore: "don't care" objects (e.g. ponds a clip never shows whole, which no outline
+            can match): an unmatched prediction with at least ``ignore_inside`` of its area on
+            them is neither a true nor a false positive (reported as ``ignored``).
+        ignore_inside: see ``ignore``.
 
     Example:
         >>> from shapely.geometry import box
@@ -392,6 +426,7 @@ def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: fl
         >>> match_truth(t, t)["f1"]
         1.0
     """
+    used_f: set[int] = set()
     if len(found) == 0 or len(truth) == 0:
         tp = 0
     else:
@@ -407,17 +442,26 @@ def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: fl
                     iou = inter / (a.area + b.area - inter)
                     if iou >= iou_min:
                         pairs.append((iou, i, j))
-        used_f, used_t = set(), set()
+        used_t: set[int] = set()
         for _, i, j in sorted(pairs, reverse=True):
             if i not in used_f and j not in used_t:
                 used_f.add(i)
                 used_t.add(j)
         tp = len(used_f)
-    fp, fn = len(found) - tp, len(truth) - tp
+    ignored = 0
+    if ignore is not None and len(ignore) and len(found):
+        c = ignore.to_crs(WGS84).union_all().centroid
+        utm = utm_crs_for(c.x, c.y)
+        region = ignore.to_crs(utm).union_all()
+        f = found.to_crs(utm).geometry.to_numpy()
+        ignored = sum(1 for i, a in enumerate(f) if i not in used_f and a.area > 0
+                      and a.intersection(region).area >= ignore_inside * a.area)
+    fp, fn = len(found) - tp - ignored, len(truth) - tp
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+    out = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+    return out if ignore is None else {**out, "ignored": ignored}
 
 
 # --- whole videos -------------------------------------------------------------------------------
@@ -492,9 +536,66 @@ def detect_video(
     if usable == 0:
         raise TelemetryError(track.source, "no frame of the video falls within the telemetry "
                              "(check that the log belongs to this video)")
-    frames = ((poses[i], img) for i, img in iter_frames(video, wanted))
+    s = settings or UavDetectSettings()
+    heights = [p.height_m for p in plist if p.usable]
+    scale = frame_scale(camera, float(np.median(heights)), s.detector_gsd_m)
+    frames = ((poses[i], _resized(img, scale)) for i, img in iter_frames(video, wanted))
     dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted), dem=dem)
     merged = merge_ground_detections(dets, settings)
     stats = {"frames_sampled": len(wanted), "frames_with_pose": usable, "detections_raw": len(dets),
-             "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2)}
+             "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2), "frame_scale": round(scale, 3)}
     return merged, stats
+
+
+def frame_scale(camera: Camera, height_m: float, detector_gsd_m: float | None) -> float:
+    """Resize factor bringing the frames' nadir pixel (``height_m / fx``) to ``detector_gsd_m``.
+
+    Clamped to 0.05..4; 1.0 when the detector has no training pixel size.
+
+    Example:
+        >>> cam = Camera.from_hfov(90.0, 1000, 500)  # fx = 500 px
+        >>> frame_scale(cam, 100.0, 0.4)  # 0.2 m pixels shrunk to 0.4 m
+        0.5
+    """
+    if not detector_gsd_m or not np.isfinite(height_m) or height_m <= 0:
+        return 1.0
+    return float(np.clip((height_m / camera.fx_px) / detector_gsd_m, 0.05, 4.0))
+
+
+def _resized(img: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    if abs(scale - 1.0) < 1e-3:
+        return img
+    size = (max(32, round(img.shape[1] * scale)), max(32, round(img.shape[0] * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def load_uav_detector(weights: str | Path | None = None, *, conf: float = 0.25,
+                      threads: int | None = None) -> tuple[Detector, float | None]:
+    """A YOLO detector for drone frames and the nadir pixel size to resize frames to.
+
+    Args:
+        weights: a trusted ``.pt`` file; None = the shipped drone-scale pond model
+            (:data:`DRONE_WEIGHTS`).
+        conf: minimum confidence.
+        threads: torch CPU threads.
+
+    Returns:
+        ``(detector, gsd_m)``: ``gsd_m`` is the model's training pixel size when its ``tuban``
+        record says ``scale = "drone"``, else None (frames are used as they are).
+
+    Raises:
+        ModelError: weights missing or unreadable.
+    """
+    from tuban import ModelError
+    from tuban.models.yolo import YoloSettings, load_detector, tuban_metadata
+
+    if weights is None:
+        weights = Path(__file__).resolve().parent.parent / "models" / DRONE_WEIGHTS
+        if not Path(weights).is_file():
+            raise ModelError(f"{weights}: the shipped drone pond model is missing; pass --model")
+    det = load_detector(weights, YoloSettings(conf=conf, threads=threads))
+    meta = tuban_metadata(det.model)
+    gsd = float(meta["gsd_m"]) if meta.get("scale") == "drone" and meta.get("gsd_m") else None
+    return det, gsd
