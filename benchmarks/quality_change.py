@@ -130,11 +130,49 @@ def score(pred: gpd.GeoDataFrame, root: Path, res: str, places: dict | None = No
     return out
 
 
+def _pooled(rows: list[dict], who: str, kind: str) -> tuple[float, float, float, int]:
+    m, t, p = (sum(r[who][kind][k] for r in rows) for k in ("matched", "truths", "predictions"))
+    prec, rec = (m / p if p else 1.0), (m / t if t else 1.0)
+    return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0), t
+
+
+def markdown(rows: list[dict], before: list[dict] | None = None) -> str:
+    """Per-scene and pooled tables (markdown); ``before`` adds an earlier run's F1 for comparison."""
+    old = {(r["seed"], r["res"]): r for r in before or []}
+    kinds = ("new_pond", "removed_pond", "drained_pond")
+    out = ["| seed | res | " + " | ".join(f"{k} P / R / F1" for k in kinds)
+           + " | false alarms: paddy / cloud+shadow / other | baseline new F1, FA | haze |",
+           "|---" * 7 + "|"]
+    for r in rows:
+        cells = []
+        for k in kinds:
+            x = r["tuban"][k]
+            was = old.get((r["seed"], r["res"]))
+            prev = f" (was {was['tuban'][k]['f1']:.2f})" if was else ""
+            cells.append(f"{x['precision']:.2f} / {x['recall']:.2f} / **{x['f1']:.2f}**{prev} (n={x['truths']})")
+        fa = r["tuban"].get("false_alarms_by_place", {})
+        out.append(f"| {r['seed']} | {'10 m' if r['res'] == 's2' else '2 m'} | " + " | ".join(cells)
+                   + f" | {fa.get('paddy', '-')} / {fa.get('cloud_or_shadow', '-')} / {fa.get('other', '-')}"
+                   + f" | {r['baseline']['new_pond']['f1']:.2f}, {r['baseline']['false_alarms']}"
+                   + f" | {'yes' if r.get('haze') else 'no'} |")
+    out += ["", "| kind | truth | tuban P / R / F1 | before P / R / F1 | baseline P / R / F1 |", "|---|---|---|---|---|"]
+    for k in (*kinds, "lost_pond"):
+        p, rc, f, t = _pooled(rows, "tuban", k)
+        b = _pooled(rows, "baseline", k)
+        keys = {(r["seed"], r["res"]) for r in rows}
+        olds = [o for key, o in old.items() if key in keys]
+        was = "{:.2f} / {:.2f} / {:.2f}".format(*_pooled(olds, "tuban", k)[:3]) if len(olds) == len(rows) else "-"
+        out.append(f"| {k} | {t} | {p:.2f} / {rc:.2f} / **{f:.2f}** | {was} | {b[0]:.2f} / {b[1]:.2f} / {b[2]:.2f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--keep", type=Path, default=None, help="keep generated counties here")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--markdown", action="store_true", help="print markdown tables at the end")
+    ap.add_argument("--before", type=Path, default=None, help="JSON of an earlier run to compare with")
     args = ap.parse_args()
     from tuban.sample_data.county import generate_county
 
@@ -167,6 +205,8 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        print(markdown(rows, json.loads(args.before.read_text()) if args.before else None))
     for kind in ("new_pond", "removed_pond", "drained_pond", "lost_pond"):
         for who in ("tuban", "baseline"):
             m, t, p = (sum(r[who][kind][k] for r in rows) for k in ("matched", "truths", "predictions"))

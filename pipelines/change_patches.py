@@ -237,14 +237,14 @@ def _blob_mask(geom, value: int, win_codes: np.ndarray, wt, shape_hw) -> np.ndar
     return rasterize([(geom, 1)], out_shape=shape_hw, transform=wt, fill=0, dtype="uint8").astype(bool)
 
 
-def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2):
-    """Yield ``(polygon, stats, contrast, drained)`` for one polygonised blob (grid CRS)."""
-    grid = job.grid
+def _window_arrays(geom, value: int, stack, grid, pad: int):
+    """``(wt, shape_hw, codes, blob, index_before, index_after, brightness_after)`` of the
+    blob's bounding window grown by ``pad`` pixels."""
     inv = ~grid.transform
     minx, miny, maxx, maxy = geom.bounds
     c0, r1 = inv * (minx, miny)
     c1, r0 = inv * (maxx, maxy)
-    win = _window_for((c0, r0, c1, r1), grid, 3)
+    win = _window_for((c0, r0, c1, r1), grid, pad)
     wt = window_transform(win, grid.transform)
     rs = slice(int(win.row_off), int(win.row_off + win.height))
     cs = slice(int(win.col_off), int(win.col_off + win.width))
@@ -254,9 +254,16 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
     ib = dequantise_index(np.asarray(stack[1, rs, cs]))
     ia = dequantise_index(np.asarray(stack[2, rs, cs]))
     nir = np.asarray(stack[3, rs, cs]).astype(np.float32)
+    return wt, shape_hw, win_codes, blob, ib, ia, nir
+
+
+def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2):
+    """Yield ``(polygon, stats, contrast, drained)`` for one polygonised blob (grid CRS)."""
+    grid = job.grid
+    t = job.thresholds
+    wt, shape_hw, win_codes, blob, ib, ia, nir = _window_arrays(geom, value, stack, grid, 3)
     wet_index = ia if value == CODE["new_water"] else ib
     min_px = max(1, int(settings.min_area_m2 / px_area_m2))
-    t = job.thresholds
 
     def pond_fraction(labels: np.ndarray) -> tuple[int, float]:
         """How many parts are pond-like, and the share of the blob they cover."""

@@ -187,3 +187,17 @@ def test_two_new_ponds_behind_a_thin_dike_are_two_patches(quality_patches):
     ponds = quality_patches[quality_patches["kind"] == "new_pond"]
     areas = sorted(ponds["area_m2"])
     assert len(ponds) == 2 and all(abs(x - 12 * 14 * 100) / (12 * 14 * 100) < 0.25 for x in areas), areas
+
+
+@pytest.mark.slow
+def test_naip_potholes_report_no_pond_changes(real_data):
+    """Prairie potholes changed colour and level between 2009 and 2015, but nobody dug or
+    filled a pond: no pond-kind patch (QA F10: a 'removed pond' that still showed water)."""
+    naip = real_data / "naip_potholes"
+    before, after = naip / "m_4709963_se_14_1_20090818.tif", naip / "m_4709963_se_14_1_20150926.tif"
+    if not before.exists():
+        pytest.skip("NAIP sample not present")
+    r = run_change([before], [after], ChangeSettings(sensor_before="naip", sensor_after="naip"))
+    kinds = r.patches["kind"]
+    assert not kinds.str.endswith("_pond").any(), r.patches[kinds.str.endswith("_pond")]
+    assert (kinds == "new_water").sum() > 20  # the wetter 2015 scene: lakes grew
