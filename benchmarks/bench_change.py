@@ -125,6 +125,34 @@ def run_tuban(before: Path, after: Path, block: int, workers: int) -> dict:
             "patches": r.stats["patches"]}
 
 
+def _control_task(seed: int) -> float:
+    a = np.random.default_rng(seed).random((1000, 1000)).astype(np.float32)
+    for _ in range(40):
+        a = np.sqrt(a * a + 1.0) - 0.5
+    return float(a[0, 0])
+
+
+def parallel_control(tasks: int = 8) -> float:
+    """Speed-up of an embarrassingly parallel numpy loop in 2 processes over 1, right now.
+
+    The ceiling any 2-worker run can reach on this machine at this moment (other jobs share
+    the cores); tuban's 2-worker speed-up is printed next to it.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    for i in range(tasks):
+        _control_task(i)
+    one = time.perf_counter() - t0
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        pool.submit(_control_task, 0).result()  # workers started
+        t0 = time.perf_counter()
+        list(pool.map(_control_task, range(tasks)))
+        two = time.perf_counter() - t0
+    return one / two
+
+
 def _child(args: argparse.Namespace) -> None:
     os.environ.setdefault("GDAL_CACHEMAX", "64")
     if args.child == "bare":
@@ -159,6 +187,8 @@ def main() -> None:
               f"({(before.stat().st_size + after.stat().st_size) / 2**20:.0f} MiB)", flush=True)
         results = {}
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
+        control = [parallel_control()]
+        print(f"parallel control (numpy loop, 2 processes / 1): {control[0]:.2f}x", flush=True)
         for mode in ("bare", "tuban-1", "tuban-2"):
             cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
                    "--block-px", str(args.block_px)]
@@ -176,9 +206,11 @@ def main() -> None:
         print(f"ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
               f"2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); patches {results['tuban-1']['patches']}")
         same = results["tuban-1"]["patches"] == results["tuban-2"]["patches"]
+        control.append(parallel_control())
+        print(f"parallel control after the runs: {control[1]:.2f}x (the machine's 2-process ceiling now)")
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
         print(json.dumps({"size_px": args.size_px, "results": results, "ratio": ratio, "cpu_ratio": cpu_ratio,
-                          "speedup_2w": speedup, "same_patch_counts": same}))
+                          "speedup_2w": speedup, "parallel_control": control, "same_patch_counts": same}))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
