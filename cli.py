@@ -325,7 +325,7 @@ def change_cmd(
     fmt: Annotated[ChangeFormat, typer.Option("--format", help="geojson, or gpkg to also write a GeoPackage beside --out.")] = ChangeFormat.geojson,
     report: Annotated[_CPath | None, typer.Option("--report", help="JSON report: shift, thresholds, normalisation, counts.")] = None,
     mask: Annotated[_CPath | None, typer.Option("--mask", callback=must_exist, dir_okay=False, help="Exclusion polygons (GeoJSON/GPKG); nothing is reported inside.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker threads.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker processes (blocks and patch examination).")] = 1,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask distributed scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
     block_size_px: Annotated[int, typer.Option("--block-size-px", min=64, help="Processing block edge, pixels.")] = 1024,
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Smallest pond, m² (default 0.05 ha).")] = 500.0,

@@ -13,7 +13,8 @@ runs, each in a fresh subprocess so peak RSS is its own:
 * ``tuban-1`` and ``tuban-2``: ``run_change`` with 1 and 2 worker processes.
 
 Prints Mpx/s (grid pixels per second), the ratio tuban-1 / bare, the 2-worker speed-up, the
-peak RSS of every run (the main process, and the largest worker process), and CPU seconds per
+peak RSS of every run (the main process, and the largest worker process; and, sampled, the
+summed PSS of all its processes, which counts shared pages once), and CPU seconds per
 Mpx (the run's own CPU time plus its workers', imports excluded): on a shared, loaded machine wall-clock ratios
 are noisy, CPU time per Mpx much less so. Stage times of the tuban runs come from
 ``ChangeResult.stats["seconds"]``.
@@ -164,6 +165,32 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def _run_watched(cmd: list[str], every_s: float = 0.25) -> tuple[dict, float]:
+    """Run a child benchmark; also sample the proportional set size (PSS) of it and its workers.
+
+    RSS counts pages shared between the main process and its forked workers (the memory-mapped
+    result stack, copy-on-write pages) once per process; the summed PSS counts them once.
+    """
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        total = 0.0
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        peak = max(peak, total / 2**20)
+        time.sleep(every_s)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err}")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-px", type=int, default=10_000)
@@ -192,10 +219,11 @@ def main() -> None:
         for mode in ("bare", "tuban-1", "tuban-2"):
             cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
                    "--block-px", str(args.block_px)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-            res = results[mode]
-            workers = f" (workers {res['worker_peak_rss_mb']:5.0f} MB)" if mode == "tuban-2" else ""
+            res, pss_mb = _run_watched(cmd)
+            res["peak_pss_tree_mb"] = pss_mb
+            results[mode] = res
+            workers = (f" (largest worker {res['worker_peak_rss_mb']:4.0f} MB; all processes PSS {pss_mb:5.0f} MB)"
+                       if mode == "tuban-2" else "")
             stages = " ".join(f"{k} {v:.1f}" for k, v in res.get("stages_s", {}).items())
             print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  "
                   f"CPU {res['cpu_s_per_mpx']:.3f} s/Mpx  peak RSS {res['peak_rss_mb']:6.0f} MB{workers}"
