@@ -11,6 +11,11 @@ maps the job's result stack, a file-backed ``uint8`` memory map shared by all pr
 
 Every task writes a disjoint part of the stack or returns values collected in submission
 order, so the output never depends on the number of workers.
+
+A forked worker must never read through a dataset handle it inherited: parent and child would
+share the file offset, and GDAL then decodes the wrong bytes (seen as "TIFFFillTile: Read
+error", or silently as wrong pixels). Workers therefore drop the parent's cached readers on
+start (:func:`~tuban.pipelines.change_blocks.forget_inherited_readers`) and open their own.
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ def _keep_freed_memory() -> None:
     """Let glibc reuse freed block-sized arrays instead of unmapping them (Linux only).
 
     Every block allocates and frees a few dozen arrays of megabytes; by default each comes from
-    a fresh ``mmap`` whose pages fault in one by one, which made a third of a worker's time
+    a fresh ``mmap`` whose pages fault in one by one, which made a fifth of a worker's time
     system time. Keeping them on the heap bounds a worker's memory by its largest block.
     """
     with contextlib.suppress(OSError, AttributeError):
