@@ -141,7 +141,8 @@ def train(dataset: str | Path, out: str | Path, settings: TrainSettings | None =
     model = yolo.load_model(s.init_weights, s.threads) if s.init_weights else yolo.build_model(s.model, s.threads)
     device = yolo.select_device(s.device)
     if progress:
-        model.add_callback("on_fit_epoch_end", lambda tr: progress(int(tr.epoch) + 1, s.epochs))
+        # ultralytics fires this once more after the final validation: never report more than s.epochs
+        model.add_callback("on_fit_epoch_end", lambda tr: progress(min(int(tr.epoch) + 1, s.epochs), s.epochs))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tuban-train-") as runs:
         try:
