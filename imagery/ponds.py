@@ -63,7 +63,13 @@ def shape_stats(geom: BaseGeometry, pixel_size_m: float) -> ShapeStats:
         return ShapeStats(0.0, 0.0, math.inf, 0.0, 0.0, 0.0)
     # Simplify by 3/4 pixel so staircase edges of rotated ponds do not inflate the perimeter or
     # the bounding rectangle (rectangularity and compactness are measured on this outline).
-    smooth = geom.simplify(pixel_size_m * 0.75, preserve_topology=True)
+    # Holes (a few unchanged pixels inside, aerators) are filled first: they say nothing about
+    # the outline, and their rims would swamp the perimeter (texture is judged by solidity).
+    if geom.geom_type == "Polygon" and len(geom.interiors):
+        geom_outline = shapely.Polygon(geom.exterior)
+    else:
+        geom_outline = geom
+    smooth = geom_outline.simplify(pixel_size_m * 0.75, preserve_topology=True)
     if smooth.is_empty or smooth.area <= 0:
         smooth = geom
     rect = shapely.minimum_rotated_rectangle(smooth)

@@ -201,3 +201,15 @@ def test_naip_potholes_report_no_pond_changes(real_data):
     kinds = r.patches["kind"]
     assert not kinds.str.endswith("_pond").any(), r.patches[kinds.str.endswith("_pond")]
     assert (kinds == "new_water").sum() > 20  # the wetter 2015 scene: lakes grew
+
+
+def test_holes_do_not_spoil_the_outline_measures():
+    from shapely.geometry import Polygon, box
+
+    holes = [box(x, y, x + 2, y + 2).exterior.coords for x in range(10, 90, 8) for y in range(10, 50, 8)]
+    holey = Polygon(box(0, 0, 100, 60).exterior.coords, holes)
+    plain = shape_stats(box(0, 0, 100, 60), 2.0)
+    s = shape_stats(holey, 2.0)
+    assert s.area_m2 < plain.area_m2  # the area is the real one
+    assert s.compactness == pytest.approx(plain.compactness, abs=0.01)
+    assert s.rectangularity > 0.95
