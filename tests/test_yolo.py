@@ -151,6 +151,15 @@ def test_coarse_raster_chips_are_exactly_what_detect_feeds_the_model(tmp_path):
     _, cx, cy, w, h = (float(v) for v in (chip.parent.parent.parent / "labels" / "val" / (chip.stem + ".txt"))
                        .read_text().split())
     assert (cx * 32 + 32, cy * 32 + 32, w * 32, h * 32) == pytest.approx((56, 46, 16, 12), abs=1e-3)  # cut at col 64
+    # --model-gsd-m 0 keeps every raster at its native scale
+    from typer.testing import CliRunner
+
+    labels = tmp_path / "labels.geojson"
+    gpd.GeoDataFrame(pd_concat([fine_gdf, coarse_gdf]), crs="EPSG:32650").to_file(labels, driver="GeoJSON")
+    r = CliRunner().invoke(app, ["model", "dataset", str(fine), str(coarse_path), "--labels", str(labels),
+                                 "--out", str(tmp_path / "native"), "--tile-size-px", "64", "--model-gsd-m", "0"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "native" / "tuban_dataset.json").read_text())["upscale"] == [1.0, 1.0]
 
 
 def test_cli_train_missing_init_weights_is_a_one_line_error(tmp_path, runner):
