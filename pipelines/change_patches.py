@@ -1,7 +1,9 @@
 """From the whole-grid change codes to classified patches (one polygon per pond).
 
-Changed pixels are polygonised on the full code raster (no block seams). Each candidate blob is
-then examined in a small window re-read from both dates:
+Changed blobs are found on the whole-grid code raster (no block seams), strip by strip, and
+polygonised chunk by chunk (:mod:`tuban.pipelines.change_blobs`); chunks are examined in the
+job's worker processes when there are several (:mod:`tuban.pipelines.change_pool`). Each blob is
+examined in a small window of the result stack:
 
 * blobs of several ponds merged through blurred dikes are split at the dikes (markers from the
   blob's high-index cores, pixels assigned to the nearest marker);
