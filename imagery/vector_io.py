@@ -212,4 +212,15 @@ def geojson_to_gdf(doc: Any, path: str | Path | None = None) -> gpd.GeoDataFrame
         if not isinstance(p, dict):
             raise VectorError(path, f"feature {i} properties is not an object")
         props.append(p)
-    return gpd.GeoDataFrame(props, geometry=geoms, crs=WGS84)
+    gdf = gpd.GeoDataFrame(props, geometry=geoms, crs=WGS84)
+    legacy = doc.get("crs")  # pre-RFC-7946 GeoJSON (GDAL/QGIS write it for a projected CRS): honour it
+    if isinstance(legacy, dict) and isinstance(legacy.get("properties"), dict) and legacy["properties"].get("name"):
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            crs = CRS.from_user_input(str(legacy["properties"]["name"]))
+        except CRSError as exc:
+            raise VectorError(path, f"unknown 'crs' member ({exc})") from None
+        gdf = gdf.set_crs(crs, allow_override=True).to_crs(WGS84)
+    return gdf

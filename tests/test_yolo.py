@@ -151,7 +151,8 @@ def test_coarse_raster_chips_are_exactly_what_detect_feeds_the_model(tmp_path):
     _, cx, cy, w, h = (float(v) for v in (chip.parent.parent.parent / "labels" / "val" / (chip.stem + ".txt"))
                        .read_text().split())
     assert (cx * 32 + 32, cy * 32 + 32, w * 32, h * 32) == pytest.approx((56, 46, 16, 12), abs=1e-3)  # cut at col 64
-    # --model-gsd-m 0 keeps every raster at its native scale
+    # --model-gsd-m 0 keeps every raster at its native scale; the labels file is a GeoJSON in UTM with a
+    # legacy "crs" member (as GDAL / QGIS write it), which must be honoured, not read as lon/lat
     from typer.testing import CliRunner
 
     labels = tmp_path / "labels.geojson"
