@@ -202,6 +202,7 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
                     if not n})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    sources: list = []
     try:
         for split in ("train", "val"):
             (tmp / "images" / split).mkdir(parents=True)
@@ -210,14 +211,8 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
         objects = {"train": 0, "val": 0}
         negative_chips = guard = 0
         gsds: list[float] = []
-        sources = []
-        try:
-            for raster, _gdf, *_fixed in pairs:
-                sources.append(open_slice_source(raster))
-        except BaseException:
-            for src in sources:
-                src.close()
-            raise
+        for raster, _gdf, *_fixed in pairs:
+            sources.append(open_slice_source(raster))
         raster_gsds = [raster_gsd_m(src.transform, src.crs, src.width, src.height) for src in sources]
         model_gsd = min(raster_gsds) if s.model_gsd_m is None else s.model_gsd_m
         ups = [auto_upscale(g, model_gsd) for g in raster_gsds]
@@ -241,6 +236,9 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
                 sample, valid = src.read_decimated(bands)
                 stretch = compute_stretch(sample, valid)
                 g = gdf.to_crs(src.crs) if gdf.crs is not None else gdf
+                if len(g) and not np.isfinite(g.total_bounds).all():
+                    raise VectorError(labels_path or raster, f"labels cannot be placed on {raster} (coordinates "
+                                      f"invalid in {gdf.crs}: projected coordinates read as lon/lat?)")
                 inv = ~src.transform
                 px = gpd.GeoSeries([affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.xoff, inv.yoff])
                                     for geom in g.geometry], index=range(len(g)))
@@ -291,6 +289,8 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
+        for src in sources:  # closing twice is harmless
+            src.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return DatasetSummary(out_dir, out_dir / "data.yaml", tuple(names), chips, objects, negative_chips, guard)

@@ -161,6 +161,15 @@ def test_coarse_raster_chips_are_exactly_what_detect_feeds_the_model(tmp_path):
                                  "--out", str(tmp_path / "native"), "--tile-size-px", "64", "--model-gsd-m", "0"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "native" / "tuban_dataset.json").read_text())["upscale"] == [1.0, 1.0]
+    # projected coordinates WITHOUT a crs member are read as lon/lat: a one-line error naming the file
+    doc = json.loads(labels.read_text())
+    doc.pop("crs")
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps(doc))
+    r = CliRunner().invoke(app, ["model", "dataset", str(fine), "--labels", str(bad), "--out", str(tmp_path / "b"),
+                                 "--tile-size-px", "64"])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: {bad}: labels cannot be placed") and "Traceback" not in r.output
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 
 
 def test_cli_train_missing_init_weights_is_a_one_line_error(tmp_path, runner):
