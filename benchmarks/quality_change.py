@@ -141,7 +141,7 @@ def markdown(rows: list[dict], before: list[dict] | None = None) -> str:
     old = {(r["seed"], r["res"]): r for r in before or []}
     kinds = ("new_pond", "removed_pond", "drained_pond")
     out = ["| seed | res | " + " | ".join(f"{k} P / R / F1" for k in kinds)
-           + " | false alarms: paddy / cloud+shadow / other | baseline new F1, FA | haze |",
+           + " | false alarms: paddy / cloud+shadow / other | baseline: new F1, false alarms |",
            "|---" * 7 + "|"]
     for r in rows:
         cells = []
@@ -153,8 +153,7 @@ def markdown(rows: list[dict], before: list[dict] | None = None) -> str:
         fa = r["tuban"].get("false_alarms_by_place", {})
         out.append(f"| {r['seed']} | {'10 m' if r['res'] == 's2' else '2 m'} | " + " | ".join(cells)
                    + f" | {fa.get('paddy', '-')} / {fa.get('cloud_or_shadow', '-')} / {fa.get('other', '-')}"
-                   + f" | {r['baseline']['new_pond']['f1']:.2f}, {r['baseline']['false_alarms']}"
-                   + f" | {'yes' if r.get('haze') else 'no'} |")
+                   + f" | {r['baseline']['new_pond']['f1']:.2f}, {r['baseline']['false_alarms']} |")
     out += ["", "| kind | truth | tuban P / R / F1 | before P / R / F1 | baseline P / R / F1 |", "|---|---|---|---|---|"]
     for k in (*kinds, "lost_pond"):
         p, rc, f, t = _pooled(rows, "tuban", k)
