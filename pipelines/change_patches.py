@@ -5,11 +5,15 @@ polygonised chunk by chunk (:mod:`tuban.pipelines.change_blobs`); chunks are exa
 job's worker processes when there are several (:mod:`tuban.pipelines.change_pool`). Each blob is
 examined in a small window of the result stack:
 
-* blobs of several ponds merged through blurred dikes are split at the dikes (markers from the
-  blob's high-index cores, pixels assigned to the nearest marker);
-* shape measures decide pond-like vs. free water (:mod:`tuban.imagery.ponds`);
-* a lost pond is *drained* when its bottom is still wetter than dry land or darker in NIR than
-  its own dike ring (a wet, lower floor inside an intact frame), else *removed* (filled in);
+* blobs of several ponds merged through blurred dikes are split at the dikes (one-pixel index
+  valleys, else the blob's high-index cores; pixels assigned to the nearest core);
+* shape measures decide pond-like vs. free water (:mod:`tuban.imagery.ponds`), and a pond must
+  be framed: its outline drier than its inside and mostly not water (speckle of flooded fields
+  has no frame);
+* a lost blob still as dark as water after is a colour change, not a loss, and is dropped;
+  slivers under 1.5 px mean width are dropped;
+* a lost pond is *drained* when its floor is wet mud (darker than its own dike frame and wetter
+  than land, :class:`LostFloor`), else *removed* (filled in, or grown over);
 * the score (0-1) mixes change contrast and pond-likeness.
 """
 
@@ -260,7 +264,11 @@ def _window_arrays(geom, value: int, stack, grid, pad: int):
 
 
 def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2):
-    """Yield ``(polygon, stats, contrast, drained)`` for one polygonised blob (grid CRS)."""
+    """Yield ``(polygon, stats, contrast, drained, solidity, facts)`` per part of one blob.
+
+    ``polygon`` is in the grid CRS; ``facts`` holds the measurements :func:`part_kind` uses
+    (``open_edge``, ``frame_step``) and, for losses, the floor measures of :class:`LostFloor`.
+    """
     grid = job.grid
     t = job.thresholds
     wt, shape_hw, win_codes, blob, ib, ia, nir = _window_arrays(geom, value, stack, grid, 3)
