@@ -702,7 +702,7 @@ def uav_detect(
     height_m: Annotated[float | None, typer.Option("--height-m", min=0.1, help="Constant height above ground, overriding telemetry.")] = None,
     model: Annotated[_UavPath | None, typer.Option("--model", callback=must_exist, dir_okay=False, help="YOLO .pt weights (trusted file). Default: the shipped drone-scale pond model.")] = None,
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
-    conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence.")] = 0.25,
+    conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence (default: the model's recommended one, else 0.25).")] = None,
     min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
     keep_incomplete: Annotated[bool, typer.Option("--keep-incomplete", help="Also report objects no frame saw whole (outline: the part one frame saw).")] = False,
     overwrite: OverwriteOpt = False,
@@ -728,9 +728,10 @@ def uav_detect(
         from tuban.pipelines.uav_detect import load_uav_detector
 
         detector, detector_gsd_m = load_uav_detector(model, conf=conf)
+        conf = detector.settings.conf
     track = read_track(telemetry)
     elevation = read_dem(dem) if dem else None
-    settings = UavDetectSettings(min_score=conf, min_frames=min_frames, detector_gsd_m=detector_gsd_m,
+    settings = UavDetectSettings(min_score=0.25 if conf is None else conf, min_frames=min_frames, detector_gsd_m=detector_gsd_m,
                                  require_complete=not keep_incomplete)
     try:
         with progress_bar("uav detect") as cb:

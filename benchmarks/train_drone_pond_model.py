@@ -11,12 +11,13 @@ Recipe (all offline, CPU, synthetic renders only):
    (``generate_uav_clip``) for training. The evaluation seeds are never used before step 5.
 2. Frames every ``--every-s`` seconds of every training clip, shrunk (area interpolation) so
    their nadir pixel is ``--gsd-m`` (the pixel size ``tuban uav detect`` resizes frames to).
-   Labels: the clip's truth **water** ponds drawn with the frame's TRUE pose (exact
-   homography of the flat ground, clipped to the frame's ground footprint first so every
-   point is in front of the camera), boxed, clipped to the frame. Drained ponds get no box:
-   they are not water, the F1 target does not count them, so they are hard negatives.
+   Labels: the clip's truth ponds drawn with the frame's TRUE pose (exact homography of the
+   flat ground, clipped to the frame's ground footprint first so every point is in front of
+   the camera), boxed, clipped to the frame. Two classes: ``pond`` (water) and
+   ``drained_pond`` (mud with a puddle in a corner). The F1 target counts water ponds only;
+   a separate class teaches the model that a drained pond's puddle is not a small pond.
    A pond cut by the frame edge is labelled when at least 25 % of it, or a piece at least
-   ``--min-side-px`` on its short side, is visible (``uav detect`` treats such boxes as cut).
+   24 px (full frame) on its short side, is visible (``uav detect`` treats such boxes as cut).
 3. ``tuban.models.train.train`` from the yolo11n yaml (random init, no downloads); the
    checkpoint is chosen on the selection seed's frames.
 4. The best checkpoint gets a ``tuban`` record: ``scale = "drone"``, ``gsd_m`` (nadir pixel
@@ -175,14 +176,16 @@ def evaluate_clip(uav: Path, detector, gsd_m: float | None, every_s: float = 1.0
     t0 = time.perf_counter()
     found, stats = detect_video(uav / "clip.mp4", read_srt(uav / "clip.SRT"), detector, every_s=every_s,
                                 hfov_deg=meta["settings"]["hfov_deg"],
-                                settings=UavDetectSettings(detector_gsd_m=gsd_m))
+                                settings=UavDetectSettings(detector_gsd_m=gsd_m, min_score=detector.settings.conf))
     truth = gpd.read_file(uav / "truth_ponds.geojson")
     water, seen_whole = truth["water"].astype(bool), truth["fully_seen"].astype(bool)
     ponds = found[found["label"] == "pond"]
     m = match_truth(ponds, truth[water & seen_whole], iou_min=0.5, ignore=truth[water & ~seen_whole])
+    strict = match_truth(ponds, truth[water & seen_whole], iou_min=0.5)  # every extra feature is an FP
     return {"clip": uav.parent.name, "truth_water_fully_seen": int((water & seen_whole).sum()),
             "features": len(found), "pond_features": len(ponds),
-            **{k: round(float(v), 3) for k, v in m.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+            **{k: round(float(v), 3) for k, v in m.items()}, "f1_strict": round(strict["f1"], 3),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--conf", type=float, default=0.5,
+                    help="recommended threshold stored in the model (chosen on training + selection clips)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is best on a busy machine)")
     ap.add_argument("--skip-train", action="store_true", help="only score existing --out weights")
     args = ap.parse_args(argv)
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_seeds = [int(v) for v in args.eval_seeds.split(",") if v]
     assert not set(eval_seeds) & set(train_seeds + [args.val_seed]), "evaluation seeds must be held out"
     t0 = time.perf_counter()
-    report: dict = {"train_seeds": train_seeds, "farm_seeds": farm_seeds, "val_seed": args.val_seed,
+    report: dict = {"conf": args.conf, "train_seeds": train_seeds, "farm_seeds": farm_seeds, "val_seed": args.val_seed,
                     "eval_seeds": eval_seeds, "gsd_m": args.gsd_m, "imgsz_px": args.imgsz,
                     "machine": platform.platform()}
     if not args.skip_train:
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                                              threads=args.threads, degrees=10.0, close_mosaic=3),
                     overwrite=True, progress=lambda e, n: print(f"epoch {e}/{n} ({time.perf_counter() - t0:.0f} s)",
                                                                 file=sys.stderr, flush=True))
-        meta = {"scale": "drone", "gsd_m": args.gsd_m, "imgsz_px": args.imgsz, "train_seeds": train_seeds,
+        meta = {"scale": "drone", "gsd_m": args.gsd_m, "conf": args.conf, "imgsz_px": args.imgsz,
+                "train_seeds": train_seeds,
                 "farm_seeds": farm_seeds, "val_seed": args.val_seed, "every_s": args.every_s}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         save_with_metadata(tmp, args.out, meta)

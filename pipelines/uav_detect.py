@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -45,6 +46,9 @@ from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.track import Track
 from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices
 from tuban.models.detector import Detection, Detector
+
+if TYPE_CHECKING:
+    from tuban.models.yolo import YoloDetector
 
 __all__ = [
     "camera_for_video",
@@ -571,19 +575,21 @@ def _resized(img: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def load_uav_detector(weights: str | Path | None = None, *, conf: float = 0.25,
-                      threads: int | None = None) -> tuple[Detector, float | None]:
+def load_uav_detector(weights: str | Path | None = None, *, conf: float | None = None,
+                      threads: int | None = None) -> tuple[YoloDetector, float | None]:
     """A YOLO detector for drone frames and the nadir pixel size to resize frames to.
 
     Args:
         weights: a trusted ``.pt`` file; None = the shipped drone-scale pond model
             (:data:`DRONE_WEIGHTS`).
-        conf: minimum confidence.
+        conf: minimum confidence; None = the threshold the model's ``tuban`` record
+            recommends (``conf``, chosen on training and selection clips), else 0.25.
         threads: torch CPU threads.
 
     Returns:
         ``(detector, gsd_m)``: ``gsd_m`` is the model's training pixel size when its ``tuban``
-        record says ``scale = "drone"``, else None (frames are used as they are).
+        record says ``scale = "drone"``, else None (frames are used as they are). The
+        detector's ``settings.conf`` is the threshold in use.
 
     Raises:
         ModelError: weights missing or unreadable.
@@ -595,7 +601,9 @@ def load_uav_detector(weights: str | Path | None = None, *, conf: float = 0.25,
         weights = Path(__file__).resolve().parent.parent / "models" / DRONE_WEIGHTS
         if not Path(weights).is_file():
             raise ModelError(f"{weights}: the shipped drone pond model is missing; pass --model")
-    det = load_detector(weights, YoloSettings(conf=conf, threads=threads))
+    det = load_detector(weights, YoloSettings(conf=0.25 if conf is None else conf, threads=threads))
     meta = tuban_metadata(det.model)
+    if conf is None and isinstance(meta.get("conf"), (int, float)):
+        det.settings = replace(det.settings, conf=float(meta["conf"]))
     gsd = float(meta["gsd_m"]) if meta.get("scale") == "drone" and meta.get("gsd_m") else None
     return det, gsd

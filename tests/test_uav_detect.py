@@ -509,7 +509,8 @@ def test_shipped_drone_model_record_says_drone_scale():
     from tuban.models.yolo import YoloDetector
 
     det, gsd = load_uav_detector()
-    assert isinstance(det, YoloDetector) and det.names == ("pond",)
+    assert isinstance(det, YoloDetector) and det.names == ("pond", "drained_pond")
+    assert det.settings.conf == pytest.approx(0.5)  # the recommended threshold in its record
     assert gsd == pytest.approx(0.35)
     assert DRONE_MODEL.stat().st_size <= 10 * 2**20
     sat, sat_gsd = load_uav_detector(DRONE_MODEL.with_name("pond_yolo11n.pt"))
@@ -547,3 +548,20 @@ def test_cli_uav_detect_bad_model_file(clip, runner, tmp_path):
     r = runner.invoke(app, ["uav", "detect", str(paths.video), "--model", str(bad), "--out", str(out)])
     assert r.exit_code == 1 and "junk.pt" in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+@pytest.mark.skipif(not DRONE_MODEL.is_file(), reason="drone model not shipped in this checkout")
+def test_drone_model_finds_no_pond_on_the_real_dji_photo(real_data):
+    """The one real drone image in the shared data (a pelican colony, no ponds): at the model's
+    pixel size (from the photo's height and calibrated focal length) nothing is reported."""
+    from tuban.imagery.photo_meta import read_photo_meta
+
+    path = real_data / "deepforest" / "AWPE Pigeon Lake 2020 DJI_0005.JPG"
+    meta = read_photo_meta(path)
+    img = np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
+    det, gsd = load_uav_detector()
+    fx = float(meta["calibrated_focal_px"])  # 61.1 m / 3667 px: 1.7 cm pixels, a 18 x 17 m view
+    scale = frame_scale(Camera("photo", img.shape[1], img.shape[0], fx, fx), float(meta["rel_alt_m"]), gsd)
+    small = cv2.resize(img, (max(32, round(img.shape[1] * scale)), max(32, round(img.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA)
+    assert det.detect_batch([small]) == [[]]
