@@ -38,14 +38,22 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from tuban import TelemetryError
-from tuban.imagery.camera import Camera, camera_preset, pixel_rays_ned, pixel_to_ground
+from tuban.imagery.camera import Camera, camera_preset, footprint, pixel_rays_ned, pixel_to_ground
 from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.track import Track
 from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices
 from tuban.models.detector import Detection, Detector
+from tuban.pipelines.uav_stitch import (
+    CutView,
+    closed_lines,
+    closed_segment_mask,
+    stitch_cut_views,
+    vote_outline,
+)
 
 if TYPE_CHECKING:
     from tuban.models.yolo import YoloDetector
@@ -177,6 +185,10 @@ class UavDetectSettings:
             their outline would be a fragment cut by one frame, not the object.
         vote_cell_m: grid cell of the outline vote.
         vote_quorum: fraction of complete outlines that must cover a cell.
+        stitch_cut: objects no frame saw whole are rebuilt from their cut views
+            (:mod:`tuban.pipelines.uav_stitch`) instead of being judged by one cut view.
+        min_closed: a stitched object is complete when at least this fraction of its outline
+            was seen as a real edge (a box side off the frame border) in some frame.
         detector_gsd_m: nadir pixel size (m) the detector was trained at; frames are resized
             so their nadir pixel (median height / focal length) matches it. None: frames
             as they are.
@@ -195,12 +207,18 @@ class UavDetectSettings:
     require_complete: bool = True
     vote_cell_m: float = 0.25
     vote_quorum: float = 0.5
+    stitch_cut: bool = True
+    min_closed: float = 0.85
     detector_gsd_m: float | None = None
 
 
 @dataclass(frozen=True)
 class GroundDetection:
-    """One detection of one frame, on the ground (polygon in EPSG:4326, x = lon)."""
+    """One detection of one frame, on the ground (polygon in EPSG:4326, x = lon).
+
+    ``closed`` holds the outline's sides that are real object edges (off the frame border),
+    ``footprint`` the frame's ground footprint, both EPSG:4326; None when unknown.
+    """
 
     frame: int
     time_s: float
@@ -209,6 +227,8 @@ class GroundDetection:
     polygon: Polygon
     off_nadir_deg: float
     cut_by_border: bool
+    closed: BaseGeometry | None = None
+    footprint: Polygon | None = None
 
 
 def _densify(outline: Sequence[tuple[float, float]], per_edge: int) -> np.ndarray:
@@ -219,8 +239,11 @@ def _densify(outline: Sequence[tuple[float, float]], per_edge: int) -> np.ndarra
 
 
 def project_detection(det: Detection, pose: FramePose, camera: Camera, settings: UavDetectSettings,
-                      dem: GeoRaster | None = None) -> GroundDetection | None:
+                      dem: GeoRaster | None = None, *, frame_footprint: Polygon | None = None,
+                      ) -> GroundDetection | None:
     """Cast one pixel-space detection onto flat ground (or ``dem``); None if a ray misses it.
+
+    ``frame_footprint`` (the frame's ground footprint, EPSG:4326) is carried along for merging.
 
     Example:
         >>> cam = Camera.from_hfov(90.0, 100, 100)
@@ -248,7 +271,10 @@ def project_detection(det: Detection, pose: FramePose, camera: Camera, settings:
     off_nadir = float(np.degrees(np.arccos(np.clip(ray[2], -1.0, 1.0))))
     b = settings.border_px
     cut = x0 <= b or y0 <= b or x1 >= camera.width_px - b or y1 >= camera.height_px - b
-    return GroundDetection(pose.frame, pose.time_s, det.label, float(det.score), poly, off_nadir, bool(cut))
+    closed = closed_lines(np.column_stack([lon, lat]),
+                          closed_segment_mask(uv, camera.width_px, camera.height_px, b))
+    return GroundDetection(pose.frame, pose.time_s, det.label, float(det.score), poly, off_nadir, bool(cut),
+                           closed, frame_footprint)
 
 
 def detect_frames(
@@ -278,10 +304,12 @@ def detect_frames(
         cam = camera.for_image(batch[0][1].shape[1], batch[0][1].shape[0])
         results = detector.detect_batch([img for _, img in batch])
         for (pose, _), dets in zip(batch, results, strict=True):
+            dets = [d for d in dets if d.score >= s.min_score]
+            foot = footprint(pose.lon, pose.lat, pose.height_m, pose.yaw_deg, pose.pitch_deg, pose.roll_deg,
+                             cam, dem, camera_alt_m=pose.camera_alt_m if np.isfinite(pose.camera_alt_m) else None,
+                             max_range_m=20 * pose.height_m) if dets else None
             for d in dets:
-                if d.score < s.min_score:
-                    continue
-                g = project_detection(d, pose, cam, s, dem)
+                g = project_detection(d, pose, cam, s, dem, frame_footprint=foot)
                 if g is not None and g.off_nadir_deg <= s.max_off_nadir_deg:
                     out.append(g)
         done += len(batch)
@@ -348,32 +376,43 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
     rows, geoms = [], []
     kept: list[Polygon] = []
     kept_grid: dict[tuple[int, int], list[int]] = {}
+    uncut: list[int] = []  # members of clusters never seen whole (stitched below)
+
+    def covered(q: Polygon) -> bool:
+        near = [kept[j] for j in sorted({j for c in cells(np.array(q.bounds)) for j in kept_grid.get(c, ())})
+                if kept[j].intersects(q)]
+        return bool(near) and shapely.union_all(near).intersection(q).area >= s.drop_covered * q.area
+
+    def emit(outline: Polygon, mem: Sequence[int], d: GroundDetection, complete: bool) -> None:
+        rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
+                     "area_m2": round(float(outline.area), 1), "lon": np.nan, "lat": np.nan,
+                     "n_frames": len({dets[m].frame for m in mem}), "best_frame": d.frame,
+                     "best_time_s": round(d.time_s, 3), "off_nadir_deg": round(d.off_nadir_deg, 2),
+                     "complete": complete})
+        geoms.append(outline)
+
     # better-supported clusters first: a partial box that happens to be the most nadir view of a
     # pond must not suppress the cluster of the whole pond seen in many more frames
     support = [len({dets[m].frame for m in mem}) for mem in members]
     for k in sorted(range(len(reps)), key=lambda k: (-support[k], k)):
         r, mem = reps[k], members[k]
-        frames = {dets[m].frame for m in mem}
         q = polys[r]
-        near = [kept[j] for j in sorted({j for c in cells(np.array(q.bounds)) for j in kept_grid.get(c, ())})
-                if kept[j].intersects(q)]
-        if near and shapely.union_all(near).intersection(q).area >= s.drop_covered * q.area:
+        if s.stitch_cut and dets[r].cut_by_border:
+            uncut.extend(mem)
             continue
-        if len(frames) < s.min_frames or q.area < s.min_area_m2 or (s.require_complete and dets[r].cut_by_border):
+        if covered(q):
+            continue
+        if support[k] < s.min_frames or q.area < s.min_area_m2 or (s.require_complete and dets[r].cut_by_border):
             continue
         for c in cells(np.array(q.bounds)):
             kept_grid.setdefault(c, []).append(len(kept))
         kept.append(q)
-        d = dets[r]
         complete = [polys[m] for m in mem if not dets[m].cut_by_border] or [q]
-        outline = _vote_outline(complete, s.vote_cell_m, s.vote_quorum) or q
-        if outline.area < s.min_area_m2:
-            continue
-        rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
-                     "area_m2": round(float(outline.area), 1), "lon": np.nan, "lat": np.nan,
-                     "n_frames": len(frames), "best_frame": d.frame, "best_time_s": round(d.time_s, 3),
-                     "off_nadir_deg": round(d.off_nadir_deg, 2), "complete": not d.cut_by_border})
-        geoms.append(outline)
+        outline = vote_outline(complete, s.vote_cell_m, s.vote_quorum) or q
+        if outline.area >= s.min_area_m2:
+            emit(outline, mem, dets[r], not dets[r].cut_by_border)
+    if uncut:
+        _stitch(dets, polys, [i for i in uncut if not covered(polys[i])], utm, s, emit)
     gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=utm).to_crs(WGS84)
     if len(gdf):
         cen = gpd.GeoSeries(geoms, crs=utm).centroid.to_crs(WGS84)
@@ -381,34 +420,26 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
     return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float) -> Polygon | None:
-    """The region covered by at least ``quorum`` of ``polys`` (metric CRS), as one polygon."""
-    import cv2
-
-    if len(polys) == 1:
-        return polys[0]
-    minx, miny, maxx, maxy = shapely.union_all(list(polys)).bounds
-    nx, ny = int(np.ceil((maxx - minx) / cell_m)) + 1, int(np.ceil((maxy - miny) / cell_m)) + 1
-    if nx * ny > 4_000_000:  # a huge cluster: not a pond-sized object, keep it as is
-        return None
-    votes = np.zeros((ny, nx), np.int32)
-    layer = np.zeros((ny, nx), np.uint8)
-    for p in polys:  # rasterise each outline (cell centres inside), then count
-        ring = np.asarray(p.exterior.coords)
-        pix = np.column_stack([(ring[:, 0] - minx) / cell_m - 0.5, (maxy - ring[:, 1]) / cell_m - 0.5])
-        layer[:] = 0
-        cv2.fillPoly(layer, [np.round(pix * 16).astype(np.int32)], 1, shift=4)
-        votes += layer
-    mask = (votes >= max(1, int(np.ceil(quorum * len(polys))))).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(float)
-    if len(c) < 3:
-        return None
-    poly = Polygon(np.column_stack([minx + (c[:, 0] + 0.5) * cell_m, maxy - (c[:, 1] + 0.5) * cell_m]))
-    poly = shapely.make_valid(poly.buffer(cell_m / 2, join_style="mitre")).simplify(cell_m / 2)
-    return poly if poly.geom_type == "Polygon" and not poly.is_empty else None
+def _stitch(dets: Sequence[GroundDetection], polys: np.ndarray, idx: Sequence[int], utm, s: UavDetectSettings,
+            emit: Callable[[Polygon, Sequence[int], GroundDetection, bool], None]) -> None:
+    """Rebuild objects no frame saw whole from their cut views (``idx``) and emit them."""
+    if not idx:
+        return
+    to_utm = [dets[i].closed for i in idx] + [dets[i].footprint for i in idx]
+    known = [g if g is not None else Polygon() for g in to_utm]
+    proj = gpd.GeoSeries(known, crs=WGS84).to_crs(utm).to_numpy()
+    views = [CutView(polys[i], proj[n] if dets[i].closed is not None else Polygon(),
+                     proj[len(idx) + n] if dets[i].footprint is not None else None, dets[i].frame, dets[i].label)
+             for n, i in enumerate(idx)]
+    for obj in stitch_cut_views(views, join_inside=s.join_inside, cell_m=s.vote_cell_m, quorum=s.vote_quorum):
+        mem = [idx[m] for m in obj.members]
+        complete = obj.closed_fraction >= s.min_closed
+        if len({dets[m].frame for m in mem}) < s.min_frames or obj.outline.area < s.min_area_m2:
+            continue
+        if s.require_complete and not complete:
+            continue
+        best = min(mem, key=lambda m: (round(dets[m].off_nadir_deg, 1), -dets[m].score))
+        emit(obj.outline, mem, dets[best], complete)
 
 
 def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: float = 0.5,
