@@ -413,11 +413,30 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
             emit(outline, mem, dets[r], not dets[r].cut_by_border)
     if uncut:
         _stitch(dets, polys, [i for i in uncut if not covered(polys[i])], utm, s, emit)
+        keep = _drop_covered(geoms, [r["n_frames"] for r in rows], s.drop_covered)
+        rows, geoms = [rows[i] for i in keep], [geoms[i] for i in keep]
     gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=utm).to_crs(WGS84)
     if len(gdf):
         cen = gpd.GeoSeries(geoms, crs=utm).centroid.to_crs(WGS84)
         gdf["lon"], gdf["lat"] = cen.x.round(7).to_numpy(), cen.y.round(7).to_numpy()
     return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _drop_covered(geoms: Sequence[Polygon], n_frames: Sequence[int], fraction: float) -> list[int]:
+    """Indices of objects kept when each must not be ``fraction`` covered by better-seen ones.
+
+    A fragment of a stitched pond (one partial box that happened to miss the frame border)
+    is seen in fewer frames than the pond rebuilt around it, and is dropped here.
+    """
+    tree = shapely.STRtree(list(geoms))
+    order = sorted(range(len(geoms)), key=lambda i: (-n_frames[i], i))
+    accepted: set[int] = set()
+    for i in order:
+        near = [geoms[j] for j in tree.query(geoms[i], predicate="intersects").tolist() if j in accepted]
+        if near and shapely.union_all(near).intersection(geoms[i]).area >= fraction * geoms[i].area:
+            continue
+        accepted.add(i)
+    return sorted(accepted)
 
 
 def _stitch(dets: Sequence[GroundDetection], polys: np.ndarray, idx: Sequence[int], utm, s: UavDetectSettings,
