@@ -187,6 +187,8 @@ class UavDetectSettings:
         vote_quorum: fraction of complete outlines that must cover a cell.
         stitch_cut: objects no frame saw whole are rebuilt from their cut views
             (:mod:`tuban.pipelines.uav_stitch`) instead of being judged by one cut view.
+        vote_cut_views: cut views vote on an object's outline too, each only on the ground
+            its frame saw (needs the frames' footprints); off: only uncut views vote.
         min_closed: a stitched object is complete when at least this fraction of its outline
             was seen as a real edge (a box side off the frame border) in some frame.
         detector_gsd_m: nadir pixel size (m) the detector was trained at; frames are resized
@@ -208,6 +210,7 @@ class UavDetectSettings:
     vote_cell_m: float = 0.25
     vote_quorum: float = 0.5
     stitch_cut: bool = True
+    vote_cut_views: bool = True
     min_closed: float = 0.85
     detector_gsd_m: float | None = None
 
@@ -407,8 +410,7 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
         for c in cells(np.array(q.bounds)):
             kept_grid.setdefault(c, []).append(len(kept))
         kept.append(q)
-        complete = [polys[m] for m in mem if not dets[m].cut_by_border] or [q]
-        outline = vote_outline(complete, s.vote_cell_m, s.vote_quorum) or q
+        outline = _cluster_outline(dets, polys, mem, utm, s) or q
         if outline.area >= s.min_area_m2:
             emit(outline, mem, dets[r], not dets[r].cut_by_border)
     if uncut:
@@ -420,6 +422,21 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
         cen = gpd.GeoSeries(geoms, crs=utm).centroid.to_crs(WGS84)
         gdf["lon"], gdf["lat"] = cen.x.round(7).to_numpy(), cen.y.round(7).to_numpy()
     return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _cluster_outline(dets: Sequence[GroundDetection], polys: np.ndarray, mem: Sequence[int], utm,
+                     s: UavDetectSettings) -> Polygon | None:
+    """Outline of a cluster seen whole at least once: a vote of its views.
+
+    With every view's frame footprint known, all views vote, each only on the ground its frame
+    saw (a cut view neither shrinks nor grows the pond beyond its frame); otherwise only the
+    uncut views vote.
+    """
+    if s.vote_cut_views and all(dets[m].footprint is not None for m in mem):
+        feet = gpd.GeoSeries([dets[m].footprint for m in mem], crs=WGS84).to_crs(utm).to_numpy()
+        return vote_outline([polys[m] for m in mem], s.vote_cell_m, s.vote_quorum, seen=list(feet))
+    uncut = [polys[m] for m in mem if not dets[m].cut_by_border]
+    return vote_outline(uncut, s.vote_cell_m, s.vote_quorum) if uncut else None
 
 
 def _drop_covered(geoms: Sequence[Polygon], n_frames: Sequence[int], fraction: float) -> list[int]:
