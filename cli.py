@@ -331,6 +331,7 @@ def change_cmd(
     min_area_m2: Annotated[float, typer.Option("--min-area-m2", min=0.0, help="Smallest pond, m² (default 0.05 ha).")] = 500.0,
     max_area_m2: Annotated[float, typer.Option("--max-area-m2", min=0.0, help="Largest pond, m² (default 10 ha).")] = 100_000.0,
     no_shift_correction: Annotated[bool, typer.Option("--no-shift-correction", help="Measure but do not correct misregistration.")] = False,
+    dry_ponds: Annotated[bool, typer.Option("--dry-ponds", help="Also report freshly dug ponds with no water yet (new_pond, state=dry; experimental, low recall).")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Find new, removed and drained ponds (and other water change) between two dates."""
@@ -355,6 +356,7 @@ def change_cmd(
         block_px=block_size_px, workers=workers, scheduler=scheduler,
         correct_shift=not no_shift_correction,
         shapes=ShapeSettings(min_area_m2=min_area_m2, max_area_m2=max_area_m2), mask_geoms=geoms,
+        dry_ponds=dry_ponds,
     )
     with progress_bar("change") as cb:
         result = run_change(_date_inputs(before), _date_inputs(after), settings, progress=cb)

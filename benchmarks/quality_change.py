@@ -127,6 +127,14 @@ def score(pred: gpd.GeoDataFrame, root: Path, res: str, places: dict | None = No
         fa = local.iloc[[i for i in range(len(local)) if i not in hit]]
         out["false_alarms_by_place"] = attribute(fa, places)
     out["any_kind_patches"] = int(len(pred))
+    # freshly dug dry ponds (generator --dug-fraction): new_pond truths still dry after, against
+    # the patches reported as dry; and the water-only new ponds against the other new ponds
+    new_t = _truth(root, ["new_ponds"], res)
+    dry_t = new_t["state_after"] == "drained"
+    dry_p = (pred["kind"] == "new_pond") & (pred["state"] == "dry") if "state" in pred else pred["kind"] == ""
+    out["dry_new_pond"] = score_objects(pred[dry_p], new_t[dry_t], iou_threshold=0.25).as_dict()
+    out["wet_new_pond"] = score_objects(pred[(pred["kind"] == "new_pond") & ~dry_p], new_t[~dry_t],
+                                        iou_threshold=0.25).as_dict()
     return out
 
 
@@ -172,6 +180,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables at the end")
     ap.add_argument("--before", type=Path, default=None, help="JSON of an earlier run to compare with")
+    ap.add_argument("--dry-ponds", action="store_true", help="run with ChangeSettings(dry_ponds=True)")
+    ap.add_argument("--dug-fraction", type=float, default=0.0,
+                    help="share of new ponds freshly dug and still dry after (generator option)")
     args = ap.parse_args()
     from tuban.sample_data.county import generate_county
 
@@ -179,14 +190,15 @@ def main() -> None:
     rows = []
     try:
         for seed in args.seeds:
-            root = base / f"seed{seed}"
+            root = base / (f"seed{seed}" if not args.dug_fraction else f"seed{seed}-dug{args.dug_fraction:g}")
             if not (root / "county.json").exists():
-                generate_county(root, seed=seed)
+                generate_county(root, seed=seed, dug_fraction=args.dug_fraction)
             places = distractors(root)
             manifest = json.loads((root / "county.json").read_text())
             for res in ("s2", "hr"):
                 t0 = time.perf_counter()
-                r = run_change([root / res / "before.tif"], [root / res / "after.tif"], ChangeSettings())
+                r = run_change([root / res / "before.tif"], [root / res / "after.tif"],
+                               ChangeSettings(dry_ponds=args.dry_ponds))
                 dt = time.perf_counter() - t0
                 ours = score(r.patches, root, res, places)
                 naive = score(baseline(root / res / "before.tif", root / res / "after.tif"), root, res, places)
@@ -197,6 +209,8 @@ def main() -> None:
                     f"{k} F1 {ours[k]['f1']:.2f} (P {ours[k]['precision']:.2f} R {ours[k]['recall']:.2f}, "
                     f"n={ours[k]['truths']}) / base {naive[k]['f1']:.2f}"
                     for k in ("new_pond", "removed_pond", "drained_pond", "lost_pond"))
+                    + f"  dry new F1 {ours['dry_new_pond']['f1']:.2f} (n={ours['dry_new_pond']['truths']},"
+                    f" pred {ours['dry_new_pond']['predictions']})"
                     + f"  FA {ours['false_alarms']} {ours['false_alarms_by_place']} / base {naive['false_alarms']}"
                     f" {naive['false_alarms_by_place']}  haze {hazy}  shift {r.shift_px}", flush=True)
     finally:
@@ -206,7 +220,7 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.markdown:
         print(markdown(rows, json.loads(args.before.read_text()) if args.before else None))
-    for kind in ("new_pond", "removed_pond", "drained_pond", "lost_pond"):
+    for kind in ("new_pond", "removed_pond", "drained_pond", "lost_pond", "dry_new_pond", "wet_new_pond"):
         for who in ("tuban", "baseline"):
             m, t, p = (sum(r[who][kind][k] for r in rows) for k in ("matched", "truths", "predictions"))
             prec, rec = (m / p if p else 1.0), (m / t if t else 1.0)

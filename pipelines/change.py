@@ -89,6 +89,8 @@ class ChangeSettings:
         shapes: pond size and shape criteria.
         mask_geoms: exclusion polygons (shapely, EPSG:4326) from a user mask.
         shadow_reach_m: how far from a cloud its shadow may fall (cloud height / tan(sun elev.)).
+        dry_ponds: also report freshly dug ponds without water yet (``kind`` ``new_pond``,
+            ``state`` ``"dry"``; see :mod:`tuban.pipelines.change_dug`).
     """
 
     bands_before: dict[str, int] | None = None
@@ -102,6 +104,7 @@ class ChangeSettings:
     shapes: ShapeSettings = field(default_factory=ShapeSettings)
     mask_geoms: tuple = ()
     shadow_reach_m: float = 3000.0
+    dry_ponds: bool = False
 
 
 @dataclass(frozen=True)
@@ -339,7 +342,8 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
             if counts[CODE["masked"]] == grid.width * grid.height:
                 raise RasterError(f"{before.label} / {after.label}", "every pixel is nodata or masked")
             seconds["shadows"] = lap()
-            patches = patches_from_codes(stack, job, settings.shapes, pool=pool, stack_file=stack_file)
+            patches = patches_from_codes(stack, job, settings.shapes, pool=pool, stack_file=stack_file,
+                                         dry_ponds=settings.dry_ponds)
         del stack
         seconds["patches"] = lap()
         stats["seconds"] = seconds

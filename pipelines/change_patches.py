@@ -388,7 +388,7 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
 
 def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings, *,
                        pool: Executor | None = None, stack_file: StackFile | None = None,
-                       ) -> gpd.GeoDataFrame:
+                       dry_ponds: bool = False) -> gpd.GeoDataFrame:
     """Classified change patches (EPSG:4326) from the grid's result stack (see ``LAYERS``).
 
     Args:
@@ -397,6 +397,8 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         settings: pond size and shape criteria.
         pool: worker processes (see :mod:`tuban.pipelines.change_pool`); None runs in-process.
         stack_file: the stack as a file, for the workers (required with ``pool``).
+        dry_ponds: also look for freshly dug dry ponds (:mod:`tuban.pipelines.change_dug`);
+            the output then has a ``state`` column (``"dry"`` for those, else null).
     """
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
@@ -413,8 +415,17 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
                    for c in _chunks(blobs, 64)]
         parts = results(futures)
     records = [r for part in parts for r in part]
+    columns = COLUMNS
+    if dry_ponds:  # in this process, after the water changes: independent of the worker count
+        from tuban.pipelines.change_dug import dry_pond_records
+
+        records += dry_pond_records(stack, job, settings)
+        columns = [*COLUMNS[:-1], "state", "geometry"]
+        for r in records:
+            r.setdefault("state", None)
     if not records:
-        empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind") else float) for c in COLUMNS[:-1]}
+        empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind", "state") else float)
+                 for c in columns[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
     gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=grid.crs)
     cents = np.column_stack([gdf.geometry.centroid.x, gdf.geometry.centroid.y])
@@ -434,4 +445,4 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         gdf[col] = gdf[col].astype(float).round(3)
     gdf["patch_id"] = [patch_id(k, x, y) for k, x, y in zip(gdf["kind"], gdf["lon"], gdf["lat"], strict=True)]
     gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
-    return gdf[COLUMNS]
+    return gdf[columns]

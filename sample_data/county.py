@@ -94,6 +94,7 @@ def generate_county(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     spec: CountySpec | None = None,
+    dug_fraction: float = 0.0,
 ) -> CountyFiles:
     """Write the sample county for ``seed`` into ``out_dir``.
 
@@ -103,6 +104,8 @@ def generate_county(
         overwrite: replace an existing non-empty ``out_dir``.
         progress: optional ``callback(done, total)``.
         spec: county size and placement (default: 12 km county, 1200 px at 10 m, 1800 px at 2 m).
+        dug_fraction: share of new ponds freshly dug and still dry after (``state_after ==
+            "drained"`` in ``truth/new_ponds.geojson``); 0 keeps the default output unchanged.
 
     Returns:
         The final paths of everything written.
@@ -120,7 +123,7 @@ def generate_county(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
     try:
-        _write_county(tmp, seed, spec, progress or (lambda done, total: None))
+        _write_county(tmp, seed, spec, progress or (lambda done, total: None), dug_fraction)
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
@@ -145,7 +148,8 @@ def _rng(seed: int, part: int) -> np.random.Generator:
     return np.random.default_rng([seed, part])
 
 
-def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[int, int], None]) -> None:
+def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[int, int], None],
+                  dug_fraction: float = 0.0) -> None:
     total = 9
     size_m = spec.county_size_m
     crs = utm_crs_for(spec.centre_lon_deg, spec.centre_lat_deg)
@@ -155,7 +159,7 @@ def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[i
 
     land = build_landscape(_rng(seed, 1), size_m, size_m)
     hr_box = _hr_box(_rng(seed, 2), spec, land.coast_xy_m)
-    pw = build_ponds(_rng(seed, 3), land, hr_box, scale=spec.area_scale)
+    pw = build_ponds(_rng(seed, 3), land, hr_box, scale=spec.area_scale, dug_fraction=dug_fraction)
     cloud = make_cloud(_rng(seed, 4), size_m, avoid=hr_box)
     scenes = make_scenes(_rng(seed, 5), spec, hr_box.bounds[:2], cloud)
     waves = texture_waves(_rng(seed, 6))
@@ -202,6 +206,8 @@ def _write_county(root: Path, seed: int, spec: CountySpec, progress: Callable[[i
     progress(7, total)
 
     manifest = _manifest(seed, spec, crs, origin, scenes, cloud, truth, grids, root)
+    if dug_fraction > 0:  # only then: default manifests stay byte-identical
+        manifest["dug_fraction"] = dug_fraction
     (root / "county.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
                                       encoding="utf-8")
     progress(total, total)

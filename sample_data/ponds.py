@@ -4,7 +4,9 @@ A cluster is a (possibly rotated) grid of rectangular ponds, 50-300 m on a side,
 dikes 3-10 m wide. Each pond has a state on each date (``absent``, ``water``, ``drained``) and a
 change ``kind``: ``pond`` (no change of existence), ``new_pond`` (dug and filled), ``removed_pond``
 (filled in, now soil or crop) or ``drained_pond`` (water before, mud inside the intact dike grid
-after). The same polygons are painted into the rasters and written as truth, so truth matches the
+after). With ``dug_fraction > 0`` that share of the new ponds is *freshly dug*: ``absent ->
+drained`` (new dikes around a wet mud floor, a small puddle, no standing water yet); they stay
+``kind == "new_pond"`` and are told apart by ``state_after == "drained"``. The same polygons are painted into the rasters and written as truth, so truth matches the
 pixels exactly.
 """
 
@@ -167,6 +169,26 @@ def _run(rng: np.random.Generator, cl: _Cluster, length: int) -> list[_Cell]:
     return cells[start: start + length]
 
 
+def _mark_dug(rng: np.random.Generator, clusters: list[_Cluster], fraction: float) -> None:
+    """Turn ``fraction`` of the new ponds into freshly dug dry ponds (``absent -> drained``).
+
+    Whole rows are dug at a time (farmers dig a row, then fill it), so a dug pond usually sits
+    next to other dug ponds or to old water ponds.
+    """
+    new = [cell for c in clusters for cell in c.cells if cell.kind == "new_pond"]
+    target = round(fraction * len(new))
+    rows = [[cell for cell in c.cells if cell.kind == "new_pond" and cell.row == r]
+            for c in clusters for r in range(c.rows)]
+    rows = [r for r in rows if r]
+    done = 0
+    for i in rng.permutation(len(rows)):
+        for cell in rows[int(i)]:
+            if done >= target:
+                return
+            cell.after = "drained"
+            done += 1
+
+
 def _assign_changes(rng: np.random.Generator, clusters: list[_Cluster], scale: float) -> None:
     if not clusters:
         return
@@ -214,7 +236,8 @@ def _assign_changes(rng: np.random.Generator, clusters: list[_Cluster], scale: f
 
 
 def build_ponds(
-    rng: np.random.Generator, land: Landscape, hr_box: Polygon, *, scale: float = 1.0
+    rng: np.random.Generator, land: Landscape, hr_box: Polygon, *, scale: float = 1.0,
+    dug_fraction: float = 0.0,
 ) -> PondWorld:
     """Pond clusters, their changes and their paint patches.
 
@@ -223,10 +246,17 @@ def build_ponds(
         land: the landscape; clusters stay inside its pond zone and off rivers, roads, villages.
         hr_box: the high-resolution sub-area (county metres); about three clusters go there.
         scale: county area relative to the default 12 km x 12 km; scales pond counts.
+        dug_fraction: share (0-1) of the new ponds that are freshly dug and still dry after
+            (``absent -> drained``). 0 (default) draws nothing extra from ``rng``, so every
+            existing output stays bit-identical.
     """
+    if not 0.0 <= dug_fraction <= 1.0:
+        raise ValueError(f"dug_fraction must be 0-1, got {dug_fraction}")
     target = max(12, round(rng.integers(60, 111) * scale))
     clusters = _place_clusters(rng, land, hr_box, target)
     _assign_changes(rng, clusters, scale)
+    if dug_fraction > 0:
+        _mark_dug(np.random.default_rng([int(rng.integers(2**31)), 17]), clusters, dug_fraction)
     fills: list[Patch] = []
     dikes: list[Patch] = []
     waters: list[Patch] = []

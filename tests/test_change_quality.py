@@ -213,3 +213,142 @@ def test_holes_do_not_spoil_the_outline_measures():
     assert s.area_m2 < plain.area_m2  # the area is the real one
     assert s.compactness == pytest.approx(plain.compactness, abs=0.01)
     assert s.rectangularity > 0.95
+
+
+# --- freshly dug dry ponds (no water yet) ---------------------------------------------------
+
+#: Boxes of the dug-pond scene: two dug ponds (one beside an old water pond), an old pond, a
+#: field flooded for transplanting inside thin bunds, a harvested field (crop -> bare soil) and
+#: a field gone from crop to stubble.
+DUG = {
+    "dug": (40, 40, 52, 54),
+    "dug_row": (40, 56, 52, 70),         # next to "dug", sharing its dike
+    "old": (100, 40, 112, 54),           # water on both dates
+    "dug_by_old": (100, 56, 112, 70),    # dug beside the old pond
+    "paddy": (150, 20, 180, 60),         # bunded paddy, flooded (and muddy) after
+    "paddy_mud": (150, 70, 180, 110),    # bunded paddy, puddled mud after (transplanting)
+    "harvest": (40, 150, 70, 190),       # crop -> bare soil
+    "stubble": (110, 150, 140, 190),     # crop -> stubble
+}
+
+
+def dug_scene(date: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.empty((4, cs.SIZE, cs.SIZE), dtype=np.float32)
+    fields = np.random.default_rng(11)
+    for r in range(0, cs.SIZE, 30):
+        for c in range(0, cs.SIZE, 40):
+            material = "soil" if fields.random() < 0.4 else "crop"
+            img[:, r:r + 30, c:c + 40] = fields.uniform(0.8, 1.2) * np.array(SPECTRA[material])[:, None, None]
+    for name in ("paddy", "paddy_mud", "harvest", "stubble"):
+        _fill(img, DUG[name], "crop")
+    _fill(img, (30, 30, 62, 80), "crop")  # the dug ponds are dug into farmland (crop)
+    _fill(img, (90, 30, 122, 80), "crop")
+    _dike(img, DUG["old"])
+    _fill(img, DUG["old"], "water")
+    if date == "after":
+        for name in ("dug", "dug_row", "dug_by_old"):
+            _dike(img, DUG[name])
+            _fill(img, DUG[name], "mud", rng, 0.05)
+        for name, floor in (("paddy", "paddy"), ("paddy_mud", "mud")):
+            _fill(img, DUG[name], floor, rng, 0.08)
+            _dike(img, DUG[name], frac=0.3)  # 0.3 m bunds: a faint line in a 10 m pixel
+        _fill(img, DUG["harvest"], "soil", rng, 0.05)
+        _fill(img, DUG["stubble"], "stubble", rng, 0.05)
+    img *= rng.normal(1.0, 0.03, size=img.shape).astype(np.float32)
+    return img
+
+
+@pytest.fixture(scope="module")
+def dug_patches(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dug")
+    b = cs.write(d / "before.tif", dug_scene("before", 1), date="2024-05-01")
+    a = cs.write(d / "after.tif", dug_scene("after", 2), date="2025-06-02")
+    with_dry = run_change([b], [a], ChangeSettings(dry_ponds=True)).patches.to_crs(cs.CRS)
+    without = run_change([b], [a], ChangeSettings()).patches.to_crs(cs.CRS)
+    return with_dry, without
+
+
+def _box_polygon(box):
+    from shapely.geometry import box as sbox
+
+    r0, c0, r1, c1 = box
+    (x0, y0), (x1, y1) = cs.TRANSFORM * (c0, r1), cs.TRANSFORM * (c1, r0)
+    return sbox(x0, y0, x1, y1)
+
+
+def test_dug_dry_ponds_are_new_ponds_with_their_outline(dug_patches):
+    patches, _ = dug_patches
+    dry = patches[patches["state"] == "dry"]
+    assert (dry["kind"] == "new_pond").all()
+    for name in ("dug", "dug_row", "dug_by_old"):
+        truth = _box_polygon(DUG[name])
+        hit = dry[dry.intersects(truth.buffer(-5))]
+        assert len(hit) == 1, (name, dry[["area_m2", "lon", "lat"]])
+        g = hit.geometry.iloc[0]
+        iou = g.intersection(truth).area / g.union(truth).area
+        assert iou > 0.7, (name, iou)
+        assert abs(hit["area_m2"].iloc[0] - truth.area) / truth.area < 0.2
+        for col in ("patch_id", "score", "area_mu", "lon", "lat", "before_date", "after_date"):
+            assert hit[col].notna().all(), col
+
+
+def test_bunded_paddy_and_harvested_fields_give_no_dry_pond(dug_patches):
+    patches, _ = dug_patches
+    dry = patches[patches["state"] == "dry"]
+    for name in ("paddy", "paddy_mud", "harvest", "stubble", "old"):
+        assert not dry.intersects(_box_polygon(DUG[name]).buffer(-15)).any(), name
+    assert len(dry) == 3
+
+
+def test_dry_ponds_are_off_by_default_and_change_nothing_else(dug_patches):
+    with_dry, without = dug_patches
+    assert "state" not in without.columns
+    assert not without.intersects(_box_polygon(DUG["dug"]).buffer(-15)).any()
+    wet = with_dry[with_dry["state"] != "dry"].drop(columns="state").reset_index(drop=True)
+    assert list(wet["patch_id"]) == list(without["patch_id"])
+
+
+def test_generator_dug_fraction_marks_new_ponds_still_dry():
+    from tuban.sample_data.county import _hr_box, _rng
+    from tuban.sample_data.landcover import build_landscape
+    from tuban.sample_data.ponds import build_ponds
+    from tuban.sample_data.scenes import CountySpec
+
+    spec = CountySpec.small()
+    size = spec.county_size_m
+    land = build_landscape(_rng(3, 1), size, size)
+    hr = _hr_box(_rng(3, 2), spec, land.coast_xy_m)
+    plain = build_ponds(_rng(3, 3), land, hr, scale=spec.area_scale)
+    again = build_ponds(_rng(3, 3), land, hr, scale=spec.area_scale, dug_fraction=0.0)
+    dug = build_ponds(_rng(3, 3), land, hr, scale=spec.area_scale, dug_fraction=0.5)
+    assert plain.ponds == again.ponds
+    new = [p for p in dug.ponds if p.kind == "new_pond"]
+    dry = [p for p in new if p.state_after == "drained"]
+    assert dry and len(dry) == round(0.5 * len(new))
+    assert all(p.state_before == "absent" and p.colour_after == "mud" for p in dry)
+    # the rest of the county is the same ponds in the same places
+    assert [p.geometry.wkb for p in dug.ponds] == [p.geometry.wkb for p in plain.ponds]
+    assert not any(p.state_after == "drained" and p.kind == "new_pond" for p in plain.ponds)
+    with pytest.raises(ValueError):
+        build_ponds(_rng(3, 3), land, hr, dug_fraction=1.5)
+
+
+def test_cli_dry_ponds_flag_writes_state_dry(tmp_path, runner):
+    import json
+
+    from tuban.cli import app
+
+    b = cs.write(tmp_path / "before.tif", dug_scene("before", 1), date="2024-05-01")
+    a = cs.write(tmp_path / "after.tif", dug_scene("after", 2), date="2025-06-02")
+    out = tmp_path / "p.geojson"
+    res = runner.invoke(app, ["--quiet", "change", str(b), str(a), "--out", str(out), "--dry-ponds"])
+    assert res.exit_code == 0, res.output
+    feats = json.loads(out.read_text())["features"]
+    dry = [f["properties"] for f in feats if f["properties"].get("state") == "dry"]
+    assert len(dry) == 3 and all(p["kind"] == "new_pond" and p["area_mu"] > 20 for p in dry)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    res = runner.invoke(app, ["change", str(bad), str(a), "--out", str(tmp_path / "q.geojson"), "--dry-ponds"])
+    assert res.exit_code == 1 and "Error:" in res.output
+    assert not (tmp_path / "q.geojson").exists()
