@@ -5,22 +5,12 @@ frames. Each detection outline (box or polygon, in pixels) is densified along it
 cast onto flat ground with the frame's telemetry pose and the camera model
 (:func:`tuban.imagery.camera.pixel_to_ground`), so oblique views give the right trapezoids.
 
-One pond seen in 30 frames must be one feature. Projected detections are clustered greedily,
-best first ("best" = not cut by the frame border, then closest to nadir, then highest score):
-a detection joins the first cluster whose representative it overlaps (IoU >= ``join_iou``, or
-mostly inside it, as a pond cut by the frame edge is), otherwise it starts a new cluster.
-Greedy-by-representative clustering cannot chain two neighbouring ponds together through one
-blurry detection spanning both; such a blob becomes its own cluster and is dropped when
-clusters seen in more frames already cover most of it (likewise a partial box of one pond).
-
-The merged outline is a per-cell vote of the cluster's complete (not border-cut) outlines on
-a fine metric grid: ground kept by at least half of them. This removes the corners that an
-axis-aligned box adds around a pond seen rotated, and averages telemetry noise across frames.
-Each feature reports ``n_frames`` (distinct frames it was seen in), ``best_frame`` (the
-representative: uncut, closest to nadir) and ``complete``: seen whole (not cut by the frame
-border) in at least one frame. Objects never seen whole (a pond larger than every frame, or
-at the edge of the flight) are dropped unless ``require_complete`` is off: their outline
-would only be the part one frame saw.
+One pond seen in 30 frames must be one feature: :mod:`tuban.pipelines.uav_merge` clusters
+the projected detections and votes their outline; ponds larger than one frame are rebuilt
+from their views cut by the frame border (:mod:`tuban.pipelines.uav_stitch`). For that,
+each projected detection carries the sides of its outline that are real object edges (not on
+the frame border) and its frame's ground footprint. The names of those modules are
+re-exported here, as are the detector helpers of :mod:`tuban.pipelines.uav_model`.
 
 Drone frames are resized before detection so their nadir pixel matches the pixel size the
 detector was trained at (``detector_gsd_m``; the shipped drone model: 0.35 m), so the same
@@ -32,31 +22,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
-from shapely.geometry.base import BaseGeometry
 
 from tuban import TelemetryError
 from tuban.imagery.camera import Camera, camera_preset, footprint, pixel_rays_ned, pixel_to_ground
-from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.track import Track
 from tuban.imagery.video import VideoInfo, iter_frames, probe_video, sample_frame_indices
 from tuban.models.detector import Detection, Detector
-from tuban.pipelines.uav_stitch import (
-    CutView,
-    closed_lines,
-    closed_segment_mask,
-    stitch_cut_views,
-    vote_outline,
+from tuban.pipelines.uav_merge import (
+    DETECTION_COLUMNS,
+    GroundDetection,
+    UavDetectSettings,
+    match_truth,
+    merge_ground_detections,
 )
-
-if TYPE_CHECKING:
-    from tuban.models.yolo import YoloDetector
+from tuban.pipelines.uav_model import DRONE_WEIGHTS, frame_scale, load_uav_detector, resized_frame
+from tuban.pipelines.uav_stitch import closed_lines, closed_segment_mask
 
 __all__ = [
     "camera_for_video",
@@ -74,15 +60,6 @@ __all__ = [
     "load_uav_detector",
     "frame_scale",
 ]
-
-#: File name of the drone-scale pond model shipped inside ``tuban/models``.
-DRONE_WEIGHTS = "pond_drone_yolo11n.pt"
-
-_CELL_M = 100.0  # spatial hash cell for finding overlapping clusters
-
-DETECTION_COLUMNS = ("label", "score", "area_m2", "lon", "lat", "n_frames", "best_frame",
-                     "best_time_s", "off_nadir_deg", "complete")
-
 
 @dataclass(frozen=True)
 class FramePose:
@@ -161,77 +138,6 @@ def frame_poses(track: Track, frames: Sequence[int], fps: float) -> list[FramePo
             interp(height, q), (interp(yaw, q) + 180.0) % 360.0 - 180.0,
             interp(col("gimbal_pitch_deg", default=-90.0), q), interp(col("gimbal_roll_deg", default=0.0), q)]
     return [FramePose(int(f), float(tq), *(float(c[i]) for c in cols)) for i, (f, tq) in enumerate(zip(frames, q, strict=True))]
-
-
-@dataclass(frozen=True)
-class UavDetectSettings:
-    """How detections are projected and merged.
-
-    Args:
-        min_score: detections below this confidence are ignored.
-        batch_size: frames per ``detect_batch`` call.
-        edge_points: points per outline edge when casting to the ground.
-        border_px: a detection within this many pixels of the frame edge counts as cut.
-        max_off_nadir_deg: detections whose centre ray is further from nadir are ignored
-            (far oblique ground is coarse and sensitive to pitch errors).
-        join_iou: IoU with a cluster representative that joins a detection to it.
-        join_inside: fraction of a detection inside a representative that joins it.
-        drop_covered: a cluster whose outline is at least this much covered by better
-            clusters is dropped (a blob spanning neighbouring ponds).
-        min_frames: clusters seen in fewer distinct sampled frames are dropped (one-frame
-            fragments are mostly noise; lower it for sparse sampling).
-        min_area_m2: merged objects smaller than this on the ground are dropped.
-        require_complete: drop objects never seen whole (every view cut by the frame border):
-            their outline would be a fragment cut by one frame, not the object.
-        vote_cell_m: grid cell of the outline vote.
-        vote_quorum: fraction of complete outlines that must cover a cell.
-        stitch_cut: objects no frame saw whole are rebuilt from their cut views
-            (:mod:`tuban.pipelines.uav_stitch`) instead of being judged by one cut view.
-        vote_cut_views: cut views vote on an object's outline too, each only on the ground
-            its frame saw (needs the frames' footprints); off: only uncut views vote.
-        min_closed: a stitched object is complete when at least this fraction of its outline
-            was seen as a real edge (a box side off the frame border) in some frame.
-        detector_gsd_m: nadir pixel size (m) the detector was trained at; frames are resized
-            so their nadir pixel (median height / focal length) matches it. None: frames
-            as they are.
-    """
-
-    min_score: float = 0.25
-    batch_size: int = 8
-    edge_points: int = 6
-    border_px: float = 3.0
-    max_off_nadir_deg: float = 60.0
-    join_iou: float = 0.5
-    join_inside: float = 0.6
-    drop_covered: float = 0.5
-    min_frames: int = 2
-    min_area_m2: float = 50.0
-    require_complete: bool = True
-    vote_cell_m: float = 0.25
-    vote_quorum: float = 0.5
-    stitch_cut: bool = True
-    vote_cut_views: bool = True
-    min_closed: float = 0.85
-    detector_gsd_m: float | None = None
-
-
-@dataclass(frozen=True)
-class GroundDetection:
-    """One detection of one frame, on the ground (polygon in EPSG:4326, x = lon).
-
-    ``closed`` holds the outline's sides that are real object edges (off the frame border),
-    ``footprint`` the frame's ground footprint, both EPSG:4326; None when unknown.
-    """
-
-    frame: int
-    time_s: float
-    label: str
-    score: float
-    polygon: Polygon
-    off_nadir_deg: float
-    cut_by_border: bool
-    closed: BaseGeometry | None = None
-    footprint: Polygon | None = None
 
 
 def _densify(outline: Sequence[tuple[float, float]], per_edge: int) -> np.ndarray:
@@ -331,210 +237,6 @@ def detect_frames(
     return out
 
 
-def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetectSettings | None = None,
-                            ) -> gpd.GeoDataFrame:
-    """Merge per-frame ground detections into one feature per object (see module doc).
-
-    Returns:
-        GeoDataFrame (EPSG:4326) with columns :data:`DETECTION_COLUMNS`, best score first.
-    """
-    s = settings or UavDetectSettings()
-    if not dets:
-        return gpd.GeoDataFrame({c: [] for c in DETECTION_COLUMNS}, geometry=[], crs=WGS84)
-    c = dets[0].polygon.centroid
-    utm = utm_crs_for(c.x, c.y)
-    polys = gpd.GeoSeries([d.polygon for d in dets], crs=WGS84).to_crs(utm).to_numpy()
-    order = sorted(range(len(dets)), key=lambda i: (dets[i].cut_by_border, round(dets[i].off_nadir_deg, 1),
-                                                    -dets[i].score))
-    reps: list[int] = []  # index of each cluster's representative detection
-    members: list[list[int]] = []
-    grid: dict[tuple[int, int], list[int]] = {}  # coarse cells -> clusters touching them
-    bounds = np.array([polys[i].bounds for i in range(len(polys))])
-
-    def cells(b: np.ndarray) -> list[tuple[int, int]]:
-        x0, y0, x1, y1 = (int(v // _CELL_M) for v in b)
-        return [(cx, cy) for cx in range(x0, x1 + 1) for cy in range(y0, y1 + 1)]
-
-    for i in order:
-        p, area = polys[i], polys[i].area
-        joined = False
-        candidates = sorted({k for c in cells(bounds[i]) for k in grid.get(c, ())})  # first-made first
-        for k in candidates:
-            r = reps[k]
-            if dets[r].label != dets[i].label:
-                continue
-            q = polys[r]
-            if not p.intersects(q):
-                continue
-            inter = p.intersection(q).area
-            if inter / (area + q.area - inter) >= s.join_iou or inter / area >= s.join_inside:
-                members[k].append(i)
-                joined = True
-                break
-        if not joined:
-            for c in cells(bounds[i]):
-                grid.setdefault(c, []).append(len(reps))
-            reps.append(i)
-            members.append([i])
-    rows, geoms = [], []
-    kept: list[Polygon] = []
-    kept_grid: dict[tuple[int, int], list[int]] = {}
-    uncut: list[int] = []  # members of clusters never seen whole (stitched below)
-
-    def covered(q: Polygon) -> bool:
-        near = [kept[j] for j in sorted({j for c in cells(np.array(q.bounds)) for j in kept_grid.get(c, ())})
-                if kept[j].intersects(q)]
-        return bool(near) and shapely.union_all(near).intersection(q).area >= s.drop_covered * q.area
-
-    def emit(outline: Polygon, mem: Sequence[int], d: GroundDetection, complete: bool) -> None:
-        rows.append({"label": d.label, "score": round(max(dets[m].score for m in mem), 4),
-                     "area_m2": round(float(outline.area), 1), "lon": np.nan, "lat": np.nan,
-                     "n_frames": len({dets[m].frame for m in mem}), "best_frame": d.frame,
-                     "best_time_s": round(d.time_s, 3), "off_nadir_deg": round(d.off_nadir_deg, 2),
-                     "complete": complete})
-        geoms.append(outline)
-
-    # better-supported clusters first: a partial box that happens to be the most nadir view of a
-    # pond must not suppress the cluster of the whole pond seen in many more frames
-    support = [len({dets[m].frame for m in mem}) for mem in members]
-    for k in sorted(range(len(reps)), key=lambda k: (-support[k], k)):
-        r, mem = reps[k], members[k]
-        q = polys[r]
-        if s.stitch_cut and dets[r].cut_by_border:
-            uncut.extend(mem)
-            continue
-        if covered(q):
-            continue
-        if support[k] < s.min_frames or q.area < s.min_area_m2 or (s.require_complete and dets[r].cut_by_border):
-            continue
-        for c in cells(np.array(q.bounds)):
-            kept_grid.setdefault(c, []).append(len(kept))
-        kept.append(q)
-        outline = _cluster_outline(dets, polys, mem, utm, s) or q
-        if outline.area >= s.min_area_m2:
-            emit(outline, mem, dets[r], not dets[r].cut_by_border)
-    if uncut:
-        _stitch(dets, polys, [i for i in uncut if not covered(polys[i])], utm, s, emit)
-        keep = _drop_covered(geoms, [r["n_frames"] for r in rows], s.drop_covered)
-        rows, geoms = [rows[i] for i in keep], [geoms[i] for i in keep]
-    gdf = gpd.GeoDataFrame(rows, columns=list(DETECTION_COLUMNS), geometry=geoms, crs=utm).to_crs(WGS84)
-    if len(gdf):
-        cen = gpd.GeoSeries(geoms, crs=utm).centroid.to_crs(WGS84)
-        gdf["lon"], gdf["lat"] = cen.x.round(7).to_numpy(), cen.y.round(7).to_numpy()
-    return gdf.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def _cluster_outline(dets: Sequence[GroundDetection], polys: np.ndarray, mem: Sequence[int], utm,
-                     s: UavDetectSettings) -> Polygon | None:
-    """Outline of a cluster seen whole at least once: a vote of its views.
-
-    With every view's frame footprint known, all views vote, each only on the ground its frame
-    saw (a cut view neither shrinks nor grows the pond beyond its frame); otherwise only the
-    uncut views vote.
-    """
-    if s.vote_cut_views and all(dets[m].footprint is not None for m in mem):
-        feet = gpd.GeoSeries([dets[m].footprint for m in mem], crs=WGS84).to_crs(utm).to_numpy()
-        return vote_outline([polys[m] for m in mem], s.vote_cell_m, s.vote_quorum, seen=list(feet))
-    uncut = [polys[m] for m in mem if not dets[m].cut_by_border]
-    return vote_outline(uncut, s.vote_cell_m, s.vote_quorum) if uncut else None
-
-
-def _drop_covered(geoms: Sequence[Polygon], n_frames: Sequence[int], fraction: float) -> list[int]:
-    """Indices of objects kept when each must not be ``fraction`` covered by better-seen ones.
-
-    A fragment of a stitched pond (one partial box that happened to miss the frame border)
-    is seen in fewer frames than the pond rebuilt around it, and is dropped here.
-    """
-    tree = shapely.STRtree(list(geoms))
-    order = sorted(range(len(geoms)), key=lambda i: (-n_frames[i], i))
-    accepted: set[int] = set()
-    for i in order:
-        near = [geoms[j] for j in tree.query(geoms[i], predicate="intersects").tolist() if j in accepted]
-        if near and shapely.union_all(near).intersection(geoms[i]).area >= fraction * geoms[i].area:
-            continue
-        accepted.add(i)
-    return sorted(accepted)
-
-
-def _stitch(dets: Sequence[GroundDetection], polys: np.ndarray, idx: Sequence[int], utm, s: UavDetectSettings,
-            emit: Callable[[Polygon, Sequence[int], GroundDetection, bool], None]) -> None:
-    """Rebuild objects no frame saw whole from their cut views (``idx``) and emit them."""
-    if not idx:
-        return
-    to_utm = [dets[i].closed for i in idx] + [dets[i].footprint for i in idx]
-    known = [g if g is not None else Polygon() for g in to_utm]
-    proj = gpd.GeoSeries(known, crs=WGS84).to_crs(utm).to_numpy()
-    views = [CutView(polys[i], proj[n] if dets[i].closed is not None else Polygon(),
-                     proj[len(idx) + n] if dets[i].footprint is not None else None, dets[i].frame, dets[i].label)
-             for n, i in enumerate(idx)]
-    for obj in stitch_cut_views(views, join_inside=s.join_inside, cell_m=s.vote_cell_m, quorum=s.vote_quorum):
-        mem = [idx[m] for m in obj.members]
-        complete = obj.closed_fraction >= s.min_closed
-        if len({dets[m].frame for m in mem}) < s.min_frames or obj.outline.area < s.min_area_m2:
-            continue
-        if s.require_complete and not complete:
-            continue
-        best = min(mem, key=lambda m: (round(dets[m].off_nadir_deg, 1), -dets[m].score))
-        emit(obj.outline, mem, dets[best], complete)
-
-
-def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: float = 0.5,
-                ignore: gpd.GeoDataFrame | None = None, ignore_inside: float = 0.5) -> dict[str, float]:
-    """Greedy one-to-one matching by IoU (metric CRS): counts, precision, recall, F1.
-
-    Args:
-        found: predictions.
-        truth: the objects that must be found.
-        iou_min: IoU for a match.
-        ignore: "don't care" objects (e.g. ponds a clip never shows whole, which no outline
-            can match): an unmatched prediction with at least ``ignore_inside`` of its area on
-            them is neither a true nor a false positive (reported as ``ignored``).
-        ignore_inside: see ``ignore``.
-
-    Example:
-        >>> from shapely.geometry import box
-        >>> t = gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs=32650)
-        >>> match_truth(t, t)["f1"]
-        1.0
-    """
-    used_f: set[int] = set()
-    if len(found) == 0 or len(truth) == 0:
-        tp = 0
-    else:
-        c = truth.to_crs(WGS84).union_all().centroid
-        utm = utm_crs_for(c.x, c.y)
-        f = found.to_crs(utm).geometry.to_numpy()
-        t = truth.to_crs(utm).geometry.to_numpy()
-        pairs = []
-        for i, a in enumerate(f):
-            for j, b in enumerate(t):
-                if a.intersects(b):
-                    inter = a.intersection(b).area
-                    iou = inter / (a.area + b.area - inter)
-                    if iou >= iou_min:
-                        pairs.append((iou, i, j))
-        used_t: set[int] = set()
-        for _, i, j in sorted(pairs, reverse=True):
-            if i not in used_f and j not in used_t:
-                used_f.add(i)
-                used_t.add(j)
-        tp = len(used_f)
-    ignored = 0
-    if ignore is not None and len(ignore) and len(found):
-        c = ignore.to_crs(WGS84).union_all().centroid
-        utm = utm_crs_for(c.x, c.y)
-        region = ignore.to_crs(utm).union_all()
-        f = found.to_crs(utm).geometry.to_numpy()
-        ignored = sum(1 for i, a in enumerate(f) if i not in used_f and a.area > 0
-                      and a.intersection(region).area >= ignore_inside * a.area)
-    fp, fn = len(found) - tp - ignored, len(truth) - tp
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    out = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
-    return out if ignore is None else {**out, "ignored": ignored}
-
-
 # --- whole videos -------------------------------------------------------------------------------
 
 
@@ -610,67 +312,9 @@ def detect_video(
     s = settings or UavDetectSettings()
     heights = [p.height_m for p in plist if p.usable]
     scale = frame_scale(camera, float(np.median(heights)), s.detector_gsd_m)
-    frames = ((poses[i], _resized(img, scale)) for i, img in iter_frames(video, wanted))
+    frames = ((poses[i], resized_frame(img, scale)) for i, img in iter_frames(video, wanted))
     dets = detect_frames(frames, detector, camera, settings, progress=progress, total=len(wanted), dem=dem)
     merged = merge_ground_detections(dets, settings)
     stats = {"frames_sampled": len(wanted), "frames_with_pose": usable, "detections_raw": len(dets),
              "features": len(merged), "hfov_deg": round(camera.hfov_deg, 2), "frame_scale": round(scale, 3)}
     return merged, stats
-
-
-def frame_scale(camera: Camera, height_m: float, detector_gsd_m: float | None) -> float:
-    """Resize factor bringing the frames' nadir pixel (``height_m / fx``) to ``detector_gsd_m``.
-
-    Clamped to 0.05..4; 1.0 when the detector has no training pixel size.
-
-    Example:
-        >>> cam = Camera.from_hfov(90.0, 1000, 500)  # fx = 500 px
-        >>> frame_scale(cam, 100.0, 0.4)  # 0.2 m pixels shrunk to 0.4 m
-        0.5
-    """
-    if not detector_gsd_m or not np.isfinite(height_m) or height_m <= 0:
-        return 1.0
-    return float(np.clip((height_m / camera.fx_px) / detector_gsd_m, 0.05, 4.0))
-
-
-def _resized(img: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
-    if abs(scale - 1.0) < 1e-3:
-        return img
-    size = (max(32, round(img.shape[1] * scale)), max(32, round(img.shape[0] * scale)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def load_uav_detector(weights: str | Path | None = None, *, conf: float | None = None,
-                      threads: int | None = None) -> tuple[YoloDetector, float | None]:
-    """A YOLO detector for drone frames and the nadir pixel size to resize frames to.
-
-    Args:
-        weights: a trusted ``.pt`` file; None = the shipped drone-scale pond model
-            (:data:`DRONE_WEIGHTS`).
-        conf: minimum confidence; None = the threshold the model's ``tuban`` record
-            recommends (``conf``, chosen on training and selection clips), else 0.25.
-        threads: torch CPU threads.
-
-    Returns:
-        ``(detector, gsd_m)``: ``gsd_m`` is the model's training pixel size when its ``tuban``
-        record says ``scale = "drone"``, else None (frames are used as they are). The
-        detector's ``settings.conf`` is the threshold in use.
-
-    Raises:
-        ModelError: weights missing or unreadable.
-    """
-    from tuban import ModelError
-    from tuban.models.yolo import YoloSettings, load_detector, tuban_metadata
-
-    if weights is None:
-        weights = Path(__file__).resolve().parent.parent / "models" / DRONE_WEIGHTS
-        if not Path(weights).is_file():
-            raise ModelError(f"{weights}: the shipped drone pond model is missing; pass --model")
-    det = load_detector(weights, YoloSettings(conf=0.25 if conf is None else conf, threads=threads))
-    meta = tuban_metadata(det.model)
-    if conf is None and isinstance(meta.get("conf"), (int, float)):
-        det.settings = replace(det.settings, conf=float(meta["conf"]))
-    gsd = float(meta["gsd_m"]) if meta.get("scale") == "drone" and meta.get("gsd_m") else None
-    return det, gsd
