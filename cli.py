@@ -706,7 +706,7 @@ def uav_detect(
     detector_kind: Annotated[UavDetectorOpt, typer.Option("--detector", help="yolo (a trained model) or baseline (deterministic water-colour blobs, no weights).")] = UavDetectorOpt.yolo,
     conf: Annotated[float | None, typer.Option("--conf", min=0.0, max=1.0, help="Minimum detection confidence (default: the model's recommended one, else 0.25).")] = None,
     min_frames: Annotated[int, typer.Option("--min-frames", min=1, help="Keep objects seen in at least this many sampled frames.")] = 2,
-    keep_incomplete: Annotated[bool, typer.Option("--keep-incomplete", help="Also report objects no frame saw whole (outline: the part one frame saw).")] = False,
+    keep_incomplete: Annotated[bool, typer.Option("--keep-incomplete", help="Also report objects whose outline the frames did not close with real edges (complete=false; e.g. cut by the end of the flight).")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Detect ponds on drone video frames, project them to the ground, merge across frames."""
