@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -165,7 +166,8 @@ def merge_ground_detections(dets: Sequence[GroundDetection], settings: UavDetect
                 grid.setdefault(c, []).append(len(reps))
             reps.append(i)
             members.append([i])
-    rows, geoms = [], []
+    rows: list[dict[str, Any]] = []
+    geoms: list[Polygon] = []
     kept: list[Polygon] = []
     kept_grid: dict[tuple[int, int], list[int]] = {}
     uncut: list[int] = []  # members of clusters never seen whole (stitched below)

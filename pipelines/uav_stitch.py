@@ -29,13 +29,22 @@ import shapely
 from shapely.geometry import MultiLineString, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["closed_segment_mask", "closed_lines", "vote_outline", "CutView", "StitchedObject",
-           "stitch_cut_views", "closed_fraction"]
+__all__ = [
+    "closed_segment_mask",
+    "closed_lines",
+    "vote_outline",
+    "CutView",
+    "StitchedObject",
+    "stitch_cut_views",
+    "closed_fraction",
+]
 
 _MAX_CELLS = 4_000_000  # a cluster larger than this many grid cells is not a pond-sized object
 
 
-def closed_segment_mask(uv_px: np.ndarray, width_px: float, height_px: float, border_px: float) -> np.ndarray:
+def closed_segment_mask(
+    uv_px: np.ndarray, width_px: float, height_px: float, border_px: float
+) -> np.ndarray:
     """Which edges of a closed pixel outline are real object edges (not on the frame border).
 
     Edge ``i`` runs from point ``i`` to point ``i + 1`` (the last back to the first); it is open
@@ -48,7 +57,12 @@ def closed_segment_mask(uv_px: np.ndarray, width_px: float, height_px: float, bo
     """
     mid = (uv_px + np.roll(uv_px, -1, axis=0)) / 2.0
     b = border_px
-    open_ = (mid[:, 0] <= b) | (mid[:, 1] <= b) | (mid[:, 0] >= width_px - b) | (mid[:, 1] >= height_px - b)
+    open_ = (
+        (mid[:, 0] <= b)
+        | (mid[:, 1] <= b)
+        | (mid[:, 0] >= width_px - b)
+        | (mid[:, 1] >= height_px - b)
+    )
     return ~open_
 
 
@@ -66,7 +80,8 @@ def closed_lines(points_xy: np.ndarray, closed: np.ndarray) -> MultiLineString:
     if closed.all():
         return MultiLineString([np.vstack([points_xy, points_xy[:1]])])
     start = int(np.argmin(closed))  # an open edge: runs never wrap past it
-    runs, cur = [], []
+    runs: list[list[np.ndarray]] = []
+    cur: list[np.ndarray] = []
     for k in range(1, n + 1):
         i = (start + k) % n
         if closed[i]:
@@ -81,8 +96,12 @@ def closed_lines(points_xy: np.ndarray, closed: np.ndarray) -> MultiLineString:
     return MultiLineString([np.asarray(r) for r in runs if len(r) >= 2])
 
 
-def vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float,
-                 seen: Sequence[Polygon | None] | None = None) -> Polygon | None:
+def vote_outline(
+    polys: Sequence[Polygon],
+    cell_m: float,
+    quorum: float,
+    seen: Sequence[Polygon | None] | None = None,
+) -> Polygon | None:
     """The region covered by at least ``quorum`` of ``polys`` (metric CRS), as one polygon.
 
     Args:
@@ -114,7 +133,9 @@ def vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float,
             if part.geom_type != "Polygon" or part.is_empty:
                 continue
             ring = np.asarray(part.exterior.coords)
-            pix = np.column_stack([(ring[:, 0] - minx) / cell_m - 0.5, (maxy - ring[:, 1]) / cell_m - 0.5])
+            pix = np.column_stack(
+                [(ring[:, 0] - minx) / cell_m - 0.5, (maxy - ring[:, 1]) / cell_m - 0.5]
+            )
             cv2.fillPoly(layer, [np.round(pix * 16).astype(np.int32)], 1, shift=4)
         return layer
 
@@ -135,7 +156,9 @@ def vote_outline(polys: Sequence[Polygon], cell_m: float, quorum: float,
     c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(float)
     if len(c) < 3:
         return None
-    poly = Polygon(np.column_stack([minx + (c[:, 0] + 0.5) * cell_m, maxy - (c[:, 1] + 0.5) * cell_m]))
+    poly = Polygon(
+        np.column_stack([minx + (c[:, 0] + 0.5) * cell_m, maxy - (c[:, 1] + 0.5) * cell_m])
+    )
     poly = shapely.make_valid(poly.buffer(cell_m / 2, join_style="mitre")).simplify(cell_m / 2)
     return poly if poly.geom_type == "Polygon" and not poly.is_empty else None
 
@@ -185,9 +208,15 @@ class StitchedObject:
     closed_fraction: float
 
 
-def stitch_cut_views(views: Sequence[CutView], *, join_inside: float = 0.6, cell_m: float = 0.25,
-                     quorum: float = 0.5, tolerance_frac: float = 0.05,
-                     min_tolerance_m: float = 1.0) -> list[StitchedObject]:
+def stitch_cut_views(
+    views: Sequence[CutView],
+    *,
+    join_inside: float = 0.6,
+    cell_m: float = 0.25,
+    quorum: float = 0.5,
+    tolerance_frac: float = 0.05,
+    min_tolerance_m: float = 1.0,
+) -> list[StitchedObject]:
     """Group cut views of the same objects and rebuild each object's outline (see module doc).
 
     Args:
@@ -235,8 +264,9 @@ def stitch_cut_views(views: Sequence[CutView], *, join_inside: float = 0.6, cell
         groups.setdefault(find(i), []).append(i)
     out = []
     for mem in sorted(groups.values(), key=lambda m: (-len(m), m[0])):
-        outline = vote_outline([views[i].polygon for i in mem], cell_m, quorum,
-                               seen=[views[i].footprint for i in mem])
+        outline = vote_outline(
+            [views[i].polygon for i in mem], cell_m, quorum, seen=[views[i].footprint for i in mem]
+        )
         if outline is None:
             continue
         tol = max(min_tolerance_m, tolerance_frac * float(np.sqrt(outline.area)))
