@@ -190,10 +190,10 @@ def dry_pond_records(stack, job: BlockJob, shapes: ShapeSettings,
     grid = job.grid
     px = grid.pixel_size_m
     cand = _candidate_raster(stack, job, settings)
-    min_px = max(1, int(0.5 * shapes.min_area_m2 / px ** 2))
-    max_px = int(2.0 * shapes.max_area_m2 / px ** 2) + 1
-    blobs = [b for b in find_blobs(cand, (1,), min_px) if b.n_px <= max_px]
+    # a blob smaller than the smallest pond holds no pond (its parts are smaller still)
     min_pond_px = max(1, int(shapes.min_area_m2 / px ** 2))
+    max_px = int(2.0 * shapes.max_area_m2 / px ** 2) + 1
+    blobs = [b for b in find_blobs(cand, (1,), min_pond_px) if b.n_px <= max_px]
     out = []
     t = job.thresholds
     span = max(1e-6, t.water_mean - t.land_mean)

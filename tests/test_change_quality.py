@@ -309,6 +309,16 @@ def test_dry_ponds_are_off_by_default_and_change_nothing_else(dug_patches):
     assert list(wet["patch_id"]) == list(without["patch_id"])
 
 
+def test_dry_ponds_do_not_depend_on_workers_or_block_size(dug_patches, tmp_path):
+    b = cs.write(tmp_path / "before.tif", dug_scene("before", 1), date="2024-05-01")
+    a = cs.write(tmp_path / "after.tif", dug_scene("after", 2), date="2025-06-02")
+    other = run_change([b], [a], ChangeSettings(dry_ponds=True, workers=2, block_px=64)).patches.to_crs(cs.CRS)
+    ref = dug_patches[0]
+    assert list(other["patch_id"]) == list(ref["patch_id"])
+    assert list(other["state"]) == list(ref["state"])
+    assert all(g.equals(h) for g, h in zip(other.geometry, ref.geometry, strict=True))
+
+
 def test_generator_dug_fraction_marks_new_ponds_still_dry():
     from tuban.sample_data.county import _hr_box, _rng
     from tuban.sample_data.landcover import build_landscape
