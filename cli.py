@@ -235,7 +235,7 @@ def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.",
                                           file_okay=False)] = Path("tuban-demo"),
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sample county seed.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads for change detection.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes for change detection.")] = 2,
     size_km: Annotated[float | None, typer.Option("--size-km", min=2.0, max=40.0,
                                                   help="Sample county side in km (default 12).")] = None,
 ) -> None:

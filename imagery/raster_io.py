@@ -9,7 +9,7 @@ A date may be given as
   ``*_B03.jp2``): stacked by a VRT, with the MTL's reflectance gain/offset and date.
 
 The result is a small picklable :class:`DateSource` (a VRT XML string or a file path plus band
-roles), so worker threads and dask workers each open their own handle.
+roles), so worker processes and dask workers each open their own handle.
 """
 
 from __future__ import annotations

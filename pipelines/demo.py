@@ -39,7 +39,7 @@ class DemoSettings:
 
     Args:
         seed: sample county seed.
-        workers: local worker threads for change detection.
+        workers: local worker processes for change detection.
         scenes: which sample scenes to run (``"s2"``, ``"hr"``).
         size_km: side of the sample county in km (None: the generator's default county).
         drone: fly the county's drone clip over its new ponds and attach frames as evidence.
