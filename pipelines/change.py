@@ -59,11 +59,11 @@ from tuban.pipelines.change_patches import patches_from_codes
 from tuban.pipelines.change_pool import (
     BlockTally,
     StackFile,
-    block_summary,
     code_blocks,
     local_pool,
     map_in,
     stack_path,
+    store_block,
 )
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
@@ -164,14 +164,14 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         sa = _read_samples(after, grid, windows, applied)
     cat = {r: np.concatenate([s[r].ravel() for s in sb]) for r in sb[0]}
     cat_a = {r: np.concatenate([s[r].ravel() for s in sa]) for r in sa[0]}
-    nod_b = ~np.isfinite(np.stack([v for r, v in cat.items() if r != "qa"])).all(axis=0)
-    nod_a = ~np.isfinite(np.stack([v for r, v in cat_a.items() if r != "qa"])).all(axis=0)
+    nod_b = ~np.isfinite(np.stack(list(_spectral(cat).values()))).all(axis=0)
+    nod_a = ~np.isfinite(np.stack(list(_spectral(cat_a).values()))).all(axis=0)
     if nod_b.all():
         raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
     if nod_a.all():
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
-    bright_b = scene_brightness({r: v for r, v in cat.items() if r != "qa"}, ~nod_b)
-    bright_a = scene_brightness({r: v for r, v in cat_a.items() if r != "qa"}, ~nod_a)
+    bright_b = scene_brightness(_spectral(cat), ~nod_b)
+    bright_a = scene_brightness(_spectral(cat_a), ~nod_a)
     valid = np.concatenate([
         ~(invalid_mask(b, before, bright_b)[0] | invalid_mask(a, after, bright_a)[0]).ravel()
         for b, a in zip(sb, sa, strict=True)
@@ -182,8 +182,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     ok = valid & np.isfinite(ib) & np.isfinite(ia)
     if not ok.any():
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
-    sum_b = brightness({r: v for r, v in cat.items() if r != "qa"})
-    sum_a = brightness({r: v for r, v in cat_a.items() if r != "qa"})
+    sum_b = brightness(_spectral(cat))
+    sum_a = brightness(_spectral(cat_a))
     thresholds = water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok])
     wkb = tuple(shapely.to_wkb(g) for g in _mask_in_grid(settings.mask_geoms, grid))
     job = BlockJob(
@@ -206,6 +206,11 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         "clear_fraction_sampled": round(float(ok.mean()), 4),
     }
     return job, stats
+
+
+def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reflectance bands of a date's band dict (its QA band left out)."""
+    return {r: v for r, v in bands.items() if r != "qa"}
 
 
 def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> int:
@@ -280,9 +285,7 @@ def _run_dask(job: BlockJob, windows: list[Window], stack: np.ndarray, scheduler
         futures = client.map(process_block, [job_f] * len(windows), windows, pure=False)
         for n, fut in enumerate(as_completed(futures), start=1):
             win, block = fut.result()
-            r, c = int(win.row_off), int(win.col_off)
-            stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
-            tally.add(*block_summary(block))
+            tally.add(*store_block(stack, win, block))
             if progress:
                 progress(n, len(windows))
     finally:
@@ -335,8 +338,7 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
                 tally = BlockTally.of_stack(stack)
             seconds["blocks"] = lap()
             if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
-                tally.counts[:] = sum(np.bincount(np.asarray(stack[0, r:r + 1024]).ravel(), minlength=5)
-                                      for r in range(0, grid.height, 1024))
+                tally = BlockTally.of_stack(stack)
             counts = tally.counts
             stats["pixels"] = {k: int(counts[v]) for k, v in CODE.items()}
             if counts[CODE["masked"]] == grid.width * grid.height:

@@ -140,10 +140,9 @@ def blob_polygons(blobs: Sequence[Blob], codes: np.ndarray, transform: Affine,
         x += w + 1
         shelf = max(shelf, h)
     atlas = np.zeros((y + shelf + 1, width), dtype=np.uint8)
-    for (ay, ax), m in zip(places, masks, strict=True):
-        atlas[ay:ay + m.shape[0], ax:ax + m.shape[1]] |= m
     owner = np.full(atlas.shape, -1, dtype=np.int32)
     for i, ((ay, ax), m) in enumerate(zip(places, masks, strict=True)):
+        atlas[ay:ay + m.shape[0], ax:ax + m.shape[1]] |= m
         owner[ay:ay + m.shape[0], ax:ax + m.shape[1]] = i
     out: list = [None] * len(blobs)
     for g, _ in shapes(atlas, mask=atlas.view(bool), connectivity=4):

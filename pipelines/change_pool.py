@@ -45,7 +45,8 @@ from tuban.pipelines.change_blocks import (
     process_block,
 )
 
-__all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks", "map_in", "results", "portable"]
+__all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks", "map_in", "results", "portable",
+           "store_block"]
 
 Progress = Callable[[int, int], None]
 
@@ -195,11 +196,16 @@ def map_in(pool: Executor | None, fn: Callable, *iterables) -> list:
     return results([pool.submit(portable, fn, *args) for args in zip(*iterables, strict=True)])
 
 
+def store_block(stack: np.ndarray, window: Window, block: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+    """Write a coded ``block`` into ``stack`` at ``window``; its :func:`block_summary`."""
+    r, c = int(window.row_off), int(window.col_off)
+    stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
+    return block_summary(block)
+
+
 def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool, bool]:
     _, block = process_block(job, window)
-    r, c = int(window.row_off), int(window.col_off)
-    stack.open()[:, r:r + block.shape[1], c:c + block.shape[2]] = block
-    return block_summary(block)
+    return store_block(stack.open(), window, block)
 
 
 def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, pool: Executor | None,
@@ -211,9 +217,7 @@ def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, poo
         try:
             for n, w in enumerate(windows, start=1):
                 _, block = process_block(job, w)
-                r, c = int(w.row_off), int(w.col_off)
-                stack[:, r:r + block.shape[1], c:c + block.shape[2]] = block
-                tally.add(*block_summary(block))
+                tally.add(*store_block(stack, w, block))
                 if progress:
                     progress(n, total)
         finally:
