@@ -565,6 +565,15 @@ class CameraPresetOpt(str, _ix_enum.Enum):
     air2s = "air2s"
 
 
+def _video_telemetry(video: _IxPath, telemetry: _IxPath | None) -> _IxPath:
+    """``telemetry``, else the VIDEO.SRT (or .srt) beside the video; usage error if neither."""
+    if telemetry is None:
+        telemetry = next((p for p in (video.with_suffix(".SRT"), video.with_suffix(".srt")) if p.exists()), None)
+        if telemetry is None:
+            usage_error(f"no telemetry: give --telemetry (no {video.stem}.SRT beside the video)", "--telemetry")
+    return telemetry
+
+
 @uav_app.command("index")
 @handles_errors
 def uav_index(
@@ -594,11 +603,8 @@ def uav_index(
     elevation = read_dem(dem) if dem else None
     with progress_bar("uav index") as cb:
         if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-            if telemetry is None:
-                telemetry = next((p for p in (source.with_suffix(".SRT"), source.with_suffix(".srt")) if p.exists()), None)
-                if telemetry is None:
-                    usage_error(f"no telemetry: give --telemetry (no {source.stem}.SRT beside the video)", "--telemetry")
-            result = index_video(source, read_track(telemetry), settings, dem=elevation, frames_dir=frames_dir,
+            track = read_track(_video_telemetry(source, telemetry))
+            result = index_video(source, track, settings, dem=elevation, frames_dir=frames_dir,
                                  out_path=out_path, overwrite=overwrite, progress=cb)
         else:
             if telemetry is not None or frames_dir is not None:
@@ -717,10 +723,7 @@ def uav_detect(
 
     if camera is not None and hfov_deg is not None:
         usage_error("give --camera or --hfov-deg, not both", "--hfov-deg")
-    if telemetry is None:
-        telemetry = next((p for p in (video.with_suffix(".SRT"), video.with_suffix(".srt")) if p.exists()), None)
-        if telemetry is None:
-            usage_error(f"no telemetry: give --telemetry (no {video.stem}.SRT beside the video)", "--telemetry")
+    telemetry = _video_telemetry(video, telemetry)
     check_output(out_path, overwrite)
     if detector_kind is UavDetectorOpt.baseline:
         from tuban.models.detector import FakeDetector

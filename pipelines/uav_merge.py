@@ -39,6 +39,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from tuban.imagery.crs import WGS84, utm_crs_for
+from tuban.pipelines.evaluate import match_objects
 from tuban.pipelines.uav_stitch import CutView, stitch_cut_views, vote_outline
 
 __all__ = ["UavDetectSettings", "GroundDetection", "merge_ground_detections", "match_truth",
@@ -294,21 +295,9 @@ def match_truth(found: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_min: fl
     else:
         c = truth.to_crs(WGS84).union_all().centroid
         utm = utm_crs_for(c.x, c.y)
-        f = found.to_crs(utm).geometry.to_numpy()
-        t = truth.to_crs(utm).geometry.to_numpy()
-        pairs = []
-        for i, a in enumerate(f):
-            for j, b in enumerate(t):
-                if a.intersects(b):
-                    inter = a.intersection(b).area
-                    iou = inter / (a.area + b.area - inter)
-                    if iou >= iou_min:
-                        pairs.append((iou, i, j))
-        used_t: set[int] = set()
-        for _, i, j in sorted(pairs, reverse=True):
-            if i not in used_f and j not in used_t:
-                used_f.add(i)
-                used_t.add(j)
+        f = list(found.to_crs(utm).geometry)
+        t = list(truth.to_crs(utm).geometry)
+        used_f = {i for i, _, _ in match_objects(f, t, iou_min)}
         tp = len(used_f)
     ignored = 0
     if ignore is not None and len(ignore) and len(found):
