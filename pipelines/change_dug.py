@@ -32,7 +32,7 @@ from rasterio.windows import transform as window_transform
 from scipy import ndimage
 from shapely.geometry import shape
 
-from tuban.imagery.ponds import ShapeSettings, is_pond_like, shape_score, shape_stats
+from tuban.imagery.ponds import ShapeSettings, ShapeStats, is_pond_like, shape_score, shape_stats
 from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, BlockJob, dequantise_index
 
@@ -167,12 +167,15 @@ def _polygon(mask: np.ndarray, wt):
     return max(polys, key=lambda p: p.area) if polys else None
 
 
-def _pond_like(poly, shapes: ShapeSettings, px: float) -> bool:
-    """Pond-shaped (size, rectangularity, aspect, compactness) and not a sliver."""
+def _pond_like(poly, shapes: ShapeSettings, px: float, stats: ShapeStats | None = None) -> bool:
+    """Pond-shaped (size, rectangularity, aspect, compactness) and not a sliver.
+
+    ``stats``: :func:`shape_stats` of ``poly``, when already measured.
+    """
     if poly is None:
         return False
     width_ok = 2.0 * float(poly.area) / max(1e-9, float(poly.length)) >= 1.5 * px
-    return width_ok and is_pond_like(shape_stats(poly, px), shapes, px)
+    return width_ok and is_pond_like(stats if stats is not None else shape_stats(poly, px), shapes, px)
 
 
 def dry_pond_records(stack, job: BlockJob, shapes: ShapeSettings,
@@ -222,7 +225,7 @@ def dry_pond_records(stack, job: BlockJob, shapes: ShapeSettings,
             facts = _facts(part, (labels > 0) & ~part, win, cand_win, px)
             if facts is None:
                 continue
-            ok = (_pond_like(poly, shapes, px)
+            ok = (_pond_like(poly, shapes, px, stats)
                   and facts["solidity"] >= settings.min_solidity
                   and facts["frame_contrast"] >= settings.min_frame_contrast
                   and facts["wet_ring"] <= settings.max_wet_ring
