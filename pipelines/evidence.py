@@ -23,7 +23,8 @@ __all__ = ["attach_frames", "EVIDENCE_COLUMNS"]
 #: columns always present in the result (frame properties that exist are carried along too)
 EVIDENCE_COLUMNS = ("patch_id", "rank", "frame", "time_s", "view_angle_deg", "distance_m",
                     "image", "lon", "lat", "alt_m", "gimbal_pitch_deg", "gsd_m")
-_ID_COLUMNS = ("case_id", "patch_id", "tuban_id", "pond_id", "id", "name")
+#: Columns that name a patch, in order of preference (also used by mission planning).
+ID_COLUMNS = ("case_id", "patch_id", "tuban_id", "pond_id", "id", "name")
 
 
 def attach_frames(
@@ -72,7 +73,7 @@ def attach_frames(
     fr = fr.to_crs(WGS84)
     c0 = pts.geometry.iloc[0].representative_point()
     utm = utm_crs_for(c0.x, c0.y)
-    idc = id_column or next((c for c in _ID_COLUMNS if c in pts.columns), None)
+    idc = id_column or next((c for c in ID_COLUMNS if c in pts.columns), None)
     if idc is not None and idc not in pts.columns:
         raise VectorError(None, f"patches have no column {idc!r}")
     ids = pts[idc].to_numpy() if idc else pts.index.to_numpy()

@@ -37,6 +37,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from tuban import VectorError
 from tuban.imagery.crs import WGS84, transformer, utm_crs_for
+from tuban.pipelines.evidence import ID_COLUMNS
 
 __all__ = [
     "MissionSettings",
@@ -50,8 +51,6 @@ __all__ = [
     "route_order",
     "tour_length_m",
 ]
-
-_NAME_COLUMNS = ("case_id", "patch_id", "tuban_id", "pond_id", "id", "name")
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,7 @@ def patch_targets(patches: gpd.GeoDataFrame, source: str | None = None) -> list[
         raise VectorError(source, f"coordinates ({lon0}, {lat0}) are not lon/lat degrees")
     utm = utm_crs_for(lon0, lat0)
     cent = g.to_crs(utm).geometry.centroid.to_crs(WGS84)
-    name_col = next((c for c in _NAME_COLUMNS if c in g.columns), None)
+    name_col = next((c for c in ID_COLUMNS if c in g.columns), None)
     out = []
     for i, (idx, pt) in enumerate(zip(g.index, cent, strict=True)):
         raw = g.at[idx, name_col] if name_col else None
