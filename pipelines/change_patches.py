@@ -51,7 +51,7 @@ from tuban.pipelines.change_pool import StackFile, portable, results
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
-# rasterize() in worker threads warns about its own in-memory target (it has the transform we
+# rasterize() in worker processes warns about its own in-memory target (it has the transform we
 # pass); the warning is spurious, so it is silenced for rasterio.features only.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
 
