@@ -210,12 +210,12 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
         chips = {"train": 0, "val": 0}
         objects = {"train": 0, "val": 0}
         negative_chips = guard = 0
-        gsds: list[float] = []
         for raster, _gdf, *_fixed in pairs:
             sources.append(open_slice_source(raster))
         raster_gsds = [raster_gsd_m(src.transform, src.crs, src.width, src.height) for src in sources]
         model_gsd = min(raster_gsds) if s.model_gsd_m is None else s.model_gsd_m
         ups = [auto_upscale(g, model_gsd) for g in raster_gsds]
+        gsds = [round(g / up, 3) for g, up in zip(raster_gsds, ups, strict=True)]  # as the model sees them
         planned = []
         for k, ((raster, gdf, *fixed), src, up) in enumerate(zip(pairs, sources, ups, strict=True)):
             wins = slice_windows(src.width, src.height, model_window_px(s.tile_size_px, up), 0)
@@ -232,7 +232,6 @@ def build_dataset(pairs: list[tuple], out_dir: str | Path,
                 labels, neg = _class_and_negative(gdf, labels_path)
                 bands = resolve_rgb_bands(src.band_names, src.count, s.bands, src.path)
                 up = ups[k]
-                gsds.append(round(raster_gsds[k] / up, 3))
                 sample, valid = src.read_decimated(bands)
                 stretch = compute_stretch(sample, valid)
                 g = gdf.to_crs(src.crs) if gdf.crs is not None else gdf

@@ -283,9 +283,8 @@ def detect_raster(raster: str | Path | list, detector: Detector, settings: Detec
         stretch = compute_stretch(sample, valid)
         up = s.upscale if s.upscale is not None else auto_upscale(
             raster_gsd_m(src.transform, src.crs, src.width, src.height), getattr(detector, "gsd_m", None))
-        wins = slice_windows(src.width, src.height, model_window_px(s.tile_size_px, up),
-                             int(round(s.overlap_px / up)))
-        merge_overlap = int(round(s.overlap_px / up))
+        overlap_px = int(round(s.overlap_px / up))  # raster pixels
+        wins = slice_windows(src.width, src.height, model_window_px(s.tile_size_px, up), overlap_px)
         batches = list(iter_batches(wins, s.batch))
         raw: list[PixelDetection] = []
         read_s = model_s = 0.0
@@ -306,7 +305,7 @@ def detect_raster(raster: str | Path | list, detector: Detector, settings: Detec
                 done += len(batches[i])
                 if progress:
                     progress(done, len(wins))
-        merged = merge_detections(raw, iou=s.merge_iou, ios=s.merge_ios, overlap_px=merge_overlap)
+        merged = merge_detections(raw, iou=s.merge_iou, ios=s.merge_ios, overlap_px=overlap_px)
         gdf = detections_to_gdf(merged, src.transform, src.crs)
     finally:
         src.close()
