@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SceneBrightness", "scene_brightness", "cloud_candidates", "cloud_shadow_mask", "qa_mask", "nodata_mask",
+__all__ = ["SceneBrightness", "scene_brightness", "cloud_levels", "cloud_candidates", "cloud_shadow_mask", "qa_mask", "nodata_mask",
            "user_mask"]
 
 _VISIBLE = ("blue", "green", "red")
@@ -57,6 +57,12 @@ def scene_brightness(bands: Mapping[str, np.ndarray], valid: np.ndarray) -> Scen
                            float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
 
 
+def cloud_levels(ref: SceneBrightness, cloud_factor: float = 2.5) -> tuple[float, float]:
+    """``(visible, nir)`` levels both of which a cloud candidate exceeds (see :func:`cloud_candidates`)."""
+    return (ref.visible_floor + cloud_factor * (ref.visible - ref.visible_floor),
+            ref.nir_floor + 0.6 * cloud_factor * (ref.nir - ref.nir_floor))
+
+
 def cloud_candidates(bands: Mapping[str, np.ndarray], ref: SceneBrightness, *, cloud_factor: float = 2.5,
                      visible: np.ndarray | None = None) -> np.ndarray:
     """Pixels bright and white enough to be cloud, before any speckle removal (pixel by pixel).
@@ -66,8 +72,7 @@ def cloud_candidates(bands: Mapping[str, np.ndarray], ref: SceneBrightness, *, c
     """
     vis = _visible(bands) if visible is None else visible
     nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
-    vis_cloud = ref.visible_floor + cloud_factor * (ref.visible - ref.visible_floor)
-    nir_cloud = ref.nir_floor + 0.6 * cloud_factor * (ref.nir - ref.nir_floor)
+    vis_cloud, nir_cloud = cloud_levels(ref, cloud_factor)
     cloud = (vis > vis_cloud) & (nir > nir_cloud)
     if "green" in bands and "nir" in bands and cloud.any():
         # Only the bright pixels can stay cloud: the flatness test runs on them alone (the same

@@ -22,6 +22,7 @@ from tuban.imagery.align import Grid, GridReader, open_on_grid
 from tuban.imagery.masks import (
     SceneBrightness,
     cloud_candidates,
+    cloud_levels,
     cloud_shadow_mask,
     nodata_mask,
     qa_mask,
@@ -354,6 +355,8 @@ def _code_into(out: np.ndarray, job: BlockJob, raw_b: np.ndarray, raw_a: np.ndar
     before, nodata_b = _bands_of(raw_b, job.before)
     after, nodata_a = _bands_of(raw_a, job.after)
     after = apply_gains(after, job.gains)
+    if inner is None and "qa" not in before and "qa" not in after:
+        return _code_strip(out, job, before, after, nodata_b, nodata_a, user)
     bad_b, cloud_b, maybe_b = _masks(before, job.before, job.bright_before, nodata_b)
     bad_a, cloud_a, maybe_a = _masks(after, job.after, job.bright_after, nodata_a)
     maybe = maybe_b | maybe_a  # not in place: with no candidates, cloud_b may be maybe_b itself
@@ -388,4 +391,97 @@ def _code_into(out: np.ndarray, job: BlockJob, raw_b: np.ndarray, raw_a: np.ndar
     np.left_shift(shadowish, 1, out=out[4], dtype=np.uint8)
     out[4] |= cloud
     out[4] |= np.left_shift(maybe[inner], 2, dtype=np.uint8)
+    return True
+
+
+def _no_candidates(bands: dict[str, np.ndarray], bright: SceneBrightness) -> bool:
+    """``not cloud_candidates(bands, bright).any()``: the NIR test alone usually settles it."""
+    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
+    if not (nir > cloud_levels(bright)[1]).any():
+        return True  # a candidate's NIR is above this level too
+    return not cloud_candidates(bands, bright).any()
+
+
+def _index_and_finite(bands: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`water_index` and where it is finite, without its NaN pass when all is finite."""
+    a, b = bands["green"], bands["swir1" if name == "mndwi" else "nir"]
+    den = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.subtract(a, b)
+        np.divide(out, den, out=out)
+    finite = np.isfinite(out)
+    if not finite.all():
+        out[~finite] = np.nan
+    return out, finite
+
+
+def _quantise_into(dst: np.ndarray, scaled: np.ndarray, finite: np.ndarray, all_finite: bool) -> None:
+    """The last steps of :func:`quantise_index` / :func:`quantise_level`, written into ``dst``."""
+    if not all_finite:
+        np.copyto(scaled, 0.0, where=~finite)
+    np.clip(scaled, 0, 254, out=scaled)
+    np.copyto(dst, scaled, casting="unsafe")  # the float -> uint8 cast of astype
+    dst += np.uint8(1)
+    if not all_finite:
+        dst *= finite
+
+
+def _code_strip(out: np.ndarray, job: BlockJob, before: dict[str, np.ndarray], after: dict[str, np.ndarray],
+                nodata_b: np.ndarray, nodata_a: np.ndarray, user: np.ndarray | None) -> bool:
+    """:func:`_code_into` of a strip without QA bands: the same values with fewer array passes.
+
+    Without a cloud candidate (else False, nothing written) the cloud and shadow masks are
+    empty, so invalid pixels are nodata alone; indices, brightness and codes are the same
+    float32 operations pixel by pixel, written straight into ``out``.
+    """
+    if not (_no_candidates(before, job.bright_before) and _no_candidates(after, job.bright_after)):
+        return False
+    t = job.thresholds
+    valid = np.logical_or(nodata_b, nodata_a, out=nodata_b)
+    np.logical_not(valid, out=valid)
+    if user is not None:
+        valid &= ~user
+    ib, fin_b = _index_and_finite(before, job.index_name)
+    ia, fin_a = _index_and_finite(after, job.index_name)
+    valid &= fin_b
+    valid &= fin_a
+    bb = brightness(before)
+    ba = brightness(after)
+    # code_pixels and is_water, keeping the open-water tests for the shadow flag below
+    open_b, open_a = ib > t.water, ia > t.water
+    wb = (ib > t.weak_water) & (bb < t.dark_level)
+    wb |= open_b
+    wa = (ia > t.weak_water) & (ba < t.dark_level)
+    wa |= open_a
+    codes = (wb & wa).view(np.uint8)  # CODE["water"] is 1, CODE["land"] 0
+    at = np.flatnonzero(wa ^ wb)
+    if at.size:
+        d = np.subtract(ia.ravel()[at], ib.ravel()[at])
+        gained = wa.ravel()[at]
+        flat = codes.reshape(-1)
+        with np.errstate(invalid="ignore"):
+            flat[at[gained & (d > t.change)]] = CODE["new_water"]
+            flat[at[~gained & (d < -t.change)]] = CODE["lost_water"]
+    np.copyto(codes, np.uint8(CODE["masked"]), where=~valid)
+    out[0] = codes
+    all_b, all_a = bool(fin_b.all()), bool(fin_a.all())
+    for dst, index, finite, all_finite in ((out[1], ib, fin_b, all_b), (out[2], ia, fin_a, all_a)):
+        scaled = index + 1.0
+        scaled *= 127.0
+        _quantise_into(dst, scaled, finite, all_finite)
+    fin_ba = np.isfinite(ba)
+    ref = t.land_brightness if t.land_brightness > 0 else 1.0
+    scaled = ba * np.float32(LAND_LEVEL / ref)
+    if fin_ba.all():  # no NaN to zero, nothing to clear
+        _quantise_into(out[3], scaled, fin_ba, True)
+    else:
+        np.copyto(scaled, 0.0, where=np.isnan(scaled))  # quantise_level's order: NaN, then clip
+        _quantise_into(out[3], scaled, fin_ba, False)
+    with np.errstate(invalid="ignore"):
+        shadowish = ba < 0.6 * bb
+        np.greater(shadowish, open_a, out=shadowish)  # a & ~b for booleans
+        darker_b = bb < 0.6 * ba
+        np.greater(darker_b, open_b, out=darker_b)
+    shadowish |= darker_b
+    np.left_shift(shadowish, 1, out=out[4], dtype=np.uint8)  # no cloud, no candidate: bits 0, 2 clear
     return True

@@ -1,0 +1,100 @@
+"""Speed round 4 of ``tuban change``: each shortcut gives exactly the plain computation.
+
+Strips without QA band or cloud candidate are coded by one fused function (fewer array
+passes, written straight into the result stack); these tests pin it against the general
+coding path, bit for bit, on random inputs that hit NaN, nodata, zero sums, infinities and
+cloud candidates. Whole runs are compared byte for byte by
+``benchmarks/check_change_identical.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import tuban.pipelines.change_blocks as cb
+from tuban.imagery.masks import SceneBrightness
+from tuban.imagery.raster_io import open_date
+from tuban.imagery.water import BandGain, WaterThresholds
+from tuban.pipelines.change import ChangeSettings, _prepare
+
+sys.path.insert(0, str(Path(__file__).parent))
+import change_scenes as cs  # noqa: E402
+
+ALL = (slice(None), slice(None))
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> cb.BlockJob:
+    b, a = cs.pair(tmp_path_factory.mktemp("round4"))
+    return _prepare(open_date([b]), open_date([a]), ChangeSettings())[0]
+
+
+def _both_paths(job: cb.BlockJob, raw_b: np.ndarray, raw_a: np.ndarray, user) -> tuple:
+    """``(strip result, strip stack, whole-path stack)`` of the same raw reads."""
+    shape = (len(cb.LAYERS), *raw_b.shape[1:])
+    strip, whole = np.full(shape, 77, np.uint8), np.full(shape, 77, np.uint8)
+    done = cb._code_into(strip, job, raw_b, raw_a, None, user)
+    cb._code_into(whole, job, raw_b.copy(), raw_a.copy(), ALL, user)
+    return done, strip, whole
+
+
+_levels = st.floats(-0.9, 0.9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data(), st.integers(0, 2**32 - 1), _levels, _levels, st.floats(0.05, 3.0), st.floats(0.02, 0.5),
+       st.booleans(), st.booleans())
+def test_fused_strip_coding_equals_the_general_path_uint16(job, data, seed, water, weak, dark_q, change,
+                                                          gains, with_user):
+    rng = np.random.default_rng(seed)
+    rows, cols = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 13))
+    # values around the scene's levels, some 0 (nodata), some equal green and nir (index 0)
+    top = np.array([1200, 1200, 1200, 6000])[:, None, None]  # NIR sometimes at cloud level
+    raw_b = rng.integers(0, top, (4, rows, cols)).astype(np.uint16)
+    raw_a = rng.integers(0, top, (4, rows, cols)).astype(np.uint16)
+    raw_a[:, rng.random((rows, cols)) < 0.1] = 0
+    raw_b[3] = np.where(rng.random((rows, cols)) < 0.2, raw_b[1], raw_b[3])
+    t = WaterThresholds(water=water, weak_water=min(water, weak), dark_level=dark_q * 6000, change=change,
+                        separability=0.5, water_mean=0.4, land_mean=-0.4, land_brightness=6000.0)
+    j = dataclasses.replace(job, thresholds=t)
+    if gains:
+        j = dataclasses.replace(j, gains={"green": BandGain(1.1, -20.0), "nir": BandGain(0.93, 15.0)})
+    user = rng.random((rows, cols)) < 0.2 if with_user else None
+    done, strip, whole = _both_paths(j, raw_b, raw_a, user)
+    if done:
+        assert np.array_equal(strip, whole)
+    else:  # a cloud candidate: nothing written, the block is coded whole instead
+        assert (strip == 77).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(arrays(np.float32, (2, 4, 5, 6), elements=st.one_of(
+    st.floats(-2.0, 4.0, width=32), st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan]))))
+def test_fused_strip_coding_equals_the_general_path_float(job, raws):
+    src = dataclasses.replace(job.before, dtype="float32", nodata=None)
+    bright = SceneBrightness(visible=1.0, nir=1.0, visible_floor=0.1, nir_floor=0.1)
+    t = WaterThresholds(water=0.1, weak_water=-0.1, dark_level=2.0, change=0.2, separability=0.5,
+                        water_mean=0.4, land_mean=-0.4, land_brightness=3.0)
+    j = dataclasses.replace(job, before=src, after=src, thresholds=t, bright_before=bright, bright_after=bright)
+    done, strip, whole = _both_paths(j, raws[0], raws[1], None)
+    if done:
+        assert np.array_equal(strip, whole)
+    else:
+        assert (strip == 77).all()
+
+
+def test_fused_strip_coding_gives_up_on_cloud_candidates(job):
+    raw = np.full((4, 3, 4), 1000, np.uint16)
+    raw[:, 1, 2] = 60000  # bright and white in every band: a cloud candidate
+    done, strip, _ = _both_paths(job, raw, raw.copy(), None)
+    assert not done and (strip == 77).all()
+    done, strip, whole = _both_paths(job, np.full((4, 3, 4), 1000, np.uint16), raw * 0 + 900, None)
+    assert done and np.array_equal(strip, whole)
