@@ -108,12 +108,43 @@ def shape_score(stats: ShapeStats, settings: ShapeSettings) -> float:
 
 
 def cluster_counts(centroids_xy: np.ndarray, radius_m: float) -> np.ndarray:
-    """For each point, how many other points lie within ``radius_m`` (metric coordinates)."""
-    n = len(centroids_xy)
+    """For each point, how many other points lie within ``radius_m`` (metric coordinates).
+
+    A point counts when ``dx * dx + dy * dy <= radius_m * radius_m`` in float64, the test
+    ``scipy.spatial.cKDTree.query_ball_point`` makes; candidates come from a grid of cells a
+    little wider than the radius (so the neighbours of a point lie in the 3 x 3 cells around
+    its own), which spares the ~0.1 s import of ``scipy.spatial``.
+
+    Example:
+        >>> cluster_counts(np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]]), 5.0).tolist()
+        [1, 1, 0]
+    """
+    pts = np.asarray(centroids_xy, dtype=np.float64).reshape(-1, 2)
+    n = len(pts)
     if n == 0:
         return np.zeros(0, dtype=int)
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(centroids_xy)
-    # one call for all points (the same search per point as one call each), counts only
-    return np.asarray(tree.query_ball_point(centroids_xy, radius_m, return_length=True), dtype=int) - 1
+    r2 = float(radius_m) * float(radius_m)
+    cell = 1.001 * float(radius_m)
+    if not (math.isfinite(cell) and cell > 0 and np.isfinite(pts).all()):
+        d = pts[:, None, :] - pts[None, :, :]  # a degenerate radius or input: all pairs
+        with np.errstate(invalid="ignore"):
+            return np.count_nonzero(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] <= r2, axis=1) - 1
+    cx = np.floor((pts[:, 0] - pts[:, 0].min()) / cell).astype(np.int64)
+    cy = np.floor((pts[:, 1] - pts[:, 1].min()) / cell).astype(np.int64)
+    stride = int(cy.max()) + 3  # cells (cx, cy) as one sortable key, a column of cells after another
+    key = cx * stride + cy + 1
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first, count = [], []
+    for dx in (-1, 0, 1):  # the 3 cells of each neighbouring column form one run of the sorted keys
+        centre = key + dx * stride
+        lo = np.searchsorted(sorted_key, centre - 1, side="left")
+        first.append(lo)
+        count.append(np.searchsorted(sorted_key, centre + 1, side="right") - lo)
+    first, count = np.concatenate(first), np.concatenate(count)
+    owner = np.repeat(np.tile(np.arange(n), 3), count)
+    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    other = order[np.repeat(first, count) + within]
+    dx, dy = pts[other, 0] - pts[owner, 0], pts[other, 1] - pts[owner, 1]
+    near = dx * dx + dy * dy <= r2
+    return np.bincount(owner[near], minlength=n) - 1

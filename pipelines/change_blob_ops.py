@@ -79,9 +79,11 @@ def median32(values: np.ndarray):
         return np.median(values)
     half, zero = values.size // 2, np.float32(0)
     # np.mean sums from 0 (so -0.0 becomes 0.0), then divides by the count
+    part = values.copy()  # = np.partition(values, ...), without its wrapper
     if values.size % 2:
-        return zero + np.partition(values, half)[half]
-    part = np.partition(values, (half - 1, half))
+        part.partition(half)
+        return zero + part[half]
+    part.partition((half - 1, half))
     return ((zero + part[half - 1]) + part[half]) / np.float32(2)
 
 

@@ -168,24 +168,38 @@ def blob_polygons(blobs: Sequence[Blob], codes: np.ndarray, transform: Affine,
     for i, ((ay, ax), m) in enumerate(zip(places, masks, strict=True)):
         atlas[ay:ay + m.shape[0], ax:ax + m.shape[1]] |= m
         owner[ay:ay + m.shape[0], ax:ax + m.shape[1]] = i
-    out: list = [None] * len(blobs)
+    owners, pieces = [], []
     for g, _ in shapes(atlas, mask=atlas.view(bool), connectivity=4):
         x0, y0 = g["coordinates"][0][0]  # exterior ring starts at the top-left of its first pixel
-        i = int(owner[int(y0), int(x0)])
-        (ay, ax), blob = places[i], blobs[i]
-        shift = (blob.cols[0] - ax, blob.rows[0] - ay)
-        # = shapely.transform(shape(g), ...): the same rings and coordinates, built once
-        rings = [_pixels_to_map(np.asarray(r, dtype=np.float64), transform, shift) for r in g["coordinates"]]
-        poly = shapely.Polygon(rings[0], rings[1:])
+        owners.append(int(owner[int(y0), int(x0)]))
+        pieces.append(g["coordinates"])
+    shifts = [(blobs[i].cols[0] - places[i][1], blobs[i].rows[0] - places[i][0]) for i in owners]
+    out: list = [None] * len(blobs)
+    for i, poly in zip(owners, _polygons(pieces, shifts, transform), strict=True):
         out[i] = poly if out[i] is None else shapely.union_all([out[i], poly])
     return out
 
 
-def _pixels_to_map(px: np.ndarray, transform: Affine, shift: tuple[int, int]) -> np.ndarray:
-    """Atlas pixel corners -> grid CRS, in the order of GDAL's geotransform arithmetic."""
+def _polygons(pieces: list, shifts: list[tuple[int, int]], transform: Affine) -> list:
+    """GDAL's polygons (lists of rings of atlas pixel corners), each moved by its ``(cols, rows)``
+    shift and mapped to the grid CRS, built in one shapely call.
+
+    The same coordinates as ``shapely.Polygon(rings[0], rings[1:])`` of each piece's rings
+    mapped one by one (every point goes through the same arithmetic, in GDAL's geotransform
+    order), without the per-polygon cost of building them one at a time.
+    """
+    if not pieces:
+        return []
     t = transform
-    col, row = px[:, 0] + shift[0], px[:, 1] + shift[1]
-    return np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
+    ring_px = [len(r) for rings in pieces for r in rings]
+    rings_per = [len(rings) for rings in pieces]
+    px = np.array([xy for rings in pieces for r in rings for xy in r], dtype=np.float64)
+    per_point = np.repeat(np.repeat(np.asarray(shifts, dtype=np.int64).reshape(-1, 2), rings_per, axis=0),
+                          ring_px, axis=0)
+    col, row = px[:, 0] + per_point[:, 0], px[:, 1] + per_point[:, 1]
+    xy = np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
+    rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_px)), ring_px))
+    return list(shapely.polygons(rings, indices=np.repeat(np.arange(len(pieces)), rings_per)))
 
 
 def blob_polygon(blob: Blob, codes: np.ndarray, transform: Affine):

@@ -1,9 +1,11 @@
 """Speed round 4 of ``tuban change``: each shortcut gives exactly the plain computation.
 
 Strips without QA band or cloud candidate are coded by one fused function (fewer array
-passes, written straight into the result stack); these tests pin it against the general
-coding path, bit for bit, on random inputs that hit NaN, nodata, zero sums, infinities and
-cloud candidates. Whole runs are compared byte for byte by
+passes, written straight into the result stack); pond cluster counts come from a grid of
+cells instead of ``scipy.spatial.cKDTree``; the blobs' polygons of a chunk are built in one
+shapely call. These tests pin each against the plain computation, bit for bit (random inputs
+with NaN, nodata, zero sums, infinities, cloud candidates; lattice points at exactly the
+radius; polygons with holes). Whole runs are compared byte for byte by
 ``benchmarks/check_change_identical.py``.
 """
 
@@ -15,15 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
+import shapely.geometry
+from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from rasterio.features import shapes
 
 import tuban.pipelines.change_blocks as cb
 from tuban.imagery.masks import SceneBrightness
+from tuban.imagery.ponds import cluster_counts
 from tuban.imagery.raster_io import open_date
 from tuban.imagery.water import BandGain, WaterThresholds
 from tuban.pipelines.change import ChangeSettings, _prepare
+from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
 
 sys.path.insert(0, str(Path(__file__).parent))
 import change_scenes as cs  # noqa: E402
@@ -98,3 +106,40 @@ def test_fused_strip_coding_gives_up_on_cloud_candidates(job):
     assert not done and (strip == 77).all()
     done, strip, whole = _both_paths(job, np.full((4, 3, 4), 1000, np.uint16), raw * 0 + 900, None)
     assert done and np.array_equal(strip, whole)
+
+
+def _ckdtree_counts(points: np.ndarray, radius: float) -> np.ndarray:
+    """``cluster_counts`` as first written (``scipy.spatial.cKDTree``)."""
+    from scipy.spatial import cKDTree
+
+    return np.asarray(cKDTree(points).query_ball_point(points, radius, return_length=True), dtype=int) - 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 120), st.sampled_from([0.0, 50.0, 100.0, 141.4213562373095, 300.0]),
+       st.booleans())
+def test_cluster_counts_equal_ckdtree(seed, n, radius, lattice):
+    rng = np.random.default_rng(seed)
+    if lattice:  # pond centroids on a 100 m lattice: many neighbours exactly at the radius
+        points = rng.integers(0, 12, (n, 2)) * 100.0 + np.array([512345.25, 2734567.75])
+    else:
+        points = rng.random((n, 2)) * 2000.0 + np.array([4e5, 2.7e6])
+    assert np.array_equal(cluster_counts(points, radius), _ckdtree_counts(points, radius))
+
+
+def test_blob_polygons_in_one_call_equal_polygons_one_by_one():
+    codes = np.zeros((40, 50), np.uint8)
+    codes[2:10, 3:12] = 2
+    codes[4:6, 6:8] = 0  # a hole
+    codes[15:30, 20:45] = 3
+    codes[15:18, 20:23] = 0
+    codes[35:38, 1:4] = 2
+    transform = Affine(10.0, 0.0, 400000.0, 0.0, -10.0, 2700000.0)
+    blobs = list(find_blobs(codes, (2, 3), 1))
+    got = blob_polygons(blobs, codes, transform, atlas_width_px=16)  # several atlas shelves
+    for blob, poly in zip(blobs, got, strict=True):
+        r0, c0 = blob.rows[0], blob.cols[0]
+        mask = blob_mask(blob, codes).astype(np.uint8)
+        one = [shapely.geometry.shape(g) for g, v in
+               shapes(mask, mask=mask.astype(bool), transform=transform * Affine.translation(c0, r0)) if v == 1]
+        assert len(one) == 1 and shapely.to_wkb(poly) == shapely.to_wkb(one[0])
