@@ -256,14 +256,8 @@ def _code(job: BlockJob, windows: list[Window], stack: np.ndarray, pool: Executo
           stack_file: StackFile | None, scheduler, progress: Progress | None) -> BlockTally:
     """Code ``windows`` into ``stack`` locally (in-process or worker processes) or on dask."""
     if scheduler is None:
-        return code_blocks(job, windows, stack, pool, stack_file, progress, meanwhile=_warm_imports)
+        return code_blocks(job, windows, stack, pool, stack_file, progress)
     return _run_dask(job, windows, stack, scheduler, progress)
-
-
-def _warm_imports() -> None:
-    """Import what the serial end of the job needs (scipy.spatial for the pond clusters, ~0.3 s)
-    while this process would otherwise only wait for the block workers."""
-    import scipy.spatial  # noqa: F401
 
 
 def _near_candidates(stack: np.ndarray, window: Window, grid: Grid) -> bool:
