@@ -47,6 +47,7 @@ from tuban.imagery.ponds import (
     is_pond_like,
     shape_score,
     shape_stats,
+    shape_stats_many,
 )
 from tuban.pipelines.change_blob_ops import (
     CROSS,
@@ -326,12 +327,14 @@ def _window_arrays(geom, value: int, stack, grid, pad: int, known: tuple[Blob, n
 
 
 def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2,
-             known: tuple[Blob, np.ndarray] | None = None, whole: bool = False):
+             known: tuple[Blob, np.ndarray] | None = None, whole: bool = False,
+             geom_stats: ShapeStats | None = None):
     """Yield ``(polygon, stats, contrast, drained, solidity, facts)`` per part of one blob.
 
     ``polygon`` is in the grid CRS; ``facts`` holds the measurements :func:`part_kind` uses
     (``open_edge``, ``frame_step``) and, for losses, the floor measures of :class:`LostFloor`.
-    ``known``: the :class:`Blob` and its box mask, when already at hand.
+    ``known``: the :class:`Blob` and its box mask, when already at hand. ``geom_stats``:
+    :func:`shape_stats` of ``geom``, when already measured.
     """
     grid = job.grid
     t = job.thresholds
@@ -389,7 +392,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             if not polys:
                 continue
             poly = max(polys, key=lambda p: p.area)
-        stats = shape_stats(poly, grid.pixel_size_m)
+        stats = geom_stats if poly is geom and geom_stats is not None else shape_stats(poly, grid.pixel_size_m)
         if stats.area_m2 < settings.min_area_m2 or is_sliver(poly, grid.pixel_size_m):
             continue
         # A pond is a solid block: a 3x3 opening keeps most of it, while fragments of textured
@@ -435,7 +438,8 @@ def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSetti
         stack = stack.view(np.ndarray)
     masks = [blob_mask(b, stack[0]) for b in blobs]
     polygons = blob_polygons(blobs, stack[0], job.grid.transform, masks=masks)
-    return _records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), strict=True),
+    stats = shape_stats_many(polygons, job.grid.pixel_size_m)  # one vectorised pass for the chunk
+    return _records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), stats, strict=True),
                     stack, job, settings)
 
 
@@ -466,8 +470,9 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
     px_area = grid.pixel_size_m ** 2
     out = []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
-        for geom, v, *known in blobs:
-            parts = list(_examine(geom, v, stack, job, settings, px_area, known[0] if known else None))
+        for geom, v, *known in blobs:  # known: (blob, mask), and the geometry's shape stats
+            parts = list(_examine(geom, v, stack, job, settings, px_area, known[0] if known else None,
+                                  geom_stats=known[1] if len(known) > 1 else None))
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(

@@ -143,3 +143,19 @@ def test_blob_polygons_in_one_call_equal_polygons_one_by_one():
         one = [shapely.geometry.shape(g) for g, v in
                shapes(mask, mask=mask.astype(bool), transform=transform * Affine.translation(c0, r0)) if v == 1]
         assert len(one) == 1 and shapely.to_wkb(poly) == shapely.to_wkb(one[0])
+
+
+def test_shape_stats_many_equal_shape_stats_one_by_one():
+    from shapely.geometry import Polygon, box
+
+    from tuban.imagery.ponds import shape_stats, shape_stats_many
+
+    rng = np.random.default_rng(3)
+    geoms = [box(0, 0, 80, 80), Polygon([(0, 0), (90, 0), (90, 70), (0, 70)], [[(20, 20), (40, 20), (40, 40), (20, 40)]]),
+             Polygon([(0, 0), (10, 0), (20, 0), (0, 0)]), Polygon(), box(0, 0, 1e-9, 5),
+             Polygon([(0, 0), (30, 1), (60, 0), (31, 2)]), shapely.MultiPolygon([box(0, 0, 5, 5), box(9, 9, 20, 20)])]
+    for _ in range(40):  # staircase outlines of rotated and irregular blobs
+        pts = rng.random((int(rng.integers(3, 12)), 2)) * 100
+        geoms.append(shapely.convex_hull(shapely.MultiPoint(np.round(pts))).buffer(float(rng.random()) * 5))
+    for px in (0.5, 2.0, 10.0):
+        assert [repr(s) for s in shape_stats_many(geoms, px)] == [repr(shape_stats(g, px)) for g in geoms]
