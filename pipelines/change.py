@@ -35,7 +35,7 @@ from tuban import RasterError
 from tuban.imagery.align import Grid, block_windows, common_grid, estimate_shift, open_on_grid
 from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.georaster import GeoRaster
-from tuban.imagery.masks import scene_brightness
+from tuban.imagery.masks import SceneBrightness, scene_brightness
 from tuban.imagery.ponds import ShapeSettings
 from tuban.imagery.raster_io import DateSource, open_date
 from tuban.imagery.water import (
@@ -135,6 +135,26 @@ def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0
         return [read_date(reader, src, w) for w in windows]
 
 
+def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
+                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None]:
+    """One date's sample windows, concatenated (role -> 1-D array, window after window), and the
+    scene brightness of its pixels where every reflective band is finite (None when there are
+    none). A per-date task: with worker processes both dates are measured at once."""
+    samples = _read_samples(src, grid, windows, shift)
+    cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
+    spectral = _spectral(cat)
+    finite = None
+    for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
+        finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
+    return cat, (scene_brightness(spectral, finite) if finite.any() else None)
+
+
+def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[str, np.ndarray]]:
+    """The sample windows of :func:`_sample_date`'s concatenation, as views (role -> 2-D)."""
+    h, w = int(windows[0].height), int(windows[0].width)
+    return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
+
+
 def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, pool: Executor | None = None):
     """Median phase-correlation shift over sample windows (x, y in pixels) and best response."""
     pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
@@ -156,22 +176,19 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    sb, sa = map_in(pool, _read_samples, [before, after], [grid, grid], [windows, windows])
+    (cat, bright_b), (cat_a, bright_a) = map_in(
+        pool, _sample_date, [before, after], [grid, grid], [windows, windows])
+    sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name, pool)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
-        sa = _read_samples(after, grid, windows, applied)
-    cat = {r: np.concatenate([s[r].ravel() for s in sb]) for r in sb[0]}
-    cat_a = {r: np.concatenate([s[r].ravel() for s in sa]) for r in sa[0]}
-    nod_b = ~np.isfinite(np.stack(list(_spectral(cat).values()))).all(axis=0)
-    nod_a = ~np.isfinite(np.stack(list(_spectral(cat_a).values()))).all(axis=0)
-    if nod_b.all():
+        cat_a, bright_a = _sample_date(after, grid, windows, applied)
+        sa = _windows_of(cat_a, windows)
+    if bright_b is None:
         raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
-    if nod_a.all():
+    if bright_a is None:
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
-    bright_b = scene_brightness(_spectral(cat), ~nod_b)
-    bright_a = scene_brightness(_spectral(cat_a), ~nod_a)
     valid = np.concatenate([
         ~(invalid_mask(b, before, bright_b)[0] | invalid_mask(a, after, bright_a)[0]).ravel()
         for b, a in zip(sb, sa, strict=True)
