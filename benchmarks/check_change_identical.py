@@ -7,7 +7,9 @@ Usage::
 
 Cases: sample counties (``seedN-s2``, ``seedN-hr``: generated once under ``--data DIR``), the
 real pairs in ../shared/data/real (``naip``, ``pucallpa``, ``s2``, ``landsat``), the 4,000 px
-benchmark pair (``bench4k``) and a 2-worker run of it (``bench4k-w2``). ``write`` stores one
+benchmark pair (``bench4k``) and a 2-worker run of it (``bench4k-w2``), and a test scene pair whose
+second date is misregistered by (1.5, 0.5) px, so the shift is measured and corrected
+(``shifted``, ``shifted-w2``). ``write`` stores one
 GeoJSON per case (the patches as ``tuban change`` writes them, without the run's timing stats);
 ``compare`` runs again and reports every case whose bytes differ. A speed change must keep
 every case identical.
@@ -28,7 +30,7 @@ from tuban.pipelines.change_output import change_summary
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 DEFAULT_CASES = ["seed0-s2", "seed0-hr", "seed1-s2", "seed1-hr", "seed2-s2", "naip", "pucallpa", "s2",
-                 "landsat", "bench4k", "bench4k-w2"]
+                 "landsat", "bench4k", "bench4k-w2", "shifted", "shifted-w2"]
 
 
 def _case(name: str, data: Path):
@@ -63,6 +65,18 @@ def _case(name: str, data: Path):
 
             folder.mkdir(parents=True, exist_ok=True)
             generate(folder, 4000)
+        workers = 2 if name.endswith("-w2") else 1
+        return [folder / "before.tif"], [folder / "after.tif"], ChangeSettings(workers=workers)
+    if name.startswith("shifted"):
+        folder = data / "shifted"
+        if not (folder / "after.tif").exists():
+            from affine import Affine
+
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            import change_scenes
+
+            folder.mkdir(parents=True, exist_ok=True)
+            change_scenes.pair(folder, after_transform=change_scenes.TRANSFORM @ Affine.translation(1.5, 0.5))
         workers = 2 if name.endswith("-w2") else 1
         return [folder / "before.tif"], [folder / "after.tif"], ChangeSettings(workers=workers)
     raise SystemExit(f"unknown case {name}")
