@@ -19,7 +19,10 @@ the matching truth ponds. Then, with 640 px slices and 64 px overlap:
   batch and threshold, given the already-stretched RGB array in memory (its file reading is
   not counted: a favour to SAHI);
 - for honesty also tuban ``--runtime torch`` (and its model alone), and SAHI on the very
-  ``.onnx`` tuban runs, through ultralytics' ONNX backend.
+  ``.onnx`` tuban runs, through ultralytics' ONNX backend;
+- opt-in int8 (NOT the same weights: quantised once from the ``.pt``, see
+  ``tuban/models/onnx_int8.py``): tuban ``--runtime onnx-int8``, its model alone, and SAHI on
+  the same int8 ``.onnx`` (ultralytics' ONNX backend). ``--skip-int8`` leaves them out.
 
 Every engine gets the same CPU threads (``--threads``, default all available cores). Each run
 twice, the second round in reverse order (the machine may be shared; the best of two counts).
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
                     help="tuban's runtime for the headline comparison (default: tuban's own default)")
     ap.add_argument("--skip-torch", action="store_true", help="leave out tuban's torch runtime runs (faster)")
+    ap.add_argument("--skip-int8", action="store_true", help="leave out the int8 (onnx-int8) runs")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for every engine (default: all cores available to this process; "
                          "fixed, unlike tuban's load-dependent default, so every engine gets the same)")
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         detectors = {"tuban": load_detector_for_runtime(weights, ysettings, args.runtime)}
         if not args.skip_torch:
             detectors["tuban_torch"] = load_detector_for_runtime(weights, ysettings, "torch")
+        if not args.skip_int8:
+            detectors["tuban_int8"] = load_detector_for_runtime(weights, ysettings, "onnx-int8")
         res["tuban_runtime"] = detectors["tuban"].runtime
         settings = DetectSettings(tile_size_px=args.tile_size_px, overlap_px=args.overlap_px, batch=args.batch)
         for det in detectors.values():
@@ -179,14 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             sahi_models["sahi"] = AutoDetectionModel.from_pretrained(
                 model_type="ultralytics", model_path=str(weights), confidence_threshold=0.25, device="cpu",
                 image_size=args.tile_size_px)
-            onnx_path = getattr(detectors["tuban"], "onnx_path", None)
-            if onnx_path is not None:
+            for s_name, d_name in (("sahi_onnx", "tuban"), ("sahi_onnx_int8", "tuban_int8")):
+                onnx_path = getattr(detectors.get(d_name), "onnx_path", None)
+                if onnx_path is None:
+                    continue
                 try:  # SAHI's ultralytics wrapper on the very .onnx tuban runs
-                    sahi_models["sahi_onnx"] = AutoDetectionModel.from_pretrained(
+                    sahi_models[s_name] = AutoDetectionModel.from_pretrained(
                         model_type="ultralytics", model_path=str(onnx_path), confidence_threshold=0.25,
                         device="cpu", image_size=args.tile_size_px)
                 except Exception as exc:  # noqa: BLE001 - report, do not fail the benchmark
-                    res["sahi_onnx_error"] = f"{type(exc).__name__}: {exc}"
+                    res[f"{s_name}_error"] = f"{type(exc).__name__}: {exc}"
             import torch
 
             torch.set_num_threads(threads)  # the same threads as tuban's runs
@@ -197,11 +205,12 @@ def main(argv: list[str] | None = None) -> int:
                 return {"wall_s": st.wall_s, "model_s": st.model_s, "read_s": st.read_s, "stretch_s": st.stretch_s,
                         "slices": st.slices_inferred, "gdf": gdf}
             if name.startswith("model_only"):
-                det = detectors["tuban" if name == "model_only" else "tuban_torch"]
+                det = detectors["tuban" + name[len("model_only"):]]  # model_only_int8 -> tuban_int8
                 return {"wall_s": _model_only_s(det, rgb, wins, args.batch)}
             return _sahi_run(sahi_models[name], rgb, transform, crs, args)
 
-        names = ["tuban", "model_only", *sahi_models] + ([] if args.skip_torch else ["tuban_torch", "model_only_torch"])
+        names = (["tuban", "model_only", *sahi_models] + ([] if args.skip_torch else ["tuban_torch", "model_only_torch"])
+                 + ([] if args.skip_int8 else ["tuban_int8", "model_only_int8"]))
         runs: dict[str, list[dict]] = {n: [] for n in names}
         for order in (names, names[::-1]):  # second round reversed: the machine may be shared
             for n in order:
@@ -223,16 +232,21 @@ def main(argv: list[str] | None = None) -> int:
             if "gdf" in best:
                 entry.update(detections=len(best["gdf"]), **score_objects(best["gdf"], truth, iou_threshold=0.25).as_dict())
             res[n] = entry
-    t, tt = res["tuban"], res.get("tuban_torch")
+    t, tt, t8 = res["tuban"], res.get("tuban_torch"), res.get("tuban_int8")
     res["tuban_model_share_of_wall"] = round(t["model_s"] / t["wall_s"], 3)
     res["model_only_share_of_tuban_wall"] = round(res["model_only"]["wall_s"] / t["wall_s"], 3)
     if tt:
         res["tuban_torch_model_share_of_wall"] = round(tt["model_s"] / tt["wall_s"], 3)
+    if t8:
+        res["tuban_int8_model_share_of_wall"] = round(t8["model_s"] / t8["wall_s"], 3)
     for s_name in sahi_models:
         res[f"tuban_cpu_ratio_vs_{s_name}"] = round(res[s_name]["cpu_s_min"] / t["cpu_s_min"], 2)
         res[f"tuban_speedup_vs_{s_name}"] = round(res[s_name]["wall_s"] / t["wall_s"], 2)
         if tt:
             res[f"tuban_torch_speedup_vs_{s_name}"] = round(res[s_name]["wall_s"] / tt["wall_s"], 2)
+        if t8:
+            res[f"tuban_int8_speedup_vs_{s_name}"] = round(res[s_name]["wall_s"] / t8["wall_s"], 2)
+            res[f"tuban_int8_cpu_ratio_vs_{s_name}"] = round(res[s_name]["cpu_s_min"] / t8["cpu_s_min"], 2)
     print(json.dumps(res, indent=2))
     print(_summary(res, sahi_missing))
     if args.json:
@@ -269,7 +283,7 @@ def _model_only_s(detector, rgb: np.ndarray, wins: list, batch: int) -> float:
 
 def _summary(res: dict, sahi_missing: bool) -> str:
     """The numbers the issue asks for, in words (best of two runs each)."""
-    t, tt = res["tuban"], res.get("tuban_torch")
+    t, tt, t8 = res["tuban"], res.get("tuban_torch"), res.get("tuban_int8")
     pre = res["stretch_prepass_s"]
     lines = [f"summary ({res['size_px']} x {res['size_px']} px, {t['slices']} slices, {res['threads']} threads, "
              "best of two runs each):",
@@ -293,13 +307,23 @@ def _summary(res: dict, sahi_missing: bool) -> str:
         if "sahi_onnx" in res:
             lines.append(f"  SAHI on the same .onnx (ultralytics ONNX backend) {res['sahi_onnx']['wall_s']:.1f} s: "
                          f"tuban / SAHI-onnx = {res['tuban_speedup_vs_sahi_onnx']:.2f}x")
+    if t8:
+        lines.append(f"  int8 (NOT the same weights; opt-in --runtime onnx-int8): tuban wall {t8['wall_s']:.1f} s (model "
+                     f"calls {t8['model_s']:.1f} s = {res['tuban_int8_model_share_of_wall']:.0%}), alone on pre-cut "
+                     f"slices {res['model_only_int8']['wall_s']:.1f} s"
+                     + (f"; tuban int8 / SAHI (.pt) = {res['tuban_int8_speedup_vs_sahi']:.2f}x, by CPU time "
+                        f"{res['tuban_int8_cpu_ratio_vs_sahi']:.2f}x" if "sahi" in res else "")
+                     + (f"; SAHI on the same int8 .onnx {res['sahi_onnx_int8']['wall_s']:.1f} s (tuban int8 / it = "
+                        f"{res['tuban_int8_speedup_vs_sahi_onnx_int8']:.2f}x)" if "sahi_onnx_int8" in res else ""))
     else:
         lines.append("  SAHI not measured" + (" (not installed, see above)" if sahi_missing else " (--skip-sahi)"))
     rec = [f"tuban {t['recall']:.3f} ({t['matched']} matched, precision {t['precision']:.3f})"]
     if tt:
         rec.append(f"tuban torch {tt['recall']:.3f} (precision {tt['precision']:.3f})")
+    if t8:
+        rec.append(f"tuban int8 {t8['recall']:.3f} ({t8['matched']} matched, precision {t8['precision']:.3f})")
     rec += [f"{n} {res[n]['recall']:.3f} ({res[n]['matched']} matched, precision {res[n]['precision']:.3f})"
-            for n in ("sahi", "sahi_onnx") if n in res]
+            for n in ("sahi", "sahi_onnx", "sahi_onnx_int8") if n in res]
     lines.append(f"  recall (IoU >= 0.25, {res['truth_ponds']} truth ponds): " + "; ".join(rec))
     if sahi_missing:
         lines.append(SAHI_HINT)

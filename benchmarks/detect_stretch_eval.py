@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="201,202,203")
     ap.add_argument("--report", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
-                    help="model engine, as tuban detect --runtime (same weights; auto = onnx when possible)")
+    ap.add_argument("--runtime", choices=["auto", "onnx", "torch", "onnx-int8"], default="auto",
+                    help="model engine, as tuban detect --runtime (auto = onnx when possible; onnx-int8 = int8 weights)")
     args = ap.parse_args(argv)
 
     # Import the detection code first, so that a run measures the code as it was at start.

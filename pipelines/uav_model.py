@@ -62,7 +62,8 @@ def load_uav_detector(weights: str | Path | None = None, *, conf: float | None =
         threads: CPU threads of the model.
         runtime: ``"torch"``, ``"onnx"`` (ONNX Runtime on the same weights, exported once into
             tuban's cache) or ``"auto"`` (onnx when possible), as
-            :func:`tuban.models.onnx_detector.load_detector_for_runtime`.
+            :func:`tuban.models.onnx_detector.load_detector_for_runtime`; ``"onnx-int8"`` is
+            refused (calibrated on satellite slices, not measured on drone frames).
 
     Returns:
         ``(detector, gsd_m)``: ``gsd_m`` is the model's training pixel size when its ``tuban``
@@ -70,12 +71,16 @@ def load_uav_detector(weights: str | Path | None = None, *, conf: float | None =
         detector's ``settings.conf`` is the threshold in use.
 
     Raises:
-        ModelError: weights missing or unreadable; ``onnx`` asked for but not possible.
+        ModelError: weights missing or unreadable; ``onnx`` asked for but not possible; ``onnx-int8``.
     """
     from tuban import ModelError
     from tuban.models.onnx_detector import load_detector_for_runtime
     from tuban.models.yolo import YoloSettings, default_weights_path, tuban_metadata
 
+    if str(getattr(runtime, "value", runtime)) == "onnx-int8":
+        # its calibration set is satellite county slices, not drone frames: not measured here
+        raise ModelError(f"{weights or DRONE_WEIGHTS}: --runtime onnx-int8 is for the satellite detector "
+                         "(tuban detect) only; use onnx or torch")
     if weights is None:
         weights = default_weights_path().with_name(DRONE_WEIGHTS)  # beside the shipped satellite model
         if not Path(weights).is_file():
