@@ -203,11 +203,20 @@ def results(futures: Sequence[Future], on_done: Callable[[int], None] | None = N
         raise TubanError("a worker process died (out of memory?); try fewer --workers") from None
 
 
-def map_in(pool: Executor | None, fn: Callable, *iterables) -> list:
-    """``list(map(fn, *iterables))``, in ``pool``'s processes when given (results in order)."""
+def map_in(pool: Executor | None, fn: Callable, *iterables, meanwhile: Callable[[], None] | None = None) -> list:
+    """``list(map(fn, *iterables))``, in ``pool``'s processes when given (results in order).
+
+    ``meanwhile``: work for this process while the workers run (after the map without a pool).
+    """
     if pool is None:
-        return list(map(fn, *iterables))
-    return results([pool.submit(portable, fn, *args) for args in zip(*iterables, strict=True)])
+        out = list(map(fn, *iterables))
+        if meanwhile is not None:
+            meanwhile()
+        return out
+    futures = [pool.submit(portable, fn, *args) for args in zip(*iterables, strict=True)]
+    if meanwhile is not None:
+        meanwhile()
+    return results(futures)
 
 
 def store_block(stack: np.ndarray, window: Window, block: np.ndarray) -> tuple[np.ndarray, bool, bool]:
