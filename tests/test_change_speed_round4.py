@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,21 @@ def test_shape_stats_many_equal_shape_stats_one_by_one():
         geoms.append(shapely.convex_hull(shapely.MultiPoint(np.round(pts))).buffer(float(rng.random()) * 5))
     for px in (0.5, 2.0, 10.0):
         assert [repr(s) for s in shape_stats_many(geoms, px)] == [repr(shape_stats(g, px)) for g in geoms]
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, (4, 30), elements=st.one_of(st.floats(0, 5000, width=32), st.just(float("nan")))),
+       arrays(bool, (30,)))
+def test_scene_brightness_in_place_equals_nan_functions(a, valid):
+    from tuban.imagery.masks import scene_brightness
+
+    bands = dict(zip(("blue", "green", "red", "nir"), a, strict=True))
+    vis, nir = ((a[0] + a[1]) + a[2]) / 3, a[3]
+    got = scene_brightness(bands, valid)
+    if not valid.any():
+        return
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN slices
+        want = SceneBrightness(float(np.nanmedian(vis[valid])), float(np.nanmedian(nir[valid])),
+                               float(np.nanpercentile(vis[valid], 1)), float(np.nanpercentile(nir[valid], 1)))
+    assert repr(got) == repr(want)
