@@ -171,19 +171,13 @@ def _token(*parts: object) -> str:
 
 
 def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, pool: Executor | None = None,
-             meanwhile: Callable[[Grid], None] | None = None) -> tuple[BlockJob, dict]:
-    """The job's grid, shift, normalisation and thresholds from sample windows of both dates.
-
-    ``meanwhile(grid)``: work for this process while the workers read the samples (run after
-    the reads without a pool).
-    """
+             ) -> tuple[BlockJob, dict]:
     grid = common_grid(before, after)
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
     (cat, bright_b), (cat_a, bright_a) = map_in(
-        pool, _sample_date, [before, after], [grid, grid], [windows, windows],
-        meanwhile=None if meanwhile is None else (lambda: meanwhile(grid)))
+        pool, _sample_date, [before, after], [grid, grid], [windows, windows])
     sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name, pool)
@@ -344,22 +338,17 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
         before = _as_source(before, Path(tmp) / "before.tif")
         after = _as_source(after, Path(tmp) / "after.tif")
         with local_pool(settings.workers) as pool:
-            made: dict = {}
-
-            def make_stack(grid: Grid) -> None:
-                # Worker processes share the stack through a file; one process keeps small grids
-                # in RAM. Made while the workers read the samples (zero-filling a file takes time).
-                shape = (len(LAYERS), grid.height, grid.width)
-                made["file"] = None
-                if settings.workers > 1 or grid.width * grid.height > 64_000_000:
-                    made["file"] = StackFile(stack_path(tmp), shape)
-                    made["stack"] = made["file"].create()
-                else:
-                    made["stack"] = np.zeros(shape, dtype=np.uint8)
-
-            job, stats = _prepare(before, after, settings, pool, meanwhile=make_stack)
+            job, stats = _prepare(before, after, settings, pool)
             lap("prepare")
-            grid, stack, stack_file = job.grid, made.pop("stack"), made.pop("file")
+            grid = job.grid
+            shape = (len(LAYERS), grid.height, grid.width)
+            # Worker processes share the stack through a file; one process keeps small grids in RAM.
+            stack_file = None
+            if settings.workers > 1 or grid.width * grid.height > 64_000_000:
+                stack_file = StackFile(stack_path(tmp), shape)
+                stack = stack_file.create()
+            else:
+                stack = np.zeros(shape, dtype=np.uint8)
             windows = block_windows(grid, settings.block_px)
             tally = _code(job, windows, stack, pool, stack_file, settings.scheduler, progress)
             if tally.candidates:
