@@ -211,13 +211,14 @@ def robust_scale(values: np.ndarray) -> float:
 
 def brightness(bands: Mapping[str, np.ndarray]) -> np.ndarray:
     """Sum of the reflective bands present (blue, green, red, nir, swir1), float32."""
-    out = None
-    for role in ("blue", "green", "red", "nir", "swir1"):
-        if role in bands:
-            b = np.asarray(bands[role], dtype=np.float32)
-            out = b.copy() if out is None else np.add(out, b, out=out)
-    if out is None:
+    present = [np.asarray(bands[r], dtype=np.float32) for r in ("blue", "green", "red", "nir", "swir1") if r in bands]
+    if not present:
         raise KeyError("no reflective band to measure brightness")
+    if len(present) == 1:
+        return present[0].copy()
+    out = np.add(present[0], present[1])  # the first sum into a new array (no copy of the first band)
+    for b in present[2:]:
+        np.add(out, b, out=out)
     return out
 
 
