@@ -426,7 +426,6 @@ class RuntimeOpt(str, _enum.Enum):
     auto = "auto"
     onnx = "onnx"
     torch = "torch"
-    onnx_int8 = "onnx-int8"
 
 
 def _check_bands(bands: str | None) -> None:
@@ -450,7 +449,7 @@ def detect_cmd(
     conf: Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="Minimum confidence.")] = 0.25,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Slices per model call.")] = 8,
     bands: Annotated[str | None, typer.Option("--bands", help="R,G,B bands: 1-based indices (3,2,1) or names (r,g,b). Default: from band descriptions.")] = None,
-    runtime: Annotated[RuntimeOpt, typer.Option("--runtime", help="Model engine: onnx (ONNX Runtime, the .pt exported once into tuban's cache), torch, auto (onnx when onnxruntime is installed and the model is not OBB), or onnx-int8 (opt-in: int8 weights quantised once from the .pt; ~1.7x faster, slightly different scores, see docs/detection.md).")] = RuntimeOpt.auto,
+    runtime: Annotated[RuntimeOpt, typer.Option("--runtime", help="Model engine: onnx (ONNX Runtime, the .pt exported once into tuban's cache), torch, or auto (onnx when onnxruntime is installed and the model is not OBB).")] = RuntimeOpt.auto,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Detect objects (ponds) on a large georeferenced raster by slices; one feature per object."""

@@ -308,7 +308,7 @@ def _summary(res: dict, sahi_missing: bool) -> str:
             lines.append(f"  SAHI on the same .onnx (ultralytics ONNX backend) {res['sahi_onnx']['wall_s']:.1f} s: "
                          f"tuban / SAHI-onnx = {res['tuban_speedup_vs_sahi_onnx']:.2f}x")
     if t8:
-        lines.append(f"  int8 (NOT the same weights; opt-in --runtime onnx-int8): tuban wall {t8['wall_s']:.1f} s (model "
+        lines.append(f"  int8 (NOT the same weights; experimental library runtime onnx-int8, not in the CLI): tuban wall {t8['wall_s']:.1f} s (model "
                      f"calls {t8['model_s']:.1f} s = {res['tuban_int8_model_share_of_wall']:.0%}), alone on pre-cut "
                      f"slices {res['model_only_int8']['wall_s']:.1f} s"
                      + (f"; tuban int8 / SAHI (.pt) = {res['tuban_int8_speedup_vs_sahi']:.2f}x, by CPU time "

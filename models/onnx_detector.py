@@ -51,7 +51,7 @@ class Runtime(str, enum.Enum):
     auto = "auto"
     onnx = "onnx"
     torch = "torch"
-    #: opt-in: an int8 model quantised from the same .pt (different numbers; never chosen by ``auto``).
+    #: experimental, library only (not in the CLI): int8 quantised from the same .pt; never chosen by ``auto``.
     onnx_int8 = "onnx-int8"
 
 
@@ -373,8 +373,8 @@ def load_detector_for_runtime(weights: str | Path | None = None, settings=None,
 
     ``auto`` is ONNX Runtime when ``onnxruntime`` is importable, the model is a plain detect
     model, and its export is cached or ``onnx`` is installed to make it; torch otherwise.
-    ``onnx-int8`` (opt-in, never chosen by ``auto``) runs an int8 model quantised from the same
-    ``.pt`` (:mod:`tuban.models.onnx_int8`).
+    ``onnx-int8`` (experimental, never chosen by ``auto``, not in the CLI) runs an int8 model
+    quantised from the same ``.pt`` (:mod:`tuban.models.onnx_int8`).
 
     Raises:
         ModelError: weights missing or unreadable; ``onnx`` asked for but not possible.

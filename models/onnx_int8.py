@@ -1,4 +1,11 @@
-"""An opt-in int8 version of a YOLO detect model for ONNX Runtime (``--runtime onnx-int8``).
+"""An experimental int8 version of a YOLO detect model for ONNX Runtime (``Runtime.onnx_int8``).
+
+NOT offered by ``tuban detect``: on the held-out sample counties its object F1 at 10 m fell
+0.023 below fp32 (0.849 vs 0.871; 2 m unchanged, 0.968 vs 0.967), outside the project's rule
+(within 0.02 on every resolution), and quantising takes ~9 GB of memory (ORT's entropy
+calibrator keeps every activation of every calibration image). It stays for the benchmark
+(``benchmarks/bench_detect.py``: ~1.8x less model compute) and for a later decision; see
+docs/detection.md "Throughput".
 
 int8 is NOT the same weights: the fp32 ONNX export of a ``.pt``
 (:func:`tuban.models.onnx_detector.ensure_onnx`) is quantised once, statically, with ONNX

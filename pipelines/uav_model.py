@@ -79,8 +79,8 @@ def load_uav_detector(weights: str | Path | None = None, *, conf: float | None =
 
     if str(getattr(runtime, "value", runtime)) == "onnx-int8":
         # its calibration set is satellite county slices, not drone frames: not measured here
-        raise ModelError(f"{weights or DRONE_WEIGHTS}: --runtime onnx-int8 is for the satellite detector "
-                         "(tuban detect) only; use onnx or torch")
+        raise ModelError(f"{weights or DRONE_WEIGHTS}: the onnx-int8 runtime is calibrated on satellite "
+                         "slices only; use onnx or torch")
     if weights is None:
         weights = default_weights_path().with_name(DRONE_WEIGHTS)  # beside the shipped satellite model
         if not Path(weights).is_file():

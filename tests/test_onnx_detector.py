@@ -198,3 +198,22 @@ def test_cli_detect_runtime_onnx_equals_torch(cache, scene_slices, tmp_path, run
                             "--runtime", "onnx"])
     assert r.exit_code == 1 and "bad.pt" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "y.geojson").exists()
+
+
+@needs_ort
+def test_batch_split_over_one_thread_runs_equals_image_by_image(cache, scene_slices, monkeypatch):
+    from tuban.models.onnx_detector import OnnxDetector
+    from tuban.models.yolo import YoloSettings
+
+    monkeypatch.setenv("TUBAN_CACHE", str(cache))
+    _, images = scene_slices
+    det = OnnxDetector(SHIPPED, YoloSettings(conf=0.25, threads=2))
+    together = det.detect_batch(images)  # split over 2 concurrent one-thread runs
+    assert det._pool is not None and det._wide is None
+    one_by_one = [det.detect_batch([im])[0] for im in images]  # the all-threads session
+    assert det._wide is not None
+    assert sum(len(d) for d in together) >= 5
+    for a, b in zip(together, one_by_one, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(sorted(a, key=lambda d: d.box_px), sorted(b, key=lambda d: d.box_px), strict=True):
+            assert np.allclose(x.box_px, y.box_px, atol=0.05) and abs(x.score - y.score) < 1e-3

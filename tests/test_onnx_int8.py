@@ -1,11 +1,10 @@
-"""The opt-in int8 runtime (``--runtime onnx-int8``): quantisation, its cache, closeness to fp32, CLI."""
+"""The experimental int8 runtime (library ``Runtime.onnx_int8``, not in the CLI): quantisation, cache, closeness."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pytest
 
@@ -145,23 +144,23 @@ def test_corrupt_int8_cache_is_rebuilt_and_failures_leave_nothing(int8_cache, co
 
 
 @needs_ort
-def test_cli_detect_onnx_int8_and_uav_refuses_it(int8_cache, county, tmp_path, runner, monkeypatch):
+def test_int8_detect_raster_close_to_fp32_and_not_offered_by_the_cli(int8_cache, county, tmp_path, runner,
+                                                                    monkeypatch):
     from tuban.models import onnx_int8
+    from tuban.models.onnx_detector import load_detector_for_runtime
+    from tuban.pipelines.detect import detect_raster
+    from tuban.pipelines.uav_model import load_uav_detector
 
     cache, _ = int8_cache
     monkeypatch.setenv("TUBAN_CACHE", str(cache))
     monkeypatch.setattr(onnx_int8, "calibration_slices", lambda gsd_m, **k: county[1])  # if (re)built here
     files, _ = county
-    outs = {}
-    for rt in ("onnx", "onnx-int8"):
-        outs[rt] = tmp_path / f"{rt}.geojson"
-        r = runner.invoke(app, ["detect", str(files.hr_before), "--out", str(outs[rt]), "--runtime", rt])
-        assert r.exit_code == 0, r.output
-        assert "Collecting" not in r.stdout  # the quantiser's chatter never reaches stdout
-    a, b = gpd.read_file(outs["onnx"]), gpd.read_file(outs["onnx-int8"])
+    a, _ = detect_raster(files.hr_before, load_detector_for_runtime(SHIPPED, runtime="onnx"))
+    b, stats = detect_raster(files.hr_before, load_detector_for_runtime(SHIPPED, runtime="onnx-int8"))
     assert len(a) >= 5 and abs(len(a) - len(b)) <= max(2, 0.1 * len(a)) and b.crs.to_epsg() == 4326
-    from tuban.pipelines.uav_model import load_uav_detector
-
+    # not shipped (held-out 10 m F1 fell 0.023 below fp32, outside the 0.02 rule): the CLI refuses it
+    r = runner.invoke(app, ["detect", str(files.hr_before), "--out", str(tmp_path / "x.geojson"), "--runtime", "onnx-int8"])
+    assert r.exit_code == 2 and "--runtime" in r.output and not (tmp_path / "x.geojson").exists()
     with pytest.raises(ModelError, match="onnx-int8"):
         load_uav_detector(SHIPPED, runtime="onnx-int8")
 
