@@ -41,8 +41,8 @@ from tuban.pipelines.change_blocks import (
     LAYERS,
     BlockJob,
     close_thread_readers,
+    code_window,
     forget_inherited_readers,
-    process_block,
 )
 
 __all__ = ["StackFile", "BlockTally", "local_pool", "code_blocks", "map_in", "results", "portable",
@@ -101,11 +101,14 @@ class BlockTally:
         return tally
 
 
-def block_summary(block: np.ndarray) -> tuple[np.ndarray, bool, bool]:
-    """Code histogram of a processed block, and whether its flags mark a cloud / a candidate."""
+def block_summary(block: np.ndarray, flag_bits: int | None = None) -> tuple[np.ndarray, bool, bool]:
+    """Code histogram of a processed block, and whether its flags mark a cloud / a candidate
+    (``flag_bits``: the OR of its flags, when known; else read from the block)."""
     codes = block[0]
     counts = np.array([np.count_nonzero(codes == v) for v in range(len(CODE))], dtype=np.int64)
-    bits = int(np.bitwise_or.reduce(block[LAYERS.index("flags")], axis=None))  # one pass, no temporaries
+    bits = flag_bits
+    if bits is None:
+        bits = int(np.bitwise_or.reduce(block[LAYERS.index("flags")], axis=None))  # one pass, no temporaries
     return counts, bool(bits & 1), bool(bits & 4)
 
 
@@ -205,8 +208,8 @@ def store_block(stack: np.ndarray, window: Window, block: np.ndarray) -> tuple[n
 
 
 def _code_block(job: BlockJob, window: Window, stack: StackFile) -> tuple[np.ndarray, bool, bool]:
-    _, block = process_block(job, window, _view(stack.open(), window))
-    return block_summary(block)
+    block = _view(stack.open(), window)
+    return block_summary(block, code_window(job, window, block))
 
 
 def _view(stack: np.ndarray, window: Window) -> np.ndarray:
@@ -220,6 +223,9 @@ def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, poo
                 meanwhile: Callable[[], None] | None = None) -> BlockTally:
     """Code every window into ``stack`` (in-process, or in ``pool`` through ``stack_file``).
 
+    ``stack`` holds zeros where it was not coded before (a fresh stack; blocks coded again have
+    a halo and rewrite every layer): flags that stay zero are not written.
+
     ``meanwhile``: work for this process while the workers code (with a pool only; it runs
     after every block is submitted, so it delays no worker).
     """
@@ -228,8 +234,8 @@ def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, poo
     if pool is None:
         try:
             for n, w in enumerate(windows, start=1):
-                _, block = process_block(job, w, _view(stack, w))
-                tally.add(*block_summary(block))
+                block = _view(stack, w)
+                tally.add(*block_summary(block, code_window(job, w, block)))
                 if progress:
                     progress(n, total)
         finally:

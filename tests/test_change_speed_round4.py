@@ -51,8 +51,14 @@ def _both_paths(job: cb.BlockJob, raw_b: np.ndarray, raw_a: np.ndarray, user) ->
     shape = (len(cb.LAYERS), *raw_b.shape[1:])
     strip, whole = np.full(shape, 77, np.uint8), np.full(shape, 77, np.uint8)
     done = cb._code_into(strip, job, raw_b, raw_a, None, user)
-    cb._code_into(whole, job, raw_b.copy(), raw_a.copy(), ALL, user)
-    return done, strip, whole
+    bits = cb._code_into(whole, job, raw_b.copy(), raw_a.copy(), ALL, user)
+    assert bits == int(np.bitwise_or.reduce(whole[4], axis=None))
+    if done is not None:  # the flag bits it reports are those it wrote
+        assert done == int(np.bitwise_or.reduce(strip[4], axis=None))
+        zeroed = np.zeros(shape, np.uint8)  # into zeros, all-zero flags are left unwritten: same
+        assert cb._code_into(zeroed, job, raw_b, raw_a, None, user, zeroed=True) == done
+        assert np.array_equal(zeroed, strip)
+    return done is not None, strip, whole
 
 
 _levels = st.floats(-0.9, 0.9)
