@@ -311,24 +311,24 @@ class OnnxDetector:
 
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        """The raw output for the NCHW batch ``x``: its images split over ``threads`` one-thread runs.
+        """The raw output for the NCHW batch ``x``: one single-threaded run per image, ``threads`` at a time.
 
-        One session with one intra-op thread, run concurrently on contiguous parts of the batch
+        One session with one intra-op thread, run concurrently on the batch's images
         (``InferenceSession.run`` is thread-safe), instead of one run with ``threads`` intra-op
         threads: a multi-threaded run waits at every layer for its slowest thread, and on a busy
         machine (the slice reader thread decoding the next batch, other processes) one of them is
-        usually descheduled. Measured on 2 cores, 32 slices of 640 px: 0.74 s vs 1.05 s alone, 1.22 s
-        vs 1.43 s with a reader thread (fp32); same per-image results.
+        usually descheduled. Image-sized tasks also leave a core idle only for the last image of a
+        batch. Measured on 2 cores, 32 slices of 640 px (fp32): 2-thread runs 1.05 s, two 4-image
+        one-thread runs 0.74 s; per-image tasks 2.21-2.25 s vs two 4-image runs 2.39-2.61 s, and
+        3.06-3.36 vs 3.59-3.85 s beside a CPU-bound thread (a loaded machine); same per-image results.
         """
-        n = min(self.threads, len(x))
-        if n <= 1:
+        if len(x) == 1 or self.threads == 1:
             if self.threads > 1 and self._wide is None:
                 self._wide = self._session(self.onnx_path, self.threads)
             return (self._wide or self.session).run(None, {"images": x})[0]
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="tuban-onnx")
-        parts = np.array_split(np.arange(len(x)), n)
-        outs = self._pool.map(lambda idx: self.session.run(None, {"images": x[idx[0]:idx[-1] + 1]})[0], parts)
+        outs = self._pool.map(lambda k: self.session.run(None, {"images": x[k:k + 1]})[0], range(len(x)))
         return np.concatenate(list(outs))
 
 
