@@ -136,17 +136,22 @@ def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0
 
 
 def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
-                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None]:
-    """One date's sample windows, concatenated (role -> 1-D array, window after window), and the
-    scene brightness of its pixels where every reflective band is finite (None when there are
-    none). A per-date task: with worker processes both dates are measured at once."""
+                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None, np.ndarray | None]:
+    """One date's sample windows, concatenated (role -> 1-D array, window after window), the
+    scene brightness of its pixels where every reflective band is finite, and its
+    :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
+    finite). A per-date task: with worker processes both dates are measured at once."""
     samples = _read_samples(src, grid, windows, shift)
     cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
     spectral = _spectral(cat)
     finite = None
     for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
         finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
-    return cat, (scene_brightness(spectral, finite) if finite.any() else None)
+    if not finite.any():
+        return cat, None, None
+    bright = scene_brightness(spectral, finite)
+    invalid = np.concatenate([invalid_mask(w, src, bright)[0].ravel() for w in _windows_of(cat, windows)])
+    return cat, bright, invalid
 
 
 def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[str, np.ndarray]]:
@@ -176,23 +181,19 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    (cat, bright_b), (cat_a, bright_a) = map_in(
+    (cat, bright_b, invalid_b), (cat_a, bright_a, invalid_a) = map_in(
         pool, _sample_date, [before, after], [grid, grid], [windows, windows])
     sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name, pool)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
-        cat_a, bright_a = _sample_date(after, grid, windows, applied)
-        sa = _windows_of(cat_a, windows)
+        cat_a, bright_a, invalid_a = _sample_date(after, grid, windows, applied)
     if bright_b is None:
         raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
     if bright_a is None:
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
-    valid = np.concatenate([
-        ~(invalid_mask(b, before, bright_b)[0] | invalid_mask(a, after, bright_a)[0]).ravel()
-        for b, a in zip(sb, sa, strict=True)
-    ])
+    valid = ~(invalid_b | invalid_a)
     gains = fit_normalisation(cat, cat_a, valid)
     cat_a = apply_gains(cat_a, gains)
     ib, ia = water_index(cat, index_name), water_index(cat_a, index_name)
