@@ -175,11 +175,14 @@ class LostFloor:
         clearly darker than its own dike frame (by :data:`MUD_FRAME_RATIO`), and wetter than
         land. Fill and bare soil are brighter than the land median, and only a little darker
         than dikes at best (grassy dikes are darker than bare ones); a floor under grass or
-        young crops is dark but drier than land.
+        young crops is dark but drier than land. A floor whose index still reaches the scene's
+        weak-water level (saturated) is mud when it is at most as much brighter than the land
+        median as :data:`MUD_FRAME_RATIO` allows (fresh mud dries lighter; fill is brighter).
         """
         frame = self.frame_level if np.isfinite(self.frame_level) else 1.0
         darker = self.level < 1.0 or self.level < MUD_FRAME_RATIO * frame
-        return bool(darker and self.wetness > self.mud_wetness)
+        saturated = self.wetness >= 2.0 * self.mud_wetness and self.level < 1.0 / MUD_FRAME_RATIO
+        return bool((darker or saturated) and self.wetness > self.mud_wetness)
 
 
 def _open_edge(inside: np.ndarray, labels: np.ndarray, wet: np.ndarray, ring: np.ndarray | None = None) -> float:

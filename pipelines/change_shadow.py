@@ -9,7 +9,8 @@ metadata (not every input has them): the displacement is *measured* from the sce
 * the whole-grid cloud map is cross-correlated (FFT) with the map of shadow-like darkening
   outside clouds, within the reach of a shadow; the best displacement gives the scene's shadow
   direction, and is only trusted when the moved cloud lands clearly on darkened ground (far
-  more than the darkening around the cloud in general);
+  more than the darkening around the cloud in general) and the darkening ends where the moved
+  cloud's outline ends (a few bright roofs moved into a large dark pond fit inside only);
 * every cloud object of a useful size then looks for its own distance along that direction
   (clouds at other heights cast their shadows nearer or further), keeping the scene's when its
   own match is weak;
@@ -40,6 +41,9 @@ WORK_PX = 384
 MIN_MATCH = 0.1
 #: ... and this many times more often than darkening occurs around clouds in general.
 MIN_CONTRAST = 4.0
+#: Around the moved cloud (2 cells), the darkened share must be at most this part of the share
+#: inside it: the darkening ends with the cloud's shape.
+MAX_EDGE_SHARE = 0.5
 #: Cloud objects smaller than this (working cells) take the scene's displacement.
 MIN_OBJECT_CELLS = 12
 #: Distances tried per cloud object along the shadow direction.
@@ -74,6 +78,15 @@ def _reduce(a: np.ndarray, k: int, how: str) -> np.ndarray:
     return r.any(axis=(1, 3)) if how == "any" else r.mean(axis=(1, 3), dtype=np.float32)
 
 
+def _moved(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``a`` moved by (dx, dy) cells (x = columns), zero where nothing moved in."""
+    out = np.zeros_like(a)
+    h, w = a.shape
+    src = a[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
+
+
 def _correlate(a: np.ndarray, cloud: np.ndarray) -> np.ndarray:
     """``out[dy + h - 1, dx + w - 1] = sum_p cloud[p] * a[p + (dy, dx)]`` for every shift."""
     from scipy import signal  # only scenes with clouds need it
@@ -88,7 +101,7 @@ def _object_distance(rows: np.ndarray, cols: np.ndarray, unit: np.ndarray, reach
     if rows.size > 1024:  # a regular subsample is enough to place a large object
         step = int(np.ceil(rows.size / 1024))
         rows, cols = rows[::step], cols[::step]
-    best = (0.0, 0.0)
+    best = (0.0, 0.0, 0.0)  # distance, score, share of the visible cells that darkened
     for t in np.linspace(1.0, reach, DISTANCE_STEPS):
         r = np.rint(rows + t * unit[1]).astype(int)
         c = np.rint(cols + t * unit[0]).astype(int)
@@ -97,10 +110,11 @@ def _object_distance(rows: np.ndarray, cols: np.ndarray, unit: np.ndarray, reach
         free = ~cloud[r, c]
         if free.sum() < 0.3 * rows.size:
             continue
-        m = float(dark[r[free], c[free]].mean())
-        if m > best[1]:
-            best = (float(t), m)
-    return best
+        hit = float(dark[r[free], c[free]].sum())
+        score = hit * hit / float(free.sum())  # as for the scene's displacement
+        if score > best[1]:
+            best = (float(t), score, hit / float(free.sum()))
+    return best[0], best[2]
 
 
 def _members(owner: np.ndarray, n: int, rows: np.ndarray, cols: np.ndarray,
@@ -172,12 +186,19 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
     background = float(d[(ndimage.distance_transform_edt(free) <= reach) & free].mean()) if free.any() else 0.0
     if not allowed.any():
         return _sized_fallback(cloud, dark, disc), ShadowFit((0.0, 0.0), 0.0, background, False)
-    score = np.where(allowed, hits, -1.0)
+    # most darkened cells covered, and as few undarkened ones: a shadow partly hidden under its
+    # cloud is covered as fully by slightly longer displacements, which also cover bright ground
+    score = np.where(allowed, hits * hits / np.maximum(visible, 1e-9), -1.0)
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
     sy, sx = float(dy[i, 0]), float(dx[0, j])
     match = float(hits[i, j] / max(1e-9, visible[i, j]))
+    # A shadow has its cloud's shape: the darkening ends where the moved cloud ends. A few
+    # bright roofs moved into a large dark pond match inside but not at the edge.
+    moved_c = _moved(c, int(sx), int(sy))
+    band = ndimage.binary_dilation(moved_c, iterations=2) & ~moved_c & free
+    edge = float(d[band].mean()) if band.any() else 0.0
     found = (match >= MIN_MATCH and match >= MIN_CONTRAST * background
-             and hits[i, j] >= MIN_OBJECT_CELLS)
+             and hits[i, j] >= MIN_OBJECT_CELLS and edge <= MAX_EDGE_SHARE * match)
     fit = ShadowFit((sx * k, sy * k), round(match, 4), round(background, 4), bool(found))
     if not found:
         return _sized_fallback(cloud, dark, disc), fit
