@@ -139,12 +139,16 @@ def _sized_fallback(cloud: np.ndarray, dark: np.ndarray, disc: np.ndarray) -> np
     if (edge > 0).any():
         return disc
     largest = float(np.bincount(lab_c.ravel())[1:].max()) if n_c else 0.0
-    lab_d, n_d = ndimage.label(dark & disc & ~cloud, structure=eight)
+    near_dark = dark & disc & ~cloud
+    # Darkening is speckled at its threshold (an algae pond comes out in pieces): pieces within
+    # 2 px are one region, whose size is its darkened pixels.
+    lab_d, n_d = ndimage.label(ndimage.binary_dilation(near_dark, structure=eight, iterations=2), structure=eight)
     if n_d == 0:
         return np.zeros_like(disc)
-    small = np.bincount(lab_d.ravel()) <= SHADOW_SIZE_RATIO * largest
+    size = np.bincount(lab_d[near_dark], minlength=n_d + 1)
+    small = size <= SHADOW_SIZE_RATIO * largest
     small[0] = False
-    return small[lab_d]
+    return small[lab_d] & near_dark
 
 
 def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[np.ndarray, ShadowFit]:
