@@ -10,7 +10,10 @@ metadata (not every input has them): the displacement is *measured* from the sce
   outside clouds, within the reach of a shadow; the best displacement gives the scene's shadow
   direction, and is only trusted when the moved cloud lands clearly on darkened ground (far
   more than the darkening around the cloud in general) and the darkening ends where the moved
-  cloud's outline ends (a few bright roofs moved into a large dark pond fit inside only);
+  cloud's outline ends (a few bright roofs moved into a large dark pond fit inside only), and
+  when no displacement in another direction (over 60 degrees off) comes close: one sun, one
+  direction (scattered bright fields taken for clouds match dark fields about equally well in
+  many directions);
 * every cloud object of a useful size then looks for its own distance along that direction
   (clouds at other heights cast their shadows nearer or further), keeping the scene's when its
   own match is weak;
@@ -44,6 +47,8 @@ MIN_CONTRAST = 4.0
 #: Around the moved cloud (2 cells), the darkened share must be at most this part of the share
 #: inside it: the darkening ends with the cloud's shape.
 MAX_EDGE_SHARE = 0.5
+#: The best displacement's score must be this many times that of any other direction.
+MIN_DIRECTION_CONTRAST = 2.0
 #: Cloud objects smaller than this (working cells) take the scene's displacement.
 MIN_OBJECT_CELLS = 12
 #: Distances tried per cloud object along the shadow direction.
@@ -196,13 +201,20 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
     sy, sx = float(dy[i, 0]), float(dx[0, j])
     match = float(hits[i, j] / max(1e-9, visible[i, j]))
+    # One sun, one direction: the best displacement must clearly beat every displacement more
+    # than 60 degrees away from it (scattered bright objects taken for clouds match dark fields
+    # in many directions about equally).
+    turn = np.abs((np.arctan2(dy, dx) - np.arctan2(sy, sx) + np.pi) % (2 * np.pi) - np.pi)
+    other = allowed & (turn > np.pi / 3)
+    rival = float(score[other].max()) if other.any() else 0.0
     # A shadow has its cloud's shape: the darkening ends where the moved cloud ends. A few
     # bright roofs moved into a large dark pond match inside but not at the edge.
     moved_c = _moved(c, int(sx), int(sy))
     band = ndimage.binary_dilation(moved_c, iterations=2) & ~moved_c & free
     edge = float(d[band].mean()) if band.any() else 0.0
     found = (match >= MIN_MATCH and match >= MIN_CONTRAST * background
-             and hits[i, j] >= MIN_OBJECT_CELLS and edge <= MAX_EDGE_SHARE * match)
+             and hits[i, j] >= MIN_OBJECT_CELLS and edge <= MAX_EDGE_SHARE * match
+             and score[i, j] >= MIN_DIRECTION_CONTRAST * rival)
     fit = ShadowFit((sx * k, sy * k), round(match, 4), round(background, 4), bool(found))
     if not found:
         return _sized_fallback(cloud, dark, disc), fit

@@ -47,16 +47,17 @@ def test_displacement_recovered_in_any_direction(angle, dist):
 
 
 def test_clouds_at_two_heights_cast_shadows_at_two_distances():
-    cloud = np.zeros((300, 300), bool)
+    cloud = np.zeros((400, 400), bool)
     dark = np.zeros_like(cloud)
     cloud[40:70, 40:80] = True
     dark[40 + 30:70 + 30, 40 + 40:80 + 40] = True  # low cloud: shadow 50 px away
-    cloud[180:200, 60:120] = True
-    dark[180 + 60:200 + 60, 60 + 80:120 + 80] = True  # high cloud, same direction: 100 px
+    cloud[200:220, 200:260] = True
+    dark[200 + 60:220 + 60, 200 + 80:260 + 80] = True  # high cloud, same direction: 100 px
     dark &= ~cloud
     zone, fit = shadow_zone(cloud, dark, 150.0)
     assert fit.found
     assert zone[dark].mean() > 0.97
+    assert zone.sum() < 4 * dark.sum()
 
 
 def test_no_displacement_keeps_darkening_no_larger_than_the_clouds():
