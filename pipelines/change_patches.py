@@ -59,11 +59,13 @@ from tuban.pipelines.change_blob_ops import (
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
 from tuban.pipelines.change_frame import (
+    MIN_TRUE_RECTANGULARITY,
     before_wetness,
     drop_duplicate_bodies,
     frame_brightness_step,
     framed_parts,
     outer_ring,
+    true_rectangularity,
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
 
@@ -251,7 +253,9 @@ def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, fac
     """
     framed = max(facts.get("frame_step", np.inf), facts.get("frame_bright", -np.inf)) >= MIN_FRAME_STEP
     pond = (is_pond_like(stats, settings, pixel_size_m) and solidity >= 0.6
-            and facts.get("open_edge", 0.0) <= MAX_OPEN_EDGE and framed)
+            and facts.get("open_edge", 0.0) <= MAX_OPEN_EDGE and framed
+            and true_rectangularity(stats.rectangularity, stats.side_min_m, stats.side_max_m,
+                                    pixel_size_m) > MIN_TRUE_RECTANGULARITY)
     if value == CODE["new_water"]:
         # Weak water (algae, turbid) or wet mud already before, inside a drier frame (the pond
         # was there): a pond that changed colour or was refilled, not a new one. A pond dug in

@@ -1,4 +1,5 @@
-"""Cloud shadows by geometry (:mod:`tuban.pipelines.change_shadow`) and saturated mud floors.
+"""Cloud shadows by geometry (:mod:`tuban.pipelines.change_shadow`), saturated mud floors and
+the pixel-staircase-corrected rectangularity of ponds.
 
 Unit tests of the displacement fit and the shadow zone, and a small 10 m scene in which a cloud
 casts its shadow over an algae pond dug under it (nothing may be reported there) while another
@@ -146,3 +147,38 @@ def test_algae_pond_away_from_the_shadow_is_found_and_the_shadow_masked(tmp_path
     shadow_px = cloud_px - (r1 - (r0 + dy)) * (c1 + dx - c0) if r1 > r0 + dy else cloud_px
     assert result.stats["pixels"]["masked"] >= 0.9 * (cloud_px + shadow_px)
     assert result.stats["pixels"]["masked"] <= 1.6 * (cloud_px + shadow_px)
+
+
+def _pixelated(poly, pixel_m=10.0):
+    """The polygon as a 10 m pixel mask polygonised back (what the change raster gives)."""
+    import rasterio.features
+    from affine import Affine
+    from shapely.geometry import shape
+
+    x0, y0, x1, y1 = poly.bounds
+    t = Affine(pixel_m, 0, x0 - pixel_m, 0, -pixel_m, y1 + pixel_m)
+    w, h = int((x1 - x0) / pixel_m) + 3, int((y1 - y0) / pixel_m) + 3
+    mask = rasterio.features.rasterize([poly], out_shape=(h, w), transform=t).astype(np.uint8)
+    parts = [shape(g) for g, v in rasterio.features.shapes(mask, mask=mask > 0, transform=t) if v == 1]
+    return max(parts, key=lambda p: p.area)
+
+
+def test_true_rectangularity_keeps_small_rotated_ponds_and_rejects_large_irregular_fields():
+    from shapely import affinity
+    from shapely.geometry import Polygon
+
+    from tuban.imagery.ponds import shape_stats
+    from tuban.pipelines.change_frame import MIN_TRUE_RECTANGULARITY, true_rectangularity
+
+    def true_rect(poly):
+        s = shape_stats(_pixelated(poly), 10.0)
+        return s.rectangularity, true_rectangularity(s.rectangularity, s.side_min_m, s.side_max_m, 10.0)
+
+    for angle in (0, 20, 35, 45):  # 60 x 50 m ponds, rotated: pixelation costs up to ~30 %
+        raw, true = true_rect(affinity.rotate(box(0, 0, 60, 50), angle))
+        assert true > MIN_TRUE_RECTANGULARITY
+    # a 4 ha flooded paddy block with skewed field boundaries
+    field = Polygon([(0, 0), (300, 0), (200, 200), (60, 180)])
+    raw, true = true_rect(field)
+    assert raw > 0.65  # it passed the raw rectangularity test
+    assert true < MIN_TRUE_RECTANGULARITY
