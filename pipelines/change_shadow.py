@@ -93,10 +93,16 @@ def _moved(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 def _correlate(a: np.ndarray, cloud: np.ndarray) -> np.ndarray:
-    """``out[dy + h - 1, dx + w - 1] = sum_p cloud[p] * a[p + (dy, dx)]`` for every shift."""
-    from scipy import signal  # only scenes with clouds need it
+    """``out[dy + h - 1, dx + w - 1] = sum_p cloud[p] * a[p + (dy, dx)]`` for every shift.
 
-    return signal.fftconvolve(a.astype(np.float32), cloud[::-1, ::-1].astype(np.float32), mode="full")
+    The full linear cross-correlation by FFT (numpy's, zero-padded: no wrap-around); a few
+    hundred cells a side, so it costs milliseconds.
+    """
+    shape = (a.shape[0] + cloud.shape[0] - 1, a.shape[1] + cloud.shape[1] - 1)
+    spec = np.fft.rfft2(a.astype(np.float64), s=shape) * np.fft.rfft2(cloud[::-1, ::-1].astype(np.float64), s=shape)
+    out = np.fft.irfft2(spec, s=shape)
+    np.maximum(out, 0.0, out=out)  # sums of non-negative terms: round-off below zero is zero
+    return out
 
 
 def _object_distance(rows: np.ndarray, cols: np.ndarray, unit: np.ndarray, reach: float,
