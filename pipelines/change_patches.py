@@ -58,6 +58,7 @@ from tuban.pipelines.change_blob_ops import (
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
+from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
 from tuban.pipelines.change_frame import (
     MIN_TRUE_RECTANGULARITY,
     before_wetness,
@@ -409,6 +410,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         facts = {"open_edge": _open_edge(inside, labels, wet, ring1),
                  "frame_step": _frame_step(inside, labels, wet_index, ring1) / max(1e-6, t.change)}
         if value == CODE["new_water"]:  # dikes are bright: a brighter rim frames weak-index ponds too
+            facts["wet_index"] = float(np.nanmedian(ia[inside]))  # :mod:`change_fields`
+            facts["texture"] = brightness_texture(nir, inside)
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
             facts["before_wetness"] = before_wetness(ib[inside], t)
             facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
@@ -487,7 +490,9 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
                             "aspect": stats.aspect, "solidity": solidity, "geometry": poly,
-                            "framed_body": facts.get("framed_body", False)})
+                            "framed_body": facts.get("framed_body", False),
+                            "wet_index": facts.get("wet_index", np.nan),
+                            "texture": facts.get("texture", np.nan), "contrast": contrast})
     return out
 
 
@@ -520,6 +525,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
                    for c in _chunks(blobs, 64)]
         parts = results(futures)
     records = drop_duplicate_bodies([r for part in parts for r in part])
+    demote_flooded_fields(records, job.thresholds.water)  # flooded paddy blocks (per scene, after all parts: worker-count free)
     columns = COLUMNS
     if dry_ponds:  # in this process, after the water changes: independent of the worker count
         from tuban.pipelines.change_dug import dry_pond_records
