@@ -33,8 +33,8 @@ def test_weak_body_larger_than_every_open_pond_becomes_new_water():
     recs = [_rec(9000, 0.45, texture=0.03), _rec(8000, 0.40, texture=0.02), _rec(12000, 0.42, texture=0.03),
             _rec(40000, 0.05), _rec(5000, 0.02), _rec(30000, 0.0, kind="new_water"),
             _rec(36000, 0.04, texture=0.03)]  # a large algae pond: as smooth as the open ones
-    # half-way from the water threshold to the new ponds' median index (0.05 + 0.40) / 2
-    assert open_water_level(recs, 0.15) == pytest.approx(0.5 * (0.15 + 0.225))
+    # a quarter of the way from the water threshold to the new ponds' median index (0.05 + 0.40) / 2
+    assert open_water_level(recs, 0.15) == pytest.approx(0.15 + 0.25 * (0.225 - 0.15))
     assert demote_flooded_fields(recs, 0.15) == 1
     assert [r["kind"] for r in recs] == ["new_pond", "new_pond", "new_pond", "new_water", "new_pond", "new_water",
                                          "new_pond"]
