@@ -29,10 +29,11 @@ ROUGHER_THAN = 0.9
 WEAK_SHARE = 0.25
 
 
-def brightness_texture(bright: np.ndarray, inside: np.ndarray) -> float:
+def brightness_texture(bright: np.ndarray, inside: np.ndarray, core: np.ndarray | None = None) -> float:
     """Coefficient of variation of the after-date brightness over the part's inner pixels.
 
-    The part's 1-px edge is left out (mixed with the dikes) unless nothing else is left.
+    ``core``: ``inside`` eroded by one pixel (its edge is mixed with the dikes), when already
+    at hand; the whole part is used when fewer than 4 core pixels are left.
 
     Example:
         >>> b = np.full((6, 6), 40.0)
@@ -40,12 +41,16 @@ def brightness_texture(bright: np.ndarray, inside: np.ndarray) -> float:
         >>> round(brightness_texture(b, np.ones((6, 6), bool)), 3)
         0.117
     """
-    from scipy import ndimage
+    if core is None:
+        from scipy import ndimage
 
-    core = ndimage.binary_erosion(inside)
-    vals = np.asarray(bright, dtype=np.float64)[core if core.sum() >= 4 else inside]
-    mean = float(vals.mean()) if vals.size else 0.0
-    return float(vals.std() / mean) if mean > 0 else 0.0
+        core = ndimage.binary_erosion(inside)
+    vals = np.asarray(bright)[core if np.count_nonzero(core) >= 4 else inside].astype(np.float64)
+    if vals.size == 0:
+        return 0.0
+    mean = float(np.add.reduce(vals)) / vals.size
+    var = max(0.0, float(np.add.reduce(vals * vals)) / vals.size - mean * mean)
+    return float(np.sqrt(var) / mean) if mean > 0 else 0.0
 
 
 def open_water_level(records: list[dict], water_threshold: float) -> float | None:

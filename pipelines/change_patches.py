@@ -51,6 +51,7 @@ from tuban.pipelines.change_blob_ops import (
     CROSS,
     bounds_window,
     dilate4,
+    erode4,
     median32,
     nanmean32,
     open4,
@@ -410,8 +411,10 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         facts = {"open_edge": _open_edge(inside, labels, wet, ring1),
                  "frame_step": _frame_step(inside, labels, wet_index, ring1) / max(1e-6, t.change)}
         if value == CODE["new_water"]:  # dikes are bright: a brighter rim frames weak-index ponds too
-            facts["wet_index"] = float(np.nanmedian(ia[inside]))  # :mod:`change_fields`
-            facts["texture"] = brightness_texture(nir, inside)
+            wet_vals = ia[inside]  # :mod:`change_fields`: weak-water level and roughness
+            wet_vals = wet_vals[np.isfinite(wet_vals)]
+            facts["wet_index"] = float(median32(wet_vals)) if wet_vals.size else float("nan")
+            facts["texture"] = brightness_texture(nir, inside, erode4(inside))
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
             facts["before_wetness"] = before_wetness(ib[inside], t)
             facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
