@@ -65,6 +65,7 @@ from tuban.pipelines.change_pool import (
     stack_path,
     store_block,
 )
+from tuban.pipelines.change_shadow import shadow_zone
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
 
@@ -232,7 +233,7 @@ def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> int:
-    """Mask (in place) shadow-like darkening within ``reach_m`` of any cloud of either date.
+    """Mask (in place) shadow-like darkening where a cloud of either date casts its shadow.
 
     Clouds are found per block; their shadows can fall kilometres away, beyond any block halo,
     so proximity is measured here on a coarse whole-grid cloud map.
@@ -240,23 +241,26 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
     Returns:
         How many pixels were newly masked.
     """
-    from scipy import ndimage
-
     factor = max(1, int(math.ceil(max(grid.width, grid.height) / 2048)))
     ch, cw = -(-grid.height // factor), -(-grid.width // factor)
     coarse = np.zeros((ch, cw), dtype=bool)
+    coarse_dark = np.zeros((ch, cw), dtype=bool)
     for r in range(0, grid.height, strip_px):
         flags = np.asarray(stack[4, r:r + strip_px])
-        cl = (flags & 1).astype(bool)
-        pad = (-cl.shape[0] % factor, -cl.shape[1] % factor)
-        cl = np.pad(cl, ((0, pad[0]), (0, pad[1])))
-        red = cl.reshape(cl.shape[0] // factor, factor, cw, factor).any(axis=(1, 3))
-        coarse[r // factor: r // factor + red.shape[0]] |= red
+        for bit, target in ((1, coarse), (2, coarse_dark)):
+            cl = (flags & bit).astype(bool)
+            pad = (-cl.shape[0] % factor, -cl.shape[1] % factor)
+            cl = np.pad(cl, ((0, pad[0]), (0, pad[1])))
+            red = cl.reshape(cl.shape[0] // factor, factor, cw, factor).any(axis=(1, 3))
+            target[r // factor: r // factor + red.shape[0]] |= red
     if not coarse.any():
         return 0
     changed = 0
     reach_px = reach_m / (grid.pixel_size_m * factor)
-    near = ndimage.distance_transform_edt(~coarse) <= reach_px
+    # Only where a cloud's own shape, moved along the measured shadow direction, lands
+    # (change_shadow); within reach of any cloud when no displacement can be measured.
+    near, fit = shadow_zone(coarse, coarse_dark, reach_px)
+    log.debug("cloud shadow fit: %s", fit)
     for r in range(0, grid.height, strip_px):
         rows = np.arange(r, min(grid.height, r + strip_px)) // factor
         cols = np.arange(grid.width) // factor

@@ -31,11 +31,36 @@ from shapely.geometry import shape
 from tuban.pipelines.change_blob_ops import CROSS, bounds_window, dilate4, median32
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, dark_level_q, dequantise_index
 
-__all__ = ["BODY_MIN_SOLIDITY", "before_wetness", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
+__all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
 
 #: Share of a framed body a 3x3 opening must keep (the direct pond test asks 0.6): a body is
 #: decided without per-pixel water evidence, so it must be a solid dug block.
 BODY_MIN_SOLIDITY = 0.8
+
+
+#: A pond is more rectangular than the ellipse inscribed in its bounding rectangle (pi / 4),
+#: once the pixel staircase is taken out of the rectangle (:func:`true_rectangularity`).
+MIN_TRUE_RECTANGULARITY = float(np.pi / 4.0)
+
+
+def true_rectangularity(rectangularity: float, side_min_m: float, side_max_m: float,
+                        pixel_size_m: float) -> float:
+    """Rectangularity with the pixel staircase taken out of the bounding rectangle.
+
+    The minimum rotated rectangle of a pixelated outline is about one pixel longer and wider
+    than the shape itself, so a small rotated pond scores ~0.7 while a large irregular field
+    scores the same for its shape alone. Shrinking the rectangle by one pixel in each direction
+    removes that bias (capped at 1): small pixelated ponds come out near 1, large flooded paddy
+    fields keep their irregularity.
+
+    Example:
+        >>> round(true_rectangularity(0.72, 60.0, 60.0, 10.0), 2), round(true_rectangularity(0.72, 240.0, 240.0, 10.0), 2)
+        (1.0, 0.78)
+    """
+    a, b = side_min_m - pixel_size_m, side_max_m - pixel_size_m
+    if a <= 0 or b <= 0:
+        return 1.0
+    return float(min(1.0, rectangularity * side_min_m * side_max_m / (a * b)))
 
 
 def outer_ring(inside: np.ndarray, labels: np.ndarray) -> np.ndarray:

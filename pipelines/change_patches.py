@@ -53,6 +53,7 @@ from tuban.pipelines.change_blob_ops import (
     CROSS,
     bounds_window,
     dilate4,
+    erode4,
     median32,
     nanmean32,
     open4,
@@ -60,12 +61,15 @@ from tuban.pipelines.change_blob_ops import (
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
+from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
 from tuban.pipelines.change_frame import (
+    MIN_TRUE_RECTANGULARITY,
     before_wetness,
     drop_duplicate_bodies,
     frame_brightness_step,
     framed_parts,
     outer_ring,
+    true_rectangularity,
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
 
@@ -177,11 +181,14 @@ class LostFloor:
         clearly darker than its own dike frame (by :data:`MUD_FRAME_RATIO`), and wetter than
         land. Fill and bare soil are brighter than the land median, and only a little darker
         than dikes at best (grassy dikes are darker than bare ones); a floor under grass or
-        young crops is dark but drier than land.
+        young crops is dark but drier than land. A floor whose index still reaches the scene's
+        weak-water level (saturated) is mud when it is at most as much brighter than the land
+        median as :data:`MUD_FRAME_RATIO` allows (fresh mud dries lighter; fill is brighter).
         """
         frame = self.frame_level if np.isfinite(self.frame_level) else 1.0
         darker = self.level < 1.0 or self.level < MUD_FRAME_RATIO * frame
-        return bool(darker and self.wetness > self.mud_wetness)
+        saturated = self.wetness >= 2.0 * self.mud_wetness and self.level < 1.0 / MUD_FRAME_RATIO
+        return bool((darker or saturated) and self.wetness > self.mud_wetness)
 
 
 def _open_edge(inside: np.ndarray, labels: np.ndarray, wet: np.ndarray, ring: np.ndarray | None = None) -> float:
@@ -250,7 +257,9 @@ def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, fac
     """
     framed = max(facts.get("frame_step", np.inf), facts.get("frame_bright", -np.inf)) >= MIN_FRAME_STEP
     pond = (is_pond_like(stats, settings, pixel_size_m) and solidity >= 0.6
-            and facts.get("open_edge", 0.0) <= MAX_OPEN_EDGE and framed)
+            and facts.get("open_edge", 0.0) <= MAX_OPEN_EDGE and framed
+            and true_rectangularity(stats.rectangularity, stats.side_min_m, stats.side_max_m,
+                                    pixel_size_m) > MIN_TRUE_RECTANGULARITY)
     if value == CODE["new_water"]:
         # Weak water (algae, turbid) or wet mud already before, inside a drier frame (the pond
         # was there): a pond that changed colour or was refilled, not a new one. A pond dug in
@@ -407,6 +416,10 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         facts = {"open_edge": _open_edge(inside, labels, wet, ring1),
                  "frame_step": _frame_step(inside, labels, wet_index, ring1) / max(1e-6, t.change)}
         if value == CODE["new_water"]:  # dikes are bright: a brighter rim frames weak-index ponds too
+            wet_vals = ia[inside]  # :mod:`change_fields`: weak-water level and roughness
+            wet_vals = wet_vals[np.isfinite(wet_vals)]
+            facts["wet_index"] = float(median32(wet_vals)) if wet_vals.size else float("nan")
+            facts["texture"] = brightness_texture(nir, inside, erode4(inside))
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
             facts["before_wetness"] = before_wetness(ib[inside], t)
             facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
@@ -487,7 +500,9 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
                             "aspect": stats.aspect, "solidity": solidity, "geometry": poly,
-                            "framed_body": facts.get("framed_body", False)})
+                            "framed_body": facts.get("framed_body", False),
+                            "wet_index": facts.get("wet_index", np.nan),
+                            "texture": facts.get("texture", np.nan), "contrast": contrast})
     return out
 
 
@@ -520,6 +535,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
                    for c in _chunks(blobs, 64)]
         parts = results(futures)
     records = drop_duplicate_bodies([r for part in parts for r in part])
+    demote_flooded_fields(records, job.thresholds.water)  # flooded paddy blocks (per scene, after all parts: worker-count free)
     columns = COLUMNS
     if dry_ponds:  # in this process, after the water changes: independent of the worker count
         from tuban.pipelines.change_dug import dry_pond_records
