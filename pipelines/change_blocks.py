@@ -232,8 +232,18 @@ def code_pixels(index_before: np.ndarray, index_after: np.ndarray, bright_before
     codes = np.zeros(index_before.shape, dtype=np.uint8)
     # copyto(where=) writes in place without building index arrays; the classes are disjoint.
     np.copyto(codes, np.uint8(CODE["water"]), where=wb & wa)
-    # Only pixels that are water on one date alone can be new or lost: the index difference is
-    # taken there alone (the same float32 subtraction pixel by pixel as on the whole block).
+    _code_one_date_water(codes, index_before, index_after, wb, wa, t)
+    np.copyto(codes, np.uint8(CODE["masked"]), where=~valid)
+    return codes
+
+
+def _code_one_date_water(codes: np.ndarray, index_before: np.ndarray, index_after: np.ndarray,
+                         wb: np.ndarray, wa: np.ndarray, t: WaterThresholds) -> None:
+    """Code (in place) new and lost water among the pixels that are water on one date alone.
+
+    Only those pixels can be new or lost, so the index difference is taken there alone (the
+    same float32 subtraction pixel by pixel as on the whole block).
+    """
     at = np.flatnonzero(wa ^ wb)
     if at.size:
         d = np.subtract(index_after.ravel()[at], index_before.ravel()[at])
@@ -242,8 +252,6 @@ def code_pixels(index_before: np.ndarray, index_after: np.ndarray, bright_before
         with np.errstate(invalid="ignore"):
             flat[at[gained & (d > t.change)]] = CODE["new_water"]
             flat[at[~gained & (d < -t.change)]] = CODE["lost_water"]
-    np.copyto(codes, np.uint8(CODE["masked"]), where=~valid)
-    return codes
 
 
 def quantise_index(index: np.ndarray) -> np.ndarray:
@@ -478,14 +486,7 @@ def _code_strip(out: np.ndarray, job: BlockJob, before: dict[str, np.ndarray], a
     wa = (ia > t.weak_water) & (ba < t.dark_level)
     wa |= open_a
     codes = (wb & wa).view(np.uint8)  # CODE["water"] is 1, CODE["land"] 0
-    at = np.flatnonzero(wa ^ wb)
-    if at.size:
-        d = np.subtract(ia.ravel()[at], ib.ravel()[at])
-        gained = wa.ravel()[at]
-        flat = codes.reshape(-1)
-        with np.errstate(invalid="ignore"):
-            flat[at[gained & (d > t.change)]] = CODE["new_water"]
-            flat[at[~gained & (d < -t.change)]] = CODE["lost_water"]
+    _code_one_date_water(codes, ib, ia, wb, wa, t)
     np.copyto(codes, np.uint8(CODE["masked"]), where=~valid)
     out[0] = codes
     all_b, all_a = bool(fin_b.all()), bool(fin_a.all())

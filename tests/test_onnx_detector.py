@@ -16,18 +16,9 @@ from tuban import ModelError
 from tuban.cli import app
 from tuban.models.onnx_detector import decode_yolo, nms_xyxy
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "pond_yolo11n.pt"
-needs_ort = pytest.mark.skipif(
-    not SHIPPED.is_file() or any(__import__("importlib").util.find_spec(m) is None for m in ("onnxruntime", "onnx")),
-    reason="shipped model, onnxruntime or onnx missing")
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
+sys.path.insert(0, str(Path(__file__).parent))
+from onnx_helpers import SHIPPED, needs_ort  # noqa: E402
+from onnx_helpers import box_iou as _iou  # noqa: E402
 
 # --- pure decoding ---------------------------------------------------------------------------
 
