@@ -161,10 +161,21 @@ def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[
     return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
 
 
-def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, pool: Executor | None = None):
-    """Median phase-correlation shift over sample windows (x, y in pixels) and best response."""
+def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, pool: Executor | None = None,
+                   threads: bool = False):
+    """Median phase-correlation shift over sample windows (x, y in pixels) and best response.
+
+    ``pool``: worker processes for the correlations; ``threads``: two threads of this process
+    instead (never both; the estimates do not depend on where they run).
+    """
     pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
-    estimates = map_in(pool, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
+    if threads and pool is None:
+        import concurrent.futures as cf
+
+        with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuban-shift") as tp:
+            estimates = list(tp.map(estimate_shift, [b for b, _ in pairs], [a for _, a in pairs]))
+    else:
+        estimates = map_in(pool, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
     shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:
         return (0.0, 0.0), 0.0
@@ -186,8 +197,10 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         pool, _sample_date, [before, after], [grid, grid], [windows, windows])
     sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
-    # In this process: five 512 px correlations cost no more than shipping the windows to workers.
-    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name)
+    # In this process: five 512 px correlations cost no more than shipping the windows to workers
+    # (with workers, in two threads: the FFTs run outside the GIL).
+    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name,
+                                     threads=pool is not None)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
         cat_a, bright_a, invalid_a = _sample_date(after, grid, windows, applied)
