@@ -61,7 +61,6 @@ from tuban.pipelines.change_pool import (
     StackFile,
     code_blocks,
     local_pool,
-    map_in,
     stack_path,
     store_block,
 )
@@ -141,7 +140,7 @@ def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0,
     """One date's sample windows, concatenated (role -> 1-D array, window after window), the
     scene brightness of its pixels where every reflective band is finite, and its
     :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
-    finite). A per-date task: with workers both dates are measured at once (:func:`_both_dates`)."""
+    finite). A per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
     samples = _read_samples(src, grid, windows, shift)
     cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
     spectral = _spectral(cat)
@@ -161,21 +160,14 @@ def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[
     return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
 
 
-def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, pool: Executor | None = None,
-                   threads: bool = False):
+def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, threads: bool = False):
     """Median phase-correlation shift over sample windows (x, y in pixels) and best response.
 
-    ``pool``: worker processes for the correlations; ``threads``: two threads of this process
-    instead (never both; the estimates do not depend on where they run).
+    ``threads``: the correlations in two threads of this process (the estimates do not depend
+    on where they run).
     """
     pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
-    if threads and pool is None:
-        import concurrent.futures as cf
-
-        with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuban-shift") as tp:
-            estimates = list(tp.map(estimate_shift, [b for b, _ in pairs], [a for _, a in pairs]))
-    else:
-        estimates = map_in(pool, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
+    estimates = _map_threads(threads, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
     shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:
         return (0.0, 0.0), 0.0
@@ -193,8 +185,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    (cat, bright_b, invalid_b), (cat_a, bright_a, invalid_a) = _both_dates(
-        pool, _sample_date, [before, after], [grid, grid], [windows, windows])
+    (cat, bright_b, invalid_b), (cat_a, bright_a, invalid_a) = _map_threads(
+        pool is not None, _sample_date, [before, after], [grid, grid], [windows, windows])
     sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     # In this process: five 512 px correlations cost no more than shipping the windows to workers
@@ -241,19 +233,20 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     return job, stats
 
 
-def _both_dates(pool: Executor | None, fn, *iterables) -> list:
-    """``map_in`` for the two per-date sample tasks: with workers, two threads of this process.
+def _map_threads(threads: bool, fn, *iterables) -> list:
+    """``list(map(fn, *iterables))``, in two threads of this process when ``threads``.
 
-    The reads decode in GDAL and the statistics are large numpy passes, both outside the GIL,
-    so two threads measure both dates at once without pickling ~40 MB of samples per date
-    back from a worker process (measured slower than doing it serially).
+    For the preparation's per-date sample tasks and phase correlations with workers: the reads
+    decode in GDAL, the FFTs and statistics are large numpy passes, all outside the GIL, so two
+    threads run two at once without pickling ~40 MB of samples per date back from a worker
+    process (measured slower than doing it serially).
     """
-    if pool is None:
+    if not threads:
         return list(map(fn, *iterables))
     import concurrent.futures as cf
 
-    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuban-sample") as threads:
-        return list(threads.map(fn, *iterables))
+    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuban-prepare") as pool:
+        return list(pool.map(fn, *iterables))
 
 
 def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
