@@ -64,7 +64,7 @@ from tuban.pipelines.change_pool import (
     stack_path,
     store_block,
 )
-from tuban.pipelines.change_shadow import shadow_zone
+from tuban.pipelines.change_shadow import reduce_cells, shadow_zone
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
 
@@ -270,10 +270,7 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
     for r in range(0, grid.height, strip_px):
         flags = np.asarray(stack[4, r:r + strip_px])
         for bit, target in ((1, coarse), (2, coarse_dark)):
-            cl = (flags & bit).astype(bool)
-            pad = (-cl.shape[0] % factor, -cl.shape[1] % factor)
-            cl = np.pad(cl, ((0, pad[0]), (0, pad[1])))
-            red = cl.reshape(cl.shape[0] // factor, factor, cw, factor).any(axis=(1, 3))
+            red = reduce_cells((flags & bit).astype(bool), factor, "any")
             target[r // factor: r // factor + red.shape[0]] |= red
     if not coarse.any():
         return 0

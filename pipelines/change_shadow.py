@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ShadowFit", "shadow_zone", "MIN_MATCH", "MIN_CONTRAST"]
+__all__ = ["ShadowFit", "shadow_zone", "reduce_cells", "MIN_MATCH", "MIN_CONTRAST"]
 
 #: Working grid edge for the displacement search (cells); the zone is drawn on the input grid.
 WORK_PX = 384
@@ -76,7 +76,9 @@ class ShadowFit:
     found: bool
 
 
-def _reduce(a: np.ndarray, k: int, how: str) -> np.ndarray:
+def reduce_cells(a: np.ndarray, k: int, how: str) -> np.ndarray:
+    """``a`` on a ``k`` times coarser grid (zero-padded to whole cells): each cell's ``any``
+    (``how="any"``) or float32 mean (else) of its ``k x k`` pixels."""
     pad = (-a.shape[0] % k, -a.shape[1] % k)
     a = np.pad(a, ((0, pad[0]), (0, pad[1])))
     r = a.reshape(a.shape[0] // k, k, a.shape[1] // k, k)
@@ -186,9 +188,9 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
     h, w = cloud.shape
     disc = ndimage.distance_transform_edt(~cloud) <= reach_px
     k = max(1, int(np.ceil(max(h, w) / WORK_PX)))
-    c = _reduce(cloud, k, "any")
+    c = reduce_cells(cloud, k, "any")
     free = ~c
-    d = _reduce(dark & ~cloud, k, "mean") * free
+    d = reduce_cells(dark & ~cloud, k, "mean") * free
     reach = reach_px / k
     hits = _correlate(d, c)
     visible = _correlate(free.astype(np.float32), c)
