@@ -17,7 +17,7 @@ from tuban.cli import app
 from tuban.models.onnx_detector import decode_yolo, nms_xyxy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_helpers import SHIPPED, needs_ort  # noqa: E402
+from onnx_helpers import SHIPPED, county_slices, needs_ort  # noqa: E402
 from onnx_helpers import box_iou as _iou  # noqa: E402
 
 # --- pure decoding ---------------------------------------------------------------------------
@@ -65,21 +65,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scene_slices(tmp_path_factory):
     """Real 640 px slices of a sample county's 2 m scene, stretched as `tuban detect` does."""
-    from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-    from tuban.imagery.slicing import compute_stretch, slice_windows, to_uint8_rgb
-    from tuban.sample_data.county import CountySpec, generate_county
-
-    files = generate_county(tmp_path_factory.mktemp("county"), 7, spec=CountySpec(s2_size_px=300, hr_size_px=1200))
-    src = open_slice_source(files.hr_before)
-    bands = resolve_rgb_bands(src.band_names, src.count)
-    sample, valid = src.read_stretch_sample(bands)
-    stretch = compute_stretch(sample, valid)
-    images = []
-    for w in slice_windows(src.width, src.height, 640, 64):
-        data, ok = src.read(bands, w.col_off, w.row_off, w.width, w.height)
-        images.append(to_uint8_rgb(data, stretch, ok))
-    src.close()
-    return files, images
+    return county_slices(tmp_path_factory.mktemp("county"))
 
 
 @needs_ort

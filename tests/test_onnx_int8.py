@@ -13,27 +13,14 @@ from tuban import ModelError
 from tuban.cli import app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_helpers import SHIPPED, needs_ort  # noqa: E402
+from onnx_helpers import SHIPPED, county_slices, needs_ort  # noqa: E402
 from onnx_helpers import box_iou as _iou  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
     """A small sample county (not a calibration seed) and its 2 m scene cut into detect slices."""
-    from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-    from tuban.imagery.slicing import compute_stretch, slice_windows, to_uint8_rgb
-    from tuban.sample_data.county import CountySpec, generate_county
-
-    files = generate_county(tmp_path_factory.mktemp("county"), 7, spec=CountySpec(s2_size_px=300, hr_size_px=1200))
-    src = open_slice_source(files.hr_before)
-    bands = resolve_rgb_bands(src.band_names, src.count)
-    stretch = compute_stretch(*src.read_stretch_sample(bands))
-    images = []
-    for w in slice_windows(src.width, src.height, 640, 64):
-        data, ok = src.read(bands, w.col_off, w.row_off, w.width, w.height)
-        images.append(to_uint8_rgb(data, stretch, ok))
-    src.close()
-    return files, images
+    return county_slices(tmp_path_factory.mktemp("county"))
 
 
 @pytest.fixture(scope="module")
