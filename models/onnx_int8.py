@@ -34,7 +34,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,31 +207,24 @@ def ensure_onnx_int8(weights: str | Path, fp32_onnx: Path, gsd_m: float | None) 
     Raises:
         ModelError: the cache cannot be written or quantisation fails.
     """
-    from tuban.imagery.vector_io import write_text_atomic
+    from tuban.imagery.vector_io import atomic_path, write_text_atomic
 
     reduce_range = not cpu_has_vnni()
     onnx_path, record_path = int8_cache_entry(weights, reduce_range=reduce_range)
     fp32_sha = file_sha256(fp32_onnx)
     if _read_record(onnx_path, record_path, fp32_sha) is not None:
         return onnx_path
-    tmp = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.part")
     try:
-        onnx_path.parent.mkdir(parents=True, exist_ok=True)
-        images = calibration_slices(gsd_m)
-        log.info("quantising %s to int8 on %d calibration slices", fp32_onnx.name, len(images))
-        quantize_int8(fp32_onnx, tmp, images, reduce_range=reduce_range)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        rec = {"version": _RECORD_VERSION, "recipe": CALIBRATION_RECIPE, "seeds": list(CALIBRATION_SEEDS),
-               "calibration_slices": len(images), "reduce_range": reduce_range, "fp32_sha256": fp32_sha,
-               "onnx_sha256": file_sha256(tmp)}
-        os.replace(tmp, onnx_path)
+        with atomic_path(onnx_path, overwrite=True) as tmp:
+            images = calibration_slices(gsd_m)
+            log.info("quantising %s to int8 on %d calibration slices", fp32_onnx.name, len(images))
+            quantize_int8(fp32_onnx, tmp, images, reduce_range=reduce_range)
+            rec = {"version": _RECORD_VERSION, "recipe": CALIBRATION_RECIPE, "seeds": list(CALIBRATION_SEEDS),
+                   "calibration_slices": len(images), "reduce_range": reduce_range, "fp32_sha256": fp32_sha,
+                   "onnx_sha256": file_sha256(tmp)}
         write_text_atomic(record_path, json.dumps(rec, indent=1) + "\n", overwrite=True)  # commit mark, last
     except OSError as exc:
         raise ModelError(f"{onnx_path.parent}: cannot write the int8 cache ({exc}); set TUBAN_CACHE") from exc
     except Exception as exc:  # noqa: BLE001 - the quantiser's own errors, of any kind
         raise ModelError(f"{weights}: int8 quantisation failed ({type(exc).__name__}: {exc})") from exc
-    finally:
-        if tmp.is_file():
-            tmp.unlink()
     return onnx_path
