@@ -219,15 +219,11 @@ def _view(stack: np.ndarray, window: Window) -> np.ndarray:
 
 
 def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, pool: Executor | None,
-                stack_file: StackFile | None, progress: Progress | None = None,
-                meanwhile: Callable[[], None] | None = None) -> BlockTally:
+                stack_file: StackFile | None, progress: Progress | None = None) -> BlockTally:
     """Code every window into ``stack`` (in-process, or in ``pool`` through ``stack_file``).
 
     ``stack`` holds zeros where it was not coded before (a fresh stack; blocks coded again have
     a halo and rewrite every layer): flags that stay zero are not written.
-
-    ``meanwhile``: work for this process while the workers code (with a pool only; it runs
-    after every block is submitted, so it delays no worker).
     """
     tally = BlockTally.empty()
     total = len(windows)
@@ -244,8 +240,6 @@ def code_blocks(job: BlockJob, windows: Sequence[Window], stack: np.ndarray, poo
     if stack_file is None:
         raise ValueError("worker processes need the stack as a file")
     futures = [pool.submit(portable, _code_block, job, w, stack_file) for w in windows]
-    if meanwhile is not None:
-        meanwhile()
     for summary in results(futures, (lambda n: progress(n, total)) if progress else None):
         tally.add(*summary)
     return tally
