@@ -479,13 +479,13 @@ def _is_pond(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: flo
 
 
 def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
+    """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`)."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     out = []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
-        for geom, v, *known in blobs:  # known: (blob, mask), and the geometry's shape stats
-            parts = list(_examine(geom, v, stack, job, settings, px_area, known[0] if known else None,
-                                  geom_stats=known[1] if len(known) > 1 else None))
+        for geom, v, known, geom_stats in blobs:  # known: (blob, mask); the geometry's shape stats
+            parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats))
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
