@@ -327,10 +327,10 @@ def process_block(job: BlockJob, window: Window, out: np.ndarray | None = None) 
         (bit 0 cloud on either date, bit 1 shadow-like darkening, bit 2 cloud candidate: where
         the neighbourhood of the block matters, see :data:`CLOUD_HALO_PX`).
     """
-    if out is None:
+    zeroed = out is None
+    if zeroed:
         out = np.zeros((len(LAYERS), int(window.height), int(window.width)), dtype=np.uint8)
-        return window, _process(job, window, out, zeroed=True)[0]
-    return window, _process(job, window, out, zeroed=False)[0]
+    return window, _process(job, window, out, zeroed)[0]
 
 
 def code_window(job: BlockJob, window: Window, out: np.ndarray) -> int:
