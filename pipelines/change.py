@@ -254,6 +254,24 @@ def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {r: v for r, v in bands.items() if r != "qa"}
 
 
+def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The cloud (bit 1) and shadow-like (bit 2) flags on a ``factor`` times coarser grid (any).
+
+    Read strip by strip; each strip is a whole number of coarse rows, so every coarse cell
+    covers the same ``factor x factor`` pixels as a reduction of the whole layer would.
+    """
+    height, width = flags_layer.shape
+    step = max(factor, strip_px - strip_px % factor)
+    shape = (-(-height // factor), -(-width // factor))
+    coarse, coarse_dark = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    for r in range(0, height, step):
+        flags = np.asarray(flags_layer[r:r + step])
+        for bit, target in ((1, coarse), (2, coarse_dark)):
+            red = reduce_cells((flags & bit).astype(bool), factor, "any")
+            target[r // factor: r // factor + red.shape[0]] |= red
+    return coarse, coarse_dark
+
+
 def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> int:
     """Mask (in place) shadow-like darkening where a cloud of either date casts its shadow.
 
@@ -264,14 +282,7 @@ def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 
         How many pixels were newly masked.
     """
     factor = max(1, int(math.ceil(max(grid.width, grid.height) / 2048)))
-    ch, cw = -(-grid.height // factor), -(-grid.width // factor)
-    coarse = np.zeros((ch, cw), dtype=bool)
-    coarse_dark = np.zeros((ch, cw), dtype=bool)
-    for r in range(0, grid.height, strip_px):
-        flags = np.asarray(stack[4, r:r + strip_px])
-        for bit, target in ((1, coarse), (2, coarse_dark)):
-            red = reduce_cells((flags & bit).astype(bool), factor, "any")
-            target[r // factor: r // factor + red.shape[0]] |= red
+    coarse, coarse_dark = coarse_flags(stack[4], factor, strip_px)
     if not coarse.any():
         return 0
     changed = 0
