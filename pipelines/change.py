@@ -51,9 +51,9 @@ from tuban.pipelines.change_blocks import (
     LAYERS,
     BlockJob,
     apply_gains,
+    bands_of,
     invalid_mask,
     process_block,
-    read_date,
 )
 from tuban.pipelines.change_patches import patches_from_codes
 from tuban.pipelines.change_pool import (
@@ -65,6 +65,9 @@ from tuban.pipelines.change_pool import (
     store_block,
 )
 from tuban.pipelines.change_shadow import reduce_cells, shadow_zone
+from tuban.pipelines.change_tiles import SampleTiles, read_samples
+from tuban.pipelines.change_tiles import register as register_tiles
+from tuban.pipelines.change_tiles import release as release_tiles
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
 
@@ -130,28 +133,33 @@ def _sample_windows(grid: Grid, size: int, per_side: int) -> list[Window]:
     return out
 
 
-def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0)):
+def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
+                  ) -> tuple[list[dict[str, np.ndarray]], SampleTiles | None]:
+    """:func:`read_date` of each window, and the file tiles decoded for them when the block
+    reads can reuse them (:mod:`tuban.pipelines.change_tiles`)."""
     with open_on_grid(src, grid, shift_px=shift) as reader:
-        return [read_date(reader, src, w) for w in windows]
+        raws, tiles = read_samples(reader, grid, [src.roles[r] for r in src.roles], windows)
+        return [bands_of(raw, src)[0] for raw in raws], tiles
 
 
 def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
-                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None, np.ndarray | None]:
+                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None, np.ndarray | None, SampleTiles | None]:
     """One date's sample windows, concatenated (role -> 1-D array, window after window), the
     scene brightness of its pixels where every reflective band is finite, and its
     :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
-    finite). A per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
-    samples = _read_samples(src, grid, windows, shift)
+    finite); and the file tiles decoded for the samples (see :func:`_read_samples`). A
+    per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
+    samples, tiles = _read_samples(src, grid, windows, shift)
     cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
     spectral = _spectral(cat)
     finite = None
     for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
         finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
     if not finite.any():
-        return cat, None, None
+        return cat, None, None, tiles
     bright = scene_brightness(spectral, finite)
     invalid = np.concatenate([invalid_mask(w, src, bright)[0].ravel() for w in _windows_of(cat, windows)])
-    return cat, bright, invalid
+    return cat, bright, invalid, tiles
 
 
 def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[str, np.ndarray]]:
@@ -185,7 +193,7 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    (cat, bright_b, invalid_b), (cat_a, bright_a, invalid_a) = _map_threads(
+    (cat, bright_b, invalid_b, tiles_b), (cat_a, bright_a, invalid_a, tiles_a) = _map_threads(
         pool is not None, _sample_date, [before, after], [grid, grid], [windows, windows])
     sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
@@ -195,7 +203,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
                                      threads=pool is not None)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
-        cat_a, bright_a, invalid_a = _sample_date(after, grid, windows, applied)
+        # read again, shifted (a warped read: its tiles are not the block reads' either)
+        cat_a, bright_a, invalid_a, tiles_a = _sample_date(after, grid, windows, applied)
     if bright_b is None:
         raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
     if bright_a is None:
@@ -217,6 +226,7 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         gains=gains, thresholds=thresholds, bright_before=bright_b, bright_after=bright_a,
         mask_geoms_wkb=wkb,
     )
+    register_tiles(job, tiles_b, tiles_a)  # released by detect_changes after the blocks
     stats = {
         "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
                  "pixel_size_m": grid.pixel_size_m},
@@ -393,6 +403,7 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
                 _code(dataclasses.replace(job, halo_px=CLOUD_HALO_PX), redo, stack, pool, stack_file,
                       settings.scheduler, None)
                 tally = BlockTally.of_stack(stack)
+            release_tiles(job.token)  # the sample reads' tiles (change_tiles): every block is coded
             lap("blocks")
             if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
                 tally = BlockTally.of_stack(stack)

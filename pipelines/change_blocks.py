@@ -30,8 +30,9 @@ from tuban.imagery.masks import (
 )
 from tuban.imagery.raster_io import DateSource
 from tuban.imagery.water import BandGain, WaterThresholds, brightness, is_water, water_index
+from tuban.pipelines.change_tiles import SampleTiles, tiles_of
 
-__all__ = ["CODE", "LAYERS", "BlockJob", "process_block", "code_window", "read_date", "close_thread_readers",
+__all__ = ["CODE", "LAYERS", "BlockJob", "process_block", "code_window", "read_date", "bands_of", "close_thread_readers",
            "forget_inherited_readers", "quantise_index", "dequantise_index", "quantise_level", "LAND_LEVEL",
            "dark_level_q"]
 
@@ -128,9 +129,18 @@ def _read_bands(reader: GridReader, src: DateSource, window: Window) -> tuple[di
     return _bands_of(_read_raw(reader, src, window), src)
 
 
-def _read_raw(reader: GridReader, src: DateSource, window: Window) -> np.ndarray:
-    """The ``(roles, rows, cols)`` array of ``window`` as stored, bands in ``src.roles`` order."""
+def _read_raw(reader: GridReader, src: DateSource, window: Window, tiles: SampleTiles | None = None) -> np.ndarray:
+    """The ``(roles, rows, cols)`` array of ``window`` as stored, bands in ``src.roles`` order
+    (``tiles``: the date's tiles kept from the sample reads, copied instead of decoded again)."""
+    if tiles is not None:
+        return tiles.read(reader, window)
     return reader.read([src.roles[r] for r in src.roles], window)
+
+
+def bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`read_date` of the raw array :func:`_read_raw` read, with its nodata mask (pixel
+    by pixel: any part of it gives the same values as the whole)."""
+    return _bands_of(raw, src)
 
 
 def _bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -349,8 +359,8 @@ def _process(job: BlockJob, window: Window, out: np.ndarray, zeroed: bool) -> tu
     """Code one window into ``out``; ``(out, OR of its flags)``. ``zeroed``: ``out`` holds zeros."""
     rb, ra = _readers(job)
     big, inner = _expand(window, job.grid, job.halo_px)
-    raw_b = _read_raw(rb, job.before, big)
-    raw_a = _read_raw(ra, job.after, big)
+    raw_b = _read_raw(rb, job.before, big, tiles_of(job.token, 0))
+    raw_a = _read_raw(ra, job.after, big, tiles_of(job.token, 1))
     user = None
     if job.mask_geoms_wkb:
         import shapely

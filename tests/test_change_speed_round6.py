@@ -1,0 +1,189 @@
+"""Speed round 6 of ``tuban change``: each shortcut gives exactly the plain computation.
+
+The preparation's sample windows are read through the tile-aligned windows covering them and
+the decoded tiles are kept for the block reads (:mod:`tuban.pipelines.change_tiles`). These
+tests pin the samples and every block read against plain reads, bit for bit (hypothesis over
+tile sizes, grid offsets, sample positions and block sizes), check that no kept tile is
+decoded again, and compare whole runs with the cache and without it. Whole runs are also
+compared byte for byte by ``benchmarks/check_change_identical.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.windows import Window
+
+import tuban.pipelines.change as ch
+import tuban.pipelines.change_blocks as cb
+import tuban.pipelines.change_tiles as ct
+from tuban.imagery.align import block_windows, open_on_grid
+from tuban.imagery.raster_io import open_date
+from tuban.pipelines.change import ChangeSettings, detect_changes
+
+sys.path.insert(0, str(Path(__file__).parent))
+import change_scenes as cs  # noqa: E402
+
+
+class _FakeTiff:
+    """A tiled image read window by window; counts the tile decodes each read costs."""
+
+    def __init__(self, data: np.ndarray, tiles: ct.TileGrid) -> None:
+        self.data, self.grid, self.decoded = data, tiles, 0
+
+    def read(self, bands, window, out=None):
+        r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        self.decoded += len(self.grid.span(r, h, 0)) * len(self.grid.span(c, w, 1))
+        values = self.data[[b - 1 for b in bands], r:r + h, c:c + w]
+        if out is None:
+            return values.copy()
+        out[...] = values
+        return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 5), st.integers(0, 5), st.integers(6, 40),
+       st.integers(6, 40), st.integers(2, 30), st.integers(0, 2**32 - 1), st.integers(1, 3))
+def test_kept_tiles_give_the_plain_reads(tile_h, tile_w, off_r, off_c, height, width, block, seed, per_side):
+    tiles = ct.TileGrid(tile_h, tile_w, off_r, off_c, height, width, "uint16")
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 65535, (3, height, width)).astype(np.uint16)
+    size = int(rng.integers(1, min(height, width) + 1))
+    grid = type("G", (), {"width": width, "height": height})()
+    windows = ch._sample_windows(grid, size, per_side)
+    kept = ct.SampleTiles(tiles, [3, 1])
+    reader = _FakeTiff(data, tiles)
+    for w in windows:
+        cover = tiles.cover(w)
+        assert cover.row_off <= w.row_off and cover.col_off <= w.col_off
+        assert cover.row_off + cover.height >= w.row_off + w.height and cover.col_off + cover.width >= w.col_off + w.width
+        kept.add(cover, reader.read([3, 1], cover))
+    n_kept, plain = len(kept), 0
+    reader.decoded = 0
+    for r in range(0, height, block):
+        for c in range(0, width, block):
+            win = Window(c, r, min(block, width - c), min(block, height - r))
+            assert np.array_equal(kept.read(reader, win), data[[2, 0], r:r + win.height, c:c + win.width])
+            plain += len(tiles.span(r, int(win.height), 0)) * len(tiles.span(c, int(win.width), 1))
+    assert len(kept) == 0  # every kept tile was taken whole by the blocks, then dropped
+    if block % tile_h == 0 and block % tile_w == 0 and off_r == off_c == 0:
+        assert reader.decoded == plain - n_kept  # no kept tile decoded again
+
+
+def _tiled_pair(tmp: Path, size: int, tile: int, seed: int = 0) -> tuple[Path, Path]:
+    """Two dates of random 4-band uint16 pixels (some nodata), tiled GeoTIFF."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in ("before.tif", "after.tif"):
+        data = rng.integers(1, 4000, (4, size, size)).astype(np.uint16)
+        data[:, rng.random((size, size)) < 0.01] = 0
+        path = tmp / name
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype="uint16",
+                           crs="EPSG:32650", transform=Affine(10, 0, 400000, 0, -10, 2700000), nodata=0,
+                           tiled=True, blockxsize=tile, blockysize=tile) as ds:
+            ds.write(data)
+            for i, role in enumerate(("blue", "green", "red", "nir"), start=1):
+                ds.set_band_description(i, role)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@pytest.mark.parametrize("size,tile,block", [(600, 128, 256), (600, 128, 200), (520, 64, 512)])
+def test_samples_and_blocks_of_a_tiled_file_are_the_plain_reads(tmp_path, size, tile, block):
+    b, a = _tiled_pair(tmp_path, size, tile)
+    src = open_date([b])
+    grid = ch.common_grid(src, open_date([a]))
+    windows = ch._sample_windows(grid, 512, 3)
+    samples, kept = ch._read_samples(src, grid, windows)
+    assert kept is not None and len(kept) > 0
+    with open_on_grid(src, grid) as reader:
+        plain = [cb.read_date(reader, src, w) for w in windows]
+        for got, want in zip(samples, plain, strict=True):
+            assert got.keys() == want.keys()
+            for role in got:
+                assert np.array_equal(got[role], want[role], equal_nan=True)
+        bands = [src.roles[r] for r in src.roles]
+        for w in block_windows(grid, block):
+            assert np.array_equal(cb._read_raw(reader, src, w, kept), reader.read(bands, w))
+
+
+def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
+    b, a = cs.pair(tmp_path)  # 64 px tiles
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    _, a_shift = cs.pair(shifted, after_transform=cs.TRANSFORM @ Affine.translation(1.5, 0.5))
+    src_b, src_a = open_date([b]), open_date([a_shift])
+    grid = ch.common_grid(src_b, src_a)
+    windows = ch._sample_windows(grid, 512, 3)
+    assert ch._read_samples(src_b, grid, windows)[1] is not None
+    assert ch._read_samples(src_a, grid, windows, (1.5, 0.5))[1] is None  # warped read
+    striped = tmp_path / "striped.tif"
+    with rasterio.open(b) as ds:
+        profile = {**ds.profile, "tiled": False, "blockysize": 8}
+        profile.pop("blockxsize", None)
+        with rasterio.open(striped, "w", **profile) as out:
+            out.write(ds.read())
+            out.descriptions = ds.descriptions
+    src_s = open_date([striped])
+    assert ch._read_samples(src_s, ch.common_grid(src_s, src_b), windows)[1] is None
+
+
+def test_kept_tiles_stay_within_their_memory_budget(tmp_path, monkeypatch):
+    b, a = _tiled_pair(tmp_path, 600, 128)
+    src = open_date([b])
+    grid = ch.common_grid(src, open_date([a]))
+    windows = ch._sample_windows(grid, 512, 3)
+    samples, kept = ch._read_samples(src, grid, windows)
+    assert kept is not None
+    monkeypatch.setattr(ct, "MAX_KEPT_BYTES", 600 * 600 * 4 * 2 - 1)  # the 9 covers hold more than that
+    samples_alone, none = ch._read_samples(src, grid, windows)
+    assert none is None
+    for got, want in zip(samples, samples_alone, strict=True):
+        assert all(np.array_equal(got[r], want[r], equal_nan=True) for r in got)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_with_and_without_kept_tiles_are_identical(tmp_path, monkeypatch, workers):
+    b, a = cs.pair(tmp_path, cloud_box=(150, 20, 190, 60))  # a cloud: blocks are coded again with a halo
+    settings_ = ChangeSettings(block_px=96, workers=workers)
+    copied = []
+    take = ct.SampleTiles._take
+
+    def counted_take(self, *args):
+        piece = take(self, *args)
+        copied.append(piece is not None)
+        return piece
+
+    monkeypatch.setattr(ct.SampleTiles, "_take", counted_take)
+    with_tiles = detect_changes(open_date([b]), open_date([a]), settings_)
+    assert not ct._REGISTRY  # released after the blocks
+    if workers == 1:  # (worker processes count in their own memory)
+        assert sum(copied) >= 16  # the 240 px sample window is the whole grid: 16 tiles of 64 px
+    monkeypatch.setattr(ct, "tile_grid", lambda reader, grid: None)
+    plain = detect_changes(open_date([b]), open_date([a]), settings_)
+    assert len(with_tiles.patches) > 0
+    assert with_tiles.patches.to_json() == plain.patches.to_json()
+    assert {k: v for k, v in with_tiles.stats.items() if k not in ("seconds", "cpu_seconds")} == {
+        k: v for k, v in plain.stats.items() if k not in ("seconds", "cpu_seconds")}
+
+
+def test_a_failed_job_leaves_no_kept_tiles(tmp_path, monkeypatch):
+    b, a = cs.pair(tmp_path)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("block stage failed")
+
+    monkeypatch.setattr(ch, "code_blocks", boom)
+    with pytest.raises(RuntimeError):
+        detect_changes(open_date([b]), open_date([a]), ChangeSettings())
+    import gc
+
+    gc.collect()
+    assert not ct._REGISTRY
