@@ -56,11 +56,53 @@ def scene_brightness(bands: Mapping[str, np.ndarray], valid: np.ndarray) -> Scen
     if np.isnan(vis).any() or np.isnan(nir).any():
         return SceneBrightness(float(np.nanmedian(vis)), float(np.nanmedian(nir)),
                                float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
-    # No NaN, and vis and nir are fresh copies: partitioned in place (the same order statistics,
-    # without two copies of each)
-    med_vis, med_nir = float(np.nanmedian(vis, overwrite_input=True)), float(np.nanmedian(nir, overwrite_input=True))
-    return SceneBrightness(med_vis, med_nir, float(np.nanpercentile(vis, 1, overwrite_input=True)),
-                           float(np.nanpercentile(nir, 1, overwrite_input=True)))
+    (med_vis, p1_vis), (med_nir, p1_nir) = _median_and_p1(vis), _median_and_p1(nir)
+    return SceneBrightness(med_vis, med_nir, p1_vis, p1_nir)
+
+
+#: Below this many values :func:`_median_and_p1` takes numpy's partitions directly.
+_SELECT_MIN = 1 << 16
+
+
+def _median_and_p1(values: np.ndarray) -> tuple[float, float]:
+    """``(np.median(values), np.percentile(values, 1))`` of a fresh 1-D array without NaN,
+    bit for bit.
+
+    numpy partitions the whole array for each (two passes of introselect over millions of
+    sampled pixels). For float32 values that are all finite and >= +0.0 (pixel sums; their bit
+    patterns sort as the values do), the order statistics both need are found from one
+    histogram of the top 16 bits instead, each in the one bucket holding its rank, and numpy
+    then computes the median and the interpolated percentile from them (the mean of the middle
+    pair; the linear interpolation at the same fraction), so the arithmetic is numpy's own.
+    Other input takes the plain path (partitioned in place: ``values`` is overwritten).
+    """
+    n = values.size
+    bits = values.view(np.uint32) if values.dtype == np.float32 and values.ndim == 1 else None
+    # 0x7F800000 and above: +inf, NaN, or a sign bit (negatives, -0.0)
+    if bits is None or n < _SELECT_MIN or int(np.maximum.reduce(bits)) >= 0x7F800000:
+        return (float(np.nanmedian(values, overwrite_input=True)),
+                float(np.nanpercentile(values, 1, overwrite_input=True)))
+    virtual = (n - 1) * np.float64(0.01)  # numpy's linear method: index (n - 1) q, q = 1 / 100
+    prev = int(np.floor(virtual))
+    mid = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    stats = _ranked(values, bits, [*mid, prev, prev + 1])
+    median = float(np.median(np.array([stats[k] for k in mid], dtype=np.float32)))
+    pair = np.array([stats[prev], stats[prev + 1]], dtype=np.float32)
+    return median, float(np.quantile(pair, float(virtual - np.floor(virtual))))
+
+
+def _ranked(values: np.ndarray, bits: np.ndarray, ranks: list[int]) -> dict[int, np.float32]:
+    """The ``k``-th smallest of ``values`` (0-based) for each ``k`` in ``ranks``, from a
+    histogram of the top 16 bits of their (sortable, non-negative) bit patterns."""
+    top = bits >> np.uint32(16)
+    ends = np.cumsum(np.bincount(top, minlength=1 << 15))
+    out, buckets = {}, {}
+    for k in ranks:
+        b = int(np.searchsorted(ends, k, side="right"))
+        if b not in buckets:
+            buckets[b] = np.sort(values[top == b])
+        out[k] = buckets[b][k - (int(ends[b - 1]) if b else 0)]
+    return out
 
 
 def cloud_levels(ref: SceneBrightness, cloud_factor: float = 2.5) -> tuple[float, float]:

@@ -216,8 +216,8 @@ def register(job, before: SampleTiles | None, after: SampleTiles | None) -> None
     in this process (and in worker processes forked after this call), until :func:`release`
     or until ``job`` is gone (a job that failed)."""
     if before is not None or after is not None:
-        _REGISTRY[job.token] = (before, after)
-        weakref.finalize(job, release, job.token)
+        entry = _REGISTRY[job.token] = (before, after)
+        weakref.finalize(job, _release_entry, job.token, entry)
 
 
 def tiles_of(token: str, date: int) -> SampleTiles | None:
@@ -229,3 +229,9 @@ def tiles_of(token: str, date: int) -> SampleTiles | None:
 def release(token: str) -> None:
     """Forget a job's kept tiles."""
     _REGISTRY.pop(token, None)
+
+
+def _release_entry(token: str, entry: tuple) -> None:
+    """:func:`release`, unless a later job of the same token registered tiles of its own."""
+    if _REGISTRY.get(token) is entry:
+        del _REGISTRY[token]

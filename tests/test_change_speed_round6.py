@@ -4,8 +4,11 @@ The preparation's sample windows are read through the tile-aligned windows cover
 the decoded tiles are kept for the block reads (:mod:`tuban.pipelines.change_tiles`). These
 tests pin the samples and every block read against plain reads, bit for bit (hypothesis over
 tile sizes, grid offsets, sample positions and block sizes), check that no kept tile is
-decoded again, and compare whole runs with the cache and without it. Whole runs are also
-compared byte for byte by ``benchmarks/check_change_identical.py``.
+decoded again, and compare whole runs with the cache and without it. The scene brightness
+levels (median and 1st percentile of millions of sampled pixels) come from a histogram
+selection instead of numpy's partitions: pinned against ``np.nanmedian`` /
+``np.nanpercentile`` bit for bit. Whole runs are also compared byte for byte by
+``benchmarks/check_change_identical.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
+import tuban.imagery.masks as masks
 import tuban.pipelines.change as ch
 import tuban.pipelines.change_blocks as cb
 import tuban.pipelines.change_tiles as ct
@@ -187,3 +191,65 @@ def test_a_failed_job_leaves_no_kept_tiles(tmp_path, monkeypatch):
 
     gc.collect()
     assert not ct._REGISTRY
+
+
+def _values(kind: int, n: int, seed: int) -> np.ndarray:
+    """Non-negative float32 pixel-like values of one of several shapes."""
+    rng = np.random.default_rng(seed)
+    if kind == 0:  # integer DNs (uint16 bands), many ties
+        return rng.integers(0, 4000, n).astype(np.float32)
+    if kind == 1:  # reflectance, continuous
+        return rng.random(n, dtype=np.float32)
+    if kind == 2:  # heavy tail and zeros
+        v = rng.lognormal(0.0, 3.0, n).astype(np.float32)
+        v[rng.random(n) < 0.2] = 0.0
+        return v
+    if kind == 3:  # a few distinct values, tiny (subnormal) and huge ones
+        return rng.choice(np.array([0.0, 1e-40, 1e-30, 3.0, 3.0000002, 1e30, 3e38], np.float32), n)
+    return (rng.integers(0, 3, n) * 3 + rng.integers(0, 1000, n)).astype(np.float32) / np.float32(3)  # visible means
+
+
+def _numpy_levels(values: np.ndarray) -> tuple[float, float]:
+    return float(np.nanmedian(values.copy())), float(np.nanpercentile(values.copy(), 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 4), st.integers(2, 700), st.integers(0, 2**32 - 1))
+def test_histogram_selection_gives_numpys_median_and_percentile(kind, n, seed):
+    values = _values(kind, n, seed)
+    want = _numpy_levels(values)
+    old = masks._SELECT_MIN
+    masks._SELECT_MIN = 2  # the selection at every size (the job uses it from 65,536 values)
+    try:
+        got = masks._median_and_p1(values.copy())
+    finally:
+        masks._SELECT_MIN = old
+    assert np.array_equal(np.array(got), np.array(want))  # bit for bit (0.0 vs -0.0 included)
+    assert [np.signbit(x) for x in got] == [np.signbit(x) for x in want]
+
+
+@pytest.mark.parametrize("kind", range(5))
+def test_histogram_selection_on_sample_sized_arrays(kind):
+    for n, seed in ((65_536, 1), (100_001, 2), (2_359_296, 3)):
+        values = _values(kind, n, seed)
+        assert masks._median_and_p1(values.copy()) == _numpy_levels(values)
+
+
+def test_values_the_selection_cannot_order_take_numpys_path():
+    rng = np.random.default_rng(4)
+    for bad in (-1.0, -0.0, np.inf):
+        values = rng.random(70_000).astype(np.float32)
+        values[::7] = bad
+        got = masks._median_and_p1(values.copy())
+        assert np.array_equal(np.array(got), np.array(_numpy_levels(values)))
+
+
+def test_scene_brightness_levels_are_numpys(tmp_path):
+    rng = np.random.default_rng(5)
+    bands = {r: rng.integers(1, 3000, (300, 300)).astype(np.float32) for r in ("blue", "green", "red", "nir")}
+    valid = rng.random((300, 300)) < 0.9
+    got = masks.scene_brightness(bands, valid)
+    vis = masks._visible(bands)[valid]
+    nir = bands["nir"][valid]
+    assert (got.visible, got.visible_floor) == _numpy_levels(vis)
+    assert (got.nir, got.nir_floor) == _numpy_levels(nir)
