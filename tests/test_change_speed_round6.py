@@ -118,6 +118,34 @@ def test_samples_and_blocks_of_a_tiled_file_are_the_plain_reads(tmp_path, size, 
             assert np.array_equal(cb._read_raw(reader, src, w, kept), reader.read(bands, w))
 
 
+def test_a_date_larger_than_the_grid_reads_its_kept_tiles_at_the_grid_offset(tmp_path, monkeypatch):
+    """The before date covers more than the after date: the grid is the overlap, so the before
+    date is read at a pixel offset that does not follow its 128 px tiles."""
+    b, _ = _tiled_pair(tmp_path, 600, 128, seed=1)
+    small = tmp_path / "small"
+    small.mkdir()
+    _, a = _tiled_pair(small, 480, 64, seed=2)
+    with rasterio.open(a, "r+") as ds:  # 37 columns right and 50 rows down of the before date's corner
+        ds.transform = Affine(10, 0, 400000 + 370, 0, -10, 2700000 - 500)
+    src_b, src_a = open_date([b]), open_date([a])
+    grid = ch.common_grid(src_b, src_a)
+    assert (grid.width, grid.height) == (480, 480)
+    windows = ch._sample_windows(grid, 512, 3)
+    samples, kept = ch._read_samples(src_b, grid, windows)
+    assert kept is not None and (kept.grid.row_off_px, kept.grid.col_off_px) == (50, 37)
+    with open_on_grid(src_b, grid) as reader:
+        bands = [src_b.roles[r] for r in src_b.roles]
+        assert all(np.array_equal(s[r], p[r], equal_nan=True) for s, p in
+                   zip(samples, [cb.read_date(reader, src_b, w) for w in windows], strict=True) for r in s)
+        for w in block_windows(grid, 100):
+            assert np.array_equal(cb._read_raw(reader, src_b, w, kept), reader.read(bands, w))
+    with_tiles = detect_changes(src_b, src_a, ChangeSettings(block_px=100))
+    monkeypatch.setattr(ct, "tile_grid", lambda reader, grid: None)
+    plain = detect_changes(src_b, src_a, ChangeSettings(block_px=100))
+    assert with_tiles.patches.to_json() == plain.patches.to_json()
+    assert with_tiles.stats["pixels"] == plain.stats["pixels"]
+
+
 def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
     b, a = cs.pair(tmp_path)  # 64 px tiles
     shifted = tmp_path / "shifted"
