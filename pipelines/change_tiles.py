@@ -31,8 +31,8 @@ __all__ = ["TileGrid", "SampleTiles", "tile_grid", "register", "release", "tiles
 #: The covering window of a sample may hold at most this many times the sample's pixels
 #: (tiles of 512 px around a 512 px sample: at most 4); else the samples are read alone.
 MAX_COVER_FACTOR = 4
-#: ... and a date's covering windows at most this many bytes in all (uint16, 4 bands, 512 px
-#: tiles: 50 MB at 10,000 px), so the kept tiles never cost more memory than this per date.
+#: ... and a date's kept covering windows at most this many bytes in all (uint16, 4 bands,
+#: 512 px tiles: 43 MB at 10,000 px), so the kept tiles never cost more memory than this per date.
 MAX_KEPT_BYTES = 64 << 20
 
 
@@ -173,26 +173,27 @@ def read_samples(reader, grid, bands: list[int], windows: list[Window]) -> tuple
 
     The samples are the same pixels as ``reader.read(bands, window)``; when the reader reads
     a tiled GeoTIFF directly, they are sliced from reads of their tile-aligned covering
-    windows, whose tiles are returned for the block reads (else None).
+    windows, whose tiles are returned for the block reads (else None). A window whose cover
+    is too large (:data:`MAX_COVER_FACTOR`) or no longer fits the date's budget
+    (:data:`MAX_KEPT_BYTES`, in window order) is read alone.
     """
     tiles = tile_grid(reader, grid)
-    if tiles is not None:
-        covers = [_area(tiles.cover(w)) for w in windows]
-        nbytes = sum(covers) * len(bands) * np.dtype(tiles.dtype).itemsize
-        if nbytes > MAX_KEPT_BYTES or any(a > MAX_COVER_FACTOR * _area(w) for a, w in zip(covers, windows, strict=True)):
-            tiles = None
     if tiles is None:
         return [reader.read(bands, w) for w in windows], None
-    kept = SampleTiles(tiles, bands)
-    out = []
+    kept, out, budget = SampleTiles(tiles, bands), [], MAX_KEPT_BYTES
+    px_bytes = len(bands) * np.dtype(tiles.dtype).itemsize
     for w in windows:
         cover = tiles.cover(w)
+        if _area(cover) > MAX_COVER_FACTOR * _area(w) or _area(cover) * px_bytes > budget:
+            out.append(reader.read(bands, w))  # its tiles are decoded again by the blocks
+            continue
+        budget -= _area(cover) * px_bytes
         raw = reader.read(bands, cover, out=_own_pages((len(bands), int(cover.height), int(cover.width)),
                                                       tiles.dtype))
         kept.add(cover, raw)
         r, c = int(w.row_off - cover.row_off), int(w.col_off - cover.col_off)
         out.append(raw[:, r:r + int(w.height), c:c + int(w.width)])
-    return out, kept
+    return out, (kept if len(kept) else None)
 
 
 def _own_pages(shape: tuple[int, ...], dtype: str) -> np.ndarray:
