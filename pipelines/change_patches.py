@@ -72,6 +72,7 @@ from tuban.pipelines.change_frame import (
     true_rectangularity,
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
+from tuban.pipelines.change_refill import demote_refills, is_refill_candidate
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
@@ -482,7 +483,7 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
     """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`)."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
-    out = []
+    out, refills = [], []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
         for geom, v, known, geom_stats in blobs:  # known: (blob, mask); the geometry's shape stats
             parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats))
@@ -503,6 +504,9 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
                             "framed_body": facts.get("framed_body", False),
                             "wet_index": facts.get("wet_index", np.nan),
                             "texture": facts.get("texture", np.nan), "contrast": contrast})
+                if is_refill_candidate(kind, facts):
+                    refills.append((out[-1], poly))
+        demote_refills(refills, stack, job, MUD_FRAME_RATIO)  # drained ponds refilled (:mod:`change_refill`)
     return out
 
 
