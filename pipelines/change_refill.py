@@ -24,27 +24,36 @@ does not depend on the worker count.
 from __future__ import annotations
 
 import numpy as np
-from rasterio.features import rasterize
+from rasterio.windows import Window
 
 from tuban.imagery.align import open_on_grid
 from tuban.imagery.water import brightness
-from tuban.pipelines.change_blob_ops import bounds_window, dilate4, window_affine
+from tuban.pipelines.change_blob_ops import dilate4
 from tuban.pipelines.change_blocks import CODE, read_date
 from tuban.pipelines.change_fields import FIELD_SHAPE_SCORE
 
-__all__ = ["before_floor_levels", "demote_refills", "is_refill_candidate", "was_mud_before"]
+__all__ = ["MAX_READ_PX", "before_floor_levels", "demote_refills", "is_refill_candidate", "was_mud_before"]
 
 
-def is_refill_candidate(kind: str, facts: dict) -> bool:
-    """Whether a part needs the before-floor test: a new pond whose before index was already
-    at the scene's weak-water level (``before_wetness`` > 1). Parts already recognised as
-    existing ponds (framed before) never reach here; everything else costs no read.
+def is_refill_candidate(kind: str, facts: dict, min_step: float) -> bool:
+    """Whether a part needs the before-floor test (everything else costs no read).
+
+    A new pond whose before index was already at the scene's weak-water level
+    (``before_wetness`` > 1) and whose floor was not clearly *drier* than its outline before
+    (``before_frame_step`` > -``min_step``, the change-margin share a frame must show): a wet mud
+    floor is never drier than the dikes around it, while a dug pond's floor of bare soil can be
+    (dry bare soil inside dikes of wetter, grassy earth).
 
     Example:
-        >>> is_refill_candidate("new_pond", {"before_wetness": 1.2}), is_refill_candidate("new_pond", {"before_wetness": 0.7})
-        (True, False)
+        >>> is_refill_candidate("new_pond", {"before_wetness": 1.2, "before_frame_step": 0.1}, 0.5)
+        True
+        >>> is_refill_candidate("new_pond", {"before_wetness": 0.7, "before_frame_step": 0.1}, 0.5)
+        False
+        >>> is_refill_candidate("new_pond", {"before_wetness": 1.2, "before_frame_step": -0.8}, 0.5)
+        False
     """
-    return kind == "new_pond" and facts.get("before_wetness", 0.0) > 1.0
+    return (kind == "new_pond" and facts.get("before_wetness", 0.0) > 1.0
+            and facts.get("before_frame_step", 0.0) > -min_step)
 
 
 def before_floor_levels(bright_before: np.ndarray, inside: np.ndarray, codes: np.ndarray,
@@ -73,50 +82,94 @@ def before_floor_levels(bright_before: np.ndarray, inside: np.ndarray, codes: np
     return float(np.median(vals)) / ref, frame
 
 
-def was_mud_before(poly, stack, job, reader, frame_ratio: float) -> bool:
-    """Whether the part ``poly`` (grid CRS) was a darker floor inside a brighter frame before.
+#: At most this many pixels are read from the before date at once (nearby candidates share one
+#: read; a memory bound, it does not change any decision).
+MAX_READ_PX = 512 * 512
+
+
+def _box(wt, inside: np.ndarray, grid) -> tuple[int, int, int, int]:
+    """``(row0, col0, row1, col1)`` of a part's window on the grid (from its window transform)."""
+    col0 = int(round((wt.c - grid.transform.c) / grid.transform.a))
+    row0 = int(round((wt.f - grid.transform.f) / grid.transform.e))
+    return row0, col0, row0 + inside.shape[0], col0 + inside.shape[1]
+
+
+def _groups(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+    """Consecutive boxes gathered while their common bounding box stays within :data:`MAX_READ_PX`
+    and at most twice their summed area (neighbours share a read; scattered ones are read alone)."""
+    out: list[tuple[tuple[int, int, int, int], list[int]]] = []
+    summed = 0
+    for i, b in enumerate(boxes):
+        area = (b[2] - b[0]) * (b[3] - b[1])
+        if out:
+            (r0, c0, r1, c1), members = out[-1]
+            u = (min(r0, b[0]), min(c0, b[1]), max(r1, b[2]), max(c1, b[3]))
+            u_area = (u[2] - u[0]) * (u[3] - u[1])
+            if u_area <= MAX_READ_PX and u_area <= 2 * (summed + area):
+                out[-1] = (u, [*members, i])
+                summed += area
+                continue
+        out.append((b, [i]))
+        summed = area
+    return out
+
+
+def was_mud_before(bright_before: np.ndarray, inside: np.ndarray, codes: np.ndarray, land_brightness: float,
+                   frame_ratio: float) -> bool:
+    """Whether a part was a floor clearly darker than the land ring around it on the before date.
 
     Args:
-        poly: the part's polygon.
-        stack: the result stack (codes, index before, ...).
-        job: the :class:`~tuban.pipelines.change_blocks.BlockJob`.
-        reader: its before date opened on the grid (:func:`~tuban.imagery.align.open_on_grid`).
+        bright_before: before-date brightness over the part's window.
+        inside: the part's pixels in that window.
+        codes: change codes of the window (the ring is taken on land pixels only).
+        land_brightness: the scene's land median brightness.
         frame_ratio: the floor must be darker than this share of its frame's brightness.
+
+    Example:
+        >>> b = np.full((9, 9), 0.75, np.float32); b[3:6, 3:6] = 0.47  # mud inside bare dikes
+        >>> was_mud_before(b, b < 0.6, np.zeros((9, 9), np.uint8), 0.5, 0.9)
+        True
     """
-    grid, t = job.grid, job.thresholds
-    win = bounds_window(poly.bounds, grid, 3)
-    wt = window_affine(win, grid.transform)
-    shape_hw = (int(win.height), int(win.width))
-    inside = rasterize([(poly, 1)], out_shape=shape_hw, transform=wt, fill=0, dtype="uint8").astype(bool)
-    rs = slice(int(win.row_off), int(win.row_off + win.height))
-    cs = slice(int(win.col_off), int(win.col_off + win.width))
-    bands = read_date(reader, job.before, win)
-    bright = brightness({r: v for r, v in bands.items() if r != "qa"})
-    level, frame = before_floor_levels(bright, inside, np.asarray(stack[0, rs, cs]), t.land_brightness)
+    level, frame = before_floor_levels(bright_before, inside, codes, land_brightness)
     return bool(np.isfinite(level) and np.isfinite(frame) and level < frame_ratio * frame)
 
 
-def demote_refills(candidates: list[tuple[dict, object]], stack, job, frame_ratio: float) -> int:
-    """Relabel the candidate new ponds that were a mud floor in a frame before as ``new_water``.
+def demote_refills(records: list[dict], stack, job, frame_ratio: float, key: str = "refill_px") -> int:
+    """Relabel the candidate new ponds that were a floor inside a brighter frame before as ``new_water``.
+
+    Runs once per scene on all records (so the result does not depend on which worker examined
+    which blob); the before date is opened once and read once per group of nearby candidates, in
+    record order (nothing is read when there is no candidate).
 
     Args:
-        candidates: ``(record, polygon)`` of the parts :func:`is_refill_candidate` picked; the
-            record has ``kind``, ``score`` and ``contrast`` (the index-change part of the
-            score). Changed in place.
-        stack, job: the result stack and the job that coded it.
+        records: patch records; candidates (:func:`is_refill_candidate`) carry ``key`` =
+            ``(window transform, part mask)``, which is removed. A relabelled record gets
+            ``kind`` ``new_water`` and the score of a non-pond part (from its ``contrast``).
+            Changed in place.
+        stack, job: the result stack and the :class:`~tuban.pipelines.change_blocks.BlockJob`
+            that coded it (its before date is read).
         frame_ratio: see :func:`was_mud_before`.
 
     Returns:
-        How many were relabelled. The before date is opened once for all of them (nothing is
-        read when there is no candidate).
+        How many were relabelled.
     """
+    candidates = [(r, r.pop(key)) for r in records if key in r]
     if not candidates:
         return 0
+    grid, t = job.grid, job.thresholds
+    boxes = [_box(wt, inside, grid) for _, (wt, inside) in candidates]
     n = 0
-    with open_on_grid(job.before, job.grid) as reader:
-        for rec, poly in candidates:
-            if was_mud_before(poly, stack, job, reader, frame_ratio):
-                rec["kind"] = "new_water"
-                rec["score"] = 0.5 * rec.get("contrast", 0.0) + 0.5 * FIELD_SHAPE_SCORE
-                n += 1
+    with open_on_grid(job.before, grid) as reader:
+        for (r0, c0, r1, c1), members in _groups(boxes):
+            bands = read_date(reader, job.before, Window(c0, r0, c1 - c0, r1 - r0))
+            bright = brightness({r: v for r, v in bands.items() if r != "qa"})
+            for i in members:
+                rec, (_, inside) = candidates[i]
+                br0, bc0, br1, bc1 = boxes[i]
+                rows, cols = slice(br0 - r0, br1 - r0), slice(bc0 - c0, bc1 - c0)
+                if was_mud_before(bright[rows, cols], inside, np.asarray(stack[0, br0:br1, bc0:bc1]),
+                                  t.land_brightness, frame_ratio):
+                    rec["kind"] = "new_water"
+                    rec["score"] = 0.5 * rec.get("contrast", 0.0) + 0.5 * FIELD_SHAPE_SCORE
+                    n += 1
     return n

@@ -1,4 +1,5 @@
-"""Refilled ponds are not new ponds (:mod:`tuban.pipelines.change_refill`).
+"""Gains that are not new ponds: refilled ponds (:mod:`tuban.pipelines.change_refill`) and dark
+patches without a brighter rim (``change_patches.part_kind``).
 
 A 10 m synthetic scene of crop and bare-soil fields with a pond cluster: one pond drained to
 wet mud on the before date and filled again after (a refill), two ponds dug between the dates
@@ -16,7 +17,7 @@ import pytest
 from shapely.geometry import Point
 
 from tuban.pipelines.change import ChangeSettings
-from tuban.pipelines.change_patches import MUD_FRAME_RATIO
+from tuban.pipelines.change_patches import MIN_FRAME_STEP, MUD_FRAME_RATIO
 from tuban.pipelines.change_refill import before_floor_levels, is_refill_candidate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,11 +83,34 @@ def test_refill_rule_does_not_depend_on_the_worker_count(refill_runs):
     assert with_rule[cols].equals(two[cols])
 
 
-def test_only_wet_new_ponds_are_candidates():
-    assert is_refill_candidate("new_pond", {"before_wetness": 1.3})
-    assert not is_refill_candidate("new_pond", {"before_wetness": 0.9})  # land-like index before
-    assert not is_refill_candidate("new_water", {"before_wetness": 1.3})  # not a pond anyway
-    assert not is_refill_candidate("new_pond", {})
+def test_only_wet_new_ponds_not_drier_than_their_outline_are_candidates():
+    wet = {"before_wetness": 1.3, "before_frame_step": 0.1}
+    assert is_refill_candidate("new_pond", wet, MIN_FRAME_STEP)
+    assert not is_refill_candidate("new_pond", wet | {"before_wetness": 0.9}, MIN_FRAME_STEP)  # land-like before
+    # bare soil clearly drier than the (grassy) dikes around it: not mud, nothing is read
+    assert not is_refill_candidate("new_pond", wet | {"before_frame_step": -0.8}, MIN_FRAME_STEP)
+    assert not is_refill_candidate("new_water", wet, MIN_FRAME_STEP)  # not a pond anyway
+    assert not is_refill_candidate("new_pond", {}, MIN_FRAME_STEP)
+
+
+def test_a_gain_with_no_brighter_rim_is_no_pond():
+    """A cloud shadow or a darkened field can pass the index frame, but water is darker than
+    its dikes: with an outline no brighter than the inside the gain is new water."""
+    from shapely.geometry import box
+
+    from tuban.imagery.ponds import ShapeSettings, shape_stats
+    from tuban.pipelines.change_blocks import CODE
+    from tuban.pipelines.change_patches import part_kind
+
+    stats, s = shape_stats(box(0, 0, 80, 60), 10.0), ShapeSettings()
+    framed = {"open_edge": 0.0, "frame_step": 0.8, "frame_bright": 0.2}
+    assert part_kind(CODE["new_water"], stats, 1.0, False, framed, s, 10.0) == ("new_pond", True)
+    for dark_rim in (0.0, -0.05):
+        facts = framed | {"frame_bright": dark_rim}
+        assert part_kind(CODE["new_water"], stats, 1.0, False, facts, s, 10.0) == ("new_water", False)
+    # losses have no after-date rim measure: unchanged
+    assert part_kind(CODE["lost_water"], stats, 1.0, False, {"open_edge": 0.0, "frame_step": 0.8}, s,
+                     10.0) == ("removed_pond", True)
 
 
 def test_floor_levels_are_relative_to_the_land_median_and_the_dike_ring():
