@@ -12,13 +12,14 @@ The stack holds the before date's water index but not its brightness, so for the
 still ambiguous after the cheap tests (a pond by shape and frame whose before index was already
 at the weak-water level, :func:`tuban.pipelines.change_frame.before_wetness` > 1) the before
 date is read again over the part's window: the part is a refill when its before-date floor is
-clearly darker than the land around it within two pixels (its dike line), by the same ratio
+clearly darker than its frame, the land within two pixels around it where the after date shows
+the dikes (the brighter half of that ring after), by the same ratio
 that calls a lost pond's floor mud on the after date
 (:data:`tuban.pipelines.change_patches.MUD_FRAME_RATIO`). A field's brightness does not matter
-(dim soil is as bright as the soil around it); only the frame does. The before date is opened
-once per chunk of blobs that holds a candidate (in whichever process examines the chunk) and
-read over each candidate's window only; each part is decided on its own pixels, so the output
-does not depend on the worker count.
+(dim soil is as bright as the soil around it); only the frame does. Candidates are judged once
+per scene, after every blob was examined (whichever worker examined it): the before date is
+opened once and read once per group of nearby candidates, and each part is decided on its own
+pixels, so the output does not depend on the worker count.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def is_refill_candidate(kind: str, facts: dict, min_step: float) -> bool:
     A new pond whose before index was already at the scene's weak-water level
     (``before_wetness`` > 1) and whose floor was not clearly *drier* than its outline before
     (``before_frame_step`` > -``min_step``, the change-margin share a frame must show): a wet mud
-    floor is never drier than the dikes around it, while a dug pond's floor of bare soil can be
-    (dry bare soil inside dikes of wetter, grassy earth).
+    floor is never drier than the dikes around it, while the floor of a pond dug in dry bare
+    soil inside an existing dike grid can be (the 10k benchmark scene: nothing is read there).
 
     Example:
         >>> is_refill_candidate("new_pond", {"before_wetness": 1.2, "before_frame_step": 0.1}, 0.5)
@@ -57,12 +58,14 @@ def is_refill_candidate(kind: str, facts: dict, min_step: float) -> bool:
 
 
 def before_floor_levels(bright_before: np.ndarray, inside: np.ndarray, codes: np.ndarray,
-                        land_brightness: float) -> tuple[float, float]:
+                        land_brightness: float, bright_after: np.ndarray | None = None) -> tuple[float, float]:
     """``(floor level, frame level)`` of a part on the before date, relative to the land median.
 
-    The floor is the median brightness of the part's pixels; the frame is the median of the
-    land-coded pixels within two 4-connected steps around it (its dikes), NaN when fewer than 4
-    (as :class:`~tuban.pipelines.change_patches.LostFloor` measures a lost pond on the after date).
+    The floor is the median before-date brightness of the part's pixels. The frame is measured on
+    the land-coded pixels within two 4-connected steps around the part; with ``bright_after``
+    only on those of them at least as bright *after* as the ring's median, i.e. where the dikes
+    are on the after date (at 10 m a dike shares its pixels with floor and neighbouring water;
+    its brighter half is mostly dike). NaN when fewer than 4 such pixels.
 
     Example:
         >>> b = np.full((7, 7), 2.0, np.float32); b[2:5, 2:5] = 0.9
@@ -76,6 +79,8 @@ def before_floor_levels(bright_before: np.ndarray, inside: np.ndarray, codes: np
     if vals.size == 0:
         return float("nan"), float("nan")
     ring = dilate4(dilate4(inside)) & ~inside & (codes == CODE["land"])
+    if bright_after is not None and ring.any():
+        ring &= bright_after >= np.median(bright_after[ring])
     ring_vals = bright_before[ring]
     ring_vals = ring_vals[np.isfinite(ring_vals)]
     frame = float(np.median(ring_vals)) / ref if ring_vals.size >= 4 else float("nan")
@@ -115,7 +120,7 @@ def _groups(boxes: list[tuple[int, int, int, int]]) -> list[tuple[tuple[int, int
 
 
 def was_mud_before(bright_before: np.ndarray, inside: np.ndarray, codes: np.ndarray, land_brightness: float,
-                   frame_ratio: float) -> bool:
+                   frame_ratio: float, bright_after: np.ndarray | None = None) -> bool:
     """Whether a part was a floor clearly darker than the land ring around it on the before date.
 
     Args:
@@ -124,13 +129,14 @@ def was_mud_before(bright_before: np.ndarray, inside: np.ndarray, codes: np.ndar
         codes: change codes of the window (the ring is taken on land pixels only).
         land_brightness: the scene's land median brightness.
         frame_ratio: the floor must be darker than this share of its frame's brightness.
+        bright_after: after-date brightness of the window (the frame is where it is bright).
 
     Example:
         >>> b = np.full((9, 9), 0.75, np.float32); b[3:6, 3:6] = 0.47  # mud inside bare dikes
         >>> was_mud_before(b, b < 0.6, np.zeros((9, 9), np.uint8), 0.5, 0.9)
         True
     """
-    level, frame = before_floor_levels(bright_before, inside, codes, land_brightness)
+    level, frame = before_floor_levels(bright_before, inside, codes, land_brightness, bright_after)
     return bool(np.isfinite(level) and np.isfinite(frame) and level < frame_ratio * frame)
 
 
@@ -168,7 +174,7 @@ def demote_refills(records: list[dict], stack, job, frame_ratio: float, key: str
                 br0, bc0, br1, bc1 = boxes[i]
                 rows, cols = slice(br0 - r0, br1 - r0), slice(bc0 - c0, bc1 - c0)
                 if was_mud_before(bright[rows, cols], inside, np.asarray(stack[0, br0:br1, bc0:bc1]),
-                                  t.land_brightness, frame_ratio):
+                                  t.land_brightness, frame_ratio, np.asarray(stack[3, br0:br1, bc0:bc1])):
                     rec["kind"] = "new_water"
                     rec["score"] = 0.5 * rec.get("contrast", 0.0) + 0.5 * FIELD_SHAPE_SCORE
                     n += 1

@@ -18,7 +18,7 @@ from shapely.geometry import Point
 
 from tuban.pipelines.change import ChangeSettings
 from tuban.pipelines.change_patches import MIN_FRAME_STEP, MUD_FRAME_RATIO
-from tuban.pipelines.change_refill import before_floor_levels, is_refill_candidate
+from tuban.pipelines.change_refill import before_floor_levels, is_refill_candidate, was_mud_before
 
 sys.path.insert(0, str(Path(__file__).parent))
 import change_scenes as cs  # noqa: E402
@@ -125,3 +125,26 @@ def test_floor_levels_are_relative_to_the_land_median_and_the_dike_ring():
     assert before_floor_levels(bright, inside, codes, 0.5) == pytest.approx((0.9, 0.9))
     codes[:] = 4  # no land ring (all masked): no frame level
     assert np.isnan(before_floor_levels(bright, inside, codes, 0.5)[1])
+
+
+def test_the_frame_is_where_the_dikes_are_bright_after():
+    """At 10 m the ring around a pond mixes its dike with neighbouring water; the frame is the
+    part of the ring that is bright on the after date (the dike line)."""
+    from tuban.pipelines.change_blob_ops import dilate4
+
+    inside = np.zeros((11, 11), bool)
+    inside[4:7, 4:7] = True
+    ring = dilate4(dilate4(inside)) & ~inside
+    water = np.zeros_like(ring)
+    rr, cc = np.nonzero(ring)
+    water[rr[: ring.sum() // 2], cc[: ring.sum() // 2]] = True  # half the ring: a neighbour's water
+    before = np.where(water, 0.3, 1.0).astype(np.float32)
+    before[inside] = 0.45                                       # mud floor
+    after = np.where(water, 20.0, 60.0).astype(np.float32)      # the water is still there after
+    codes = np.zeros((11, 11), np.uint8)
+    plain = before_floor_levels(before, inside, codes, 0.5)
+    framed = before_floor_levels(before, inside, codes, 0.5, bright_after=after)
+    assert framed == pytest.approx((0.9, 2.0)) and plain[1] < framed[1]
+    assert was_mud_before(before, inside, codes, 0.5, MUD_FRAME_RATIO, bright_after=after)
+    # a field going on under the future dikes: as bright before as the floor, however bright after
+    assert not was_mud_before(np.full((11, 11), 0.45, np.float32), inside, codes, 0.5, MUD_FRAME_RATIO, after)
