@@ -72,6 +72,7 @@ from tuban.pipelines.change_frame import (
     true_rectangularity,
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
+from tuban.pipelines.change_refill import demote_refills, is_refill_candidate
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
@@ -266,6 +267,9 @@ def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, fac
         # bare soil (whose index can reach the weak-water level) had no frame before.
         pond = pond and not (facts.get("before_wetness", 0.0) > 1.0
                              and facts.get("before_frame_step", 0.0) >= MIN_FRAME_STEP)
+        # Water is darker than its dikes: a gain whose outline is no brighter than its inside
+        # (a shadow, a darkened field) is framed by the index alone, not by dikes.
+        pond = pond and facts.get("frame_bright", 1.0) > 0.0
         return ("new_pond" if pond else "new_water"), pond
     return (("drained_pond" if drained else "removed_pond") if pond else "lost_water"), pond
 
@@ -423,6 +427,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
             facts["before_wetness"] = before_wetness(ib[inside], t)
             facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
+            facts["mask_px"] = (wt, inside)  # where the part is, for :mod:`change_refill`
         if value == CODE["lost_water"]:
             # two 4-connected dilations of the part (the first one is ``grown``)
             ring = dilate4(grown) & ~inside & (win_codes == CODE["land"])
@@ -503,6 +508,8 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
                             "framed_body": facts.get("framed_body", False),
                             "wet_index": facts.get("wet_index", np.nan),
                             "texture": facts.get("texture", np.nan), "contrast": contrast})
+                if is_refill_candidate(kind, facts, MIN_FRAME_STEP):  # judged once per scene (:mod:`change_refill`)
+                    out[-1]["refill_px"] = facts["mask_px"]
     return out
 
 
@@ -534,7 +541,9 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         futures = [pool.submit(portable, _examine_blobs, c, stack_file, job, settings)
                    for c in _chunks(blobs, 64)]
         parts = results(futures)
-    records = drop_duplicate_bodies([r for part in parts for r in part])
+    records = [r for part in parts for r in part]
+    demote_refills(records, stack, job, MUD_FRAME_RATIO)  # drained ponds refilled: new water (worker-count free)
+    records = drop_duplicate_bodies(records)
     demote_flooded_fields(records, job.thresholds.water)  # flooded paddy blocks (per scene, after all parts: worker-count free)
     columns = COLUMNS
     if dry_ponds:  # in this process, after the water changes: independent of the worker count
