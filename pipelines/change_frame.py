@@ -30,6 +30,7 @@ from shapely.geometry import shape
 
 from tuban.pipelines.change_blob_ops import CROSS, bounds_window, dilate4, median32
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, dark_level_q, dequantise_index
+from tuban.pipelines.change_fragments import same_water
 
 __all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
 
@@ -230,8 +231,9 @@ def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
     gain = value == CODE["new_water"]
     # Half-way from the dark-water level to the land median: darker than that is water-dark.
     dark_mid = 0.5 * (dark_level_q(t) + LAND_LEVEL)
+    allow = same_water(seed, ia if gain else ib, t.change)  # not across a dike into clearer water
     body = framed_body(seed, ia if gain else ib, ib if gain else ia, codes, t.weak_water, t.change,
-                       CODE["masked"], CODE["water"], dark=(bright_after < dark_mid) if gain else None)
+                       CODE["masked"], CODE["water"], dark=(allow & (bright_after < dark_mid)) if gain else allow)
     if body is None:
         return None
     # The body as a whole must have changed state: land on its dry date by the median index
@@ -251,7 +253,7 @@ def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
         return None
     for p in parts:
         p[-1]["framed_body"] = True
-    return parts if owns_body(seed, body, codes, value, min_blob_px) else []
+    return parts
 
 
 def drop_duplicate_bodies(records: list[dict], key: str = "framed_body", max_overlap: float = 0.25) -> list[dict]:

@@ -62,6 +62,7 @@ from tuban.pipelines.change_blob_ops import (
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
 from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
+from tuban.pipelines.change_fragments import drop_repeated_bodies
 from tuban.pipelines.change_frame import (
     MIN_TRUE_RECTANGULARITY,
     before_wetness,
@@ -534,7 +535,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         futures = [pool.submit(portable, _examine_blobs, c, stack_file, job, settings)
                    for c in _chunks(blobs, 64)]
         parts = results(futures)
-    records = drop_duplicate_bodies([r for part in parts for r in part])
+    records = drop_repeated_bodies(drop_duplicate_bodies([r for part in parts for r in part]))
     demote_flooded_fields(records, job.thresholds.water)  # flooded paddy blocks (per scene, after all parts: worker-count free)
     columns = COLUMNS
     if dry_ponds:  # in this process, after the water changes: independent of the worker count
