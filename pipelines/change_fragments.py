@@ -14,10 +14,13 @@ worker examined which fragment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import shapely
+from scipy import ndimage
 
-__all__ = ["drop_repeated_bodies", "same_water"]
+__all__ = ["MAX_SPLIT_DEPTH", "drop_repeated_bodies", "every_part_above_its_seams", "same_water", "split_parts_again"]
 
 
 def drop_repeated_bodies(records: list[dict], key: str = "framed_body", max_overlap: float = 0.25) -> list[dict]:
@@ -87,3 +90,86 @@ def same_water(seed: np.ndarray, wet_index: np.ndarray, change: float) -> np.nda
         return np.ones(wet_index.shape, bool)
     with np.errstate(invalid="ignore"):
         return wet_index <= float(np.median(vals)) + change
+
+
+#: How many times a part of a split blob is split again (a row of 2**3 = 8 ponds at most).
+MAX_SPLIT_DEPTH = 3
+
+
+def split_parts_again(labels: np.ndarray, split: Callable[[np.ndarray], np.ndarray | None],
+                      depth: int = MAX_SPLIT_DEPTH) -> np.ndarray:
+    """Labels with every part split again by ``split`` while splits are accepted.
+
+    A blob of several ponds merged through blurred dikes is split at the first set of seams
+    that passes the dike test; a row of three ponds may come out as one pond and a pair, and
+    the pair, elongated but still pond-shaped, is reported as one pond. The same test applied
+    to each part cuts the pair too.
+
+    Args:
+        labels: parts 1..n of a blob (0 outside).
+        split: labels of one part's mask (1..m), or None when that part is not to be split.
+        depth: how many more rounds of splitting are allowed.
+
+    Returns:
+        Labels 1..N in the same window, parts numbered in order.
+
+    Example:
+        >>> lab = np.array([[1, 1, 0, 2, 2, 2]])
+        >>> halves = lambda m: np.where(m, 1 + (np.cumsum(m, axis=1) > 1), 0) if m.sum() == 3 else None
+        >>> split_parts_again(lab, halves).tolist()
+        [[1, 1, 0, 2, 3, 3]]
+    """
+    if depth <= 0:
+        return labels
+    out = np.zeros_like(labels)
+    n = 0
+    for part in range(1, int(labels.max()) + 1):
+        inside = labels == part
+        if not inside.any():
+            continue
+        sub = split(inside)
+        if sub is not None and sub.max() > 1:
+            sub = split_parts_again(sub, split, depth - 1)
+            out[inside] = sub[inside] + n
+            n += int(sub.max())
+        else:
+            n += 1
+            out[inside] = n
+    return out
+
+
+def every_part_above_its_seams(labels: np.ndarray, region: np.ndarray, wet_index: np.ndarray,
+                               change: float) -> bool:
+    """Whether every part of a split is wetter than the seam pixels around it by ``change``.
+
+    A dike is drier than *both* ponds it separates. The seam test of a first split compares all
+    seams with all parts at once, which an open-water neighbour passes for any cut through an
+    algae pond beside it; a part split again is held to the stricter test, part by part.
+
+    Args:
+        labels: parts 1..n of the split (0 outside ``region``).
+        region: the pixels that were split.
+        wet_index: water index on the date the region holds water.
+        change: the scene's change margin.
+
+    Example:
+        >>> idx = np.array([[0.0, 0.0, 0.0, -0.3, 0.5, 0.5]] * 3, np.float32)
+        >>> region = np.ones(idx.shape, bool)
+        >>> every_part_above_its_seams(np.array([[1, 1, 1, 2, 2, 2]] * 3), region, idx, 0.1)
+        True
+        >>> every_part_above_its_seams(np.array([[1, 2, 2, 2, 2, 2]] * 3), region, idx, 0.1)
+        False
+    """
+    lab = np.where(region, labels, 0)
+    seam = region & (ndimage.grey_dilation(lab, size=3) != ndimage.grey_erosion(
+        np.where(region, lab, lab.max() + 1), size=3))
+    finite = np.isfinite(wet_index)
+    for part in range(1, int(lab.max()) + 1):
+        inside = lab == part
+        near = seam & ndimage.binary_dilation(inside, structure=np.ones((3, 3), bool)) & finite
+        core = inside & ~seam & finite
+        if not near.any() or not core.any():
+            continue
+        if not float(wet_index[core].mean()) - float(wet_index[near].mean()) > change:
+            return False
+    return True
