@@ -20,7 +20,15 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
-__all__ = ["MAX_SPLIT_DEPTH", "drop_repeated_bodies", "every_part_above_its_seams", "same_water", "split_parts_again"]
+__all__ = ["BODY_PIXEL_SHARE", "MAX_SPLIT_DEPTH", "drop_repeated_bodies", "every_part_above_its_seams", "same_water", "split_parts_again"]
+
+
+#: Share of the change margin each pixel of a framed body must move by; the body's median must
+#: move by the whole margin. The margin is three robust sigmas of one pixel's index change
+#: (:mod:`tuban.imagery.water`); the median of a body of n pixels varies ~sqrt(n) times less, so
+#: a body is held to the margin as a whole while its pixels, one by one, need only half of it
+#: (the frame step's share, ``MIN_FRAME_STEP``).
+BODY_PIXEL_SHARE = 0.5
 
 
 def drop_repeated_bodies(records: list[dict], key: str = "framed_body", max_overlap: float = 0.25) -> list[dict]:
@@ -153,11 +161,11 @@ def every_part_above_its_seams(labels: np.ndarray, region: np.ndarray, wet_index
         change: the scene's change margin.
 
     Example:
-        >>> idx = np.array([[0.0, 0.0, 0.0, -0.3, 0.5, 0.5]] * 3, np.float32)
+        >>> idx = np.array([[0.1] * 6 + [-0.3, 0.5, 0.5, 0.5]] * 3, np.float32)  # algae, dike, clear
         >>> region = np.ones(idx.shape, bool)
-        >>> every_part_above_its_seams(np.array([[1, 1, 1, 2, 2, 2]] * 3), region, idx, 0.1)
+        >>> every_part_above_its_seams(np.array([[1] * 6 + [2] * 4] * 3), region, idx, 0.1)  # at the dike
         True
-        >>> every_part_above_its_seams(np.array([[1, 2, 2, 2, 2, 2]] * 3), region, idx, 0.1)
+        >>> every_part_above_its_seams(np.array([[1] * 3 + [2] * 7] * 3), region, idx, 0.1)  # through the algae
         False
     """
     lab = np.where(region, labels, 0)

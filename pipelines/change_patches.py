@@ -511,7 +511,7 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
-                    geom, v, stack, grid, job.thresholds, _min_blob_px(settings, px_area),
+                    geom, v, stack, grid, job.thresholds,
                     lambda g, v=v: list(_examine(g, v, stack, job, settings, px_area, whole=True)),
                     lambda p, v=v: _is_pond(v, p, settings, grid.pixel_size_m),
                     int(np.sqrt(settings.max_area_m2 / px_area)) + 2)
