@@ -31,7 +31,7 @@ from shapely.geometry import shape
 
 from tuban.pipelines.change_blob_ops import CROSS, bounds_window, dilate4, median32
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, dark_level_q, dequantise_index
-from tuban.pipelines.change_fragments import BODY_PIXEL_SHARE, same_water
+from tuban.pipelines.change_fragments import BODY_PIXEL_SHARE, block_solidity, same_water
 
 __all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
 
@@ -250,7 +250,8 @@ def framed_parts(geom, value: int, stack, grid, thresholds,
         return None
     # A body decided without per-pixel water evidence must be a solid dug block: ponds the
     # same way but less solid (ragged margins of natural water) are left out.
-    parts = [p for p in examine(polys[0]) if not is_pond(p) or p[4] >= BODY_MIN_SOLIDITY]
+    parts = [p for p in examine(polys[0]) if not is_pond(p) or p[4] >= BODY_MIN_SOLIDITY
+             or p[4] >= BODY_MIN_SOLIDITY * block_solidity(p[0], wt, codes.shape)]  # staircase corners
     if not any(is_pond(p) for p in parts):
         return None
     for p in parts:
