@@ -190,11 +190,11 @@ def every_part_above_its_seams(labels: np.ndarray, region: np.ndarray, wet_index
 def block_solidity(poly, transform, shape_hw: tuple[int, int]) -> float:
     """Share of a solid block of the part's own extent that a 3x3 opening keeps.
 
-    The solidity test (share kept by a 4-connected 3x3 opening) also takes the staircase
-    corners off a small rotated pond at 10 m: a perfect 6 x 6 px pond turned by 30 degrees
-    keeps well under 90 %. The same opening of the part's minimum rotated rectangle, drawn on
-    the same pixels, measures that loss alone; a body is held to its solidity threshold times
-    this share.
+    The solidity test (share kept by a 4-connected 3x3 opening) takes pixels off a perfectly
+    solid block too: the four corners of a small upright pond (a 6 x 6 px pond keeps 0.89, a
+    20 x 20 px one 0.99), single pixels sticking out of a rotated pond's staircase outline. The
+    same opening of the part's minimum rotated rectangle, drawn on the same pixels, measures
+    that loss alone; a body is held to its solidity threshold times this share.
 
     Args:
         poly: the part's polygon (grid CRS).

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shapely import affinity
 from shapely.geometry import box
 
 from tuban.pipelines.change import ChangeSettings
 from tuban.pipelines.change_fragments import (
+    block_solidity,
     drop_repeated_bodies,
     every_part_above_its_seams,
     same_water,
@@ -163,3 +166,12 @@ def test_splitting_parts_again_only_refines_them(row_labels, pieces):
     for part in np.unique(out[out > 0]):  # every new part lies inside one old part
         assert np.unique(labels[out == part]).size == 1
     assert np.unique(out[out > 0]).tolist() == list(range(1, int(out.max()) + 1))
+
+
+def test_the_opening_takes_more_of_a_small_solid_block_than_of_a_large_one():
+    transform = Affine(10, 0, 0, 0, -10, 0)
+    small = block_solidity(box(20, -80, 80, -20), transform, (30, 30))  # 6 x 6 px: 4 corners go
+    large = block_solidity(box(20, -220, 220, -20), transform, (30, 30))  # 20 x 20 px
+    assert small == pytest.approx(32 / 36) and large == pytest.approx(396 / 400)
+    turned = block_solidity(affinity.rotate(box(20, -80, 80, -20), 20), transform, (30, 30))
+    assert 0.5 < turned <= 1.0
