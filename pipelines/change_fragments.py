@@ -9,7 +9,17 @@ body's *owner* before the body is decided loses the pond whenever the elected fr
 grows a body (it is a pond of its own, or its window cuts the body at its edge). Here instead
 every fragment reports the parts of its body and the repeats are dropped afterwards, once, on
 the records of the whole grid in their fixed order, so the result does not depend on which
-worker examined which fragment.
+worker examined which fragment (:func:`drop_repeated_bodies`).
+
+The other rules that decide a pond from its pieces:
+
+* :func:`same_water`: a body grows only through water that could be the fragment's (not across
+  a blurred dike into a clearer neighbour);
+* :data:`BODY_PIXEL_SHARE`: a body's pixels move by half the change margin, its median by all
+  of it;
+* :func:`block_solidity`: a body's solidity is judged against a solid block of its own extent;
+* :func:`split_parts_again` with :func:`every_part_above_its_seams`: merged ponds cut at one
+  dike only are cut at the others too, each part standing above its own seams.
 """
 
 from __future__ import annotations
