@@ -14,8 +14,9 @@ ring. Two helpers decide at the level of the body:
   whose index moved the same way beyond the change margin and lies on the wet side of the
   weak-water level (no per-pixel darkness test), never through masked pixels or water of both
   dates; the body is then judged as one pond (shape, frame, solidity) by the caller. Several
-  fragments of one body find the same body: only the first in raster order (its *owner*)
-  reports it, so a pond is never reported twice whichever worker examines which fragment.
+  fragments of one body find the same body: each reports it and the repeats are dropped once
+  on all records (:mod:`tuban.pipelines.change_fragments`), so a pond is reported once
+  whichever worker examines which fragment.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shapely.geometry import shape
 
 from tuban.pipelines.change_blob_ops import CROSS, bounds_window, dilate4, median32
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, dark_level_q, dequantise_index
+from tuban.pipelines.change_fragments import BODY_PIXEL_SHARE, block_solidity, same_water
 
 __all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
 
@@ -195,7 +197,7 @@ def owns_body(seed: np.ndarray, body: np.ndarray, codes: np.ndarray, value: int,
     return bool(seed.ravel()[first])
 
 
-def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
+def framed_parts(geom, value: int, stack, grid, thresholds,
                  examine: Callable[[object], list], is_pond: Callable[[tuple], bool],
                  max_side_px: int) -> list | None:
     """The examined parts of the framed body a non-pond fragment belongs to, decided as one pond.
@@ -206,15 +208,14 @@ def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
         stack: the result stack (codes, index before, index after, ...).
         grid: the comparison grid.
         thresholds: the scene's :class:`~tuban.imagery.water.WaterThresholds`.
-        min_blob_px: the smallest blob that is examined (owners are among those).
         examine: examines a body polygon as a whole, returning its parts.
         is_pond: whether an examined part is a pond.
         max_side_px: how far around the fragment the body may extend (the largest pond side).
 
     Returns:
-        None to keep the fragment's own parts (no larger body, or the body is no pond);
-        the body's parts when this fragment owns a pond body; an empty list when another
-        fragment owns it (that one reports it).
+        None to keep the fragment's own parts (no larger body, or the body is no pond), else
+        the body's parts (flagged ``framed_body``; repeats of one body by several fragments are
+        dropped later, :func:`tuban.pipelines.change_fragments.drop_repeated_bodies`).
     """
     win = bounds_window(geom.bounds, grid, max_side_px)
     wt = window_transform(win, grid.transform)
@@ -230,9 +231,12 @@ def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
     gain = value == CODE["new_water"]
     # Half-way from the dark-water level to the land median: darker than that is water-dark.
     dark_mid = 0.5 * (dark_level_q(t) + LAND_LEVEL)
-    body = framed_body(seed, ia if gain else ib, ib if gain else ia, codes, t.weak_water, t.change,
-                       CODE["masked"], CODE["water"], dark=(bright_after < dark_mid) if gain else None)
-    if body is None:
+    allow = same_water(seed, ia if gain else ib, t.change)  # not across a dike into clearer water
+    wet, dry = (ia, ib) if gain else (ib, ia)
+    # Pixel by pixel half the change margin, the body as a whole (its median) the full margin.
+    body = framed_body(seed, wet, dry, codes, t.weak_water, BODY_PIXEL_SHARE * t.change,
+                       CODE["masked"], CODE["water"], dark=(allow & (bright_after < dark_mid)) if gain else allow)
+    if body is None or not np.nanmedian(wet[body] - dry[body]) > t.change:
         return None
     # The body as a whole must have changed state: land on its dry date by the median index
     # (a gain), resp. not still dark weak water after (a loss: algae or turbid water that
@@ -246,12 +250,13 @@ def framed_parts(geom, value: int, stack, grid, thresholds, min_blob_px: int,
         return None
     # A body decided without per-pixel water evidence must be a solid dug block: ponds the
     # same way but less solid (ragged margins of natural water) are left out.
-    parts = [p for p in examine(polys[0]) if not is_pond(p) or p[4] >= BODY_MIN_SOLIDITY]
+    parts = [p for p in examine(polys[0]) if not is_pond(p) or p[4] >= BODY_MIN_SOLIDITY
+             or p[4] >= BODY_MIN_SOLIDITY * block_solidity(p[0], wt, codes.shape)]  # staircase corners
     if not any(is_pond(p) for p in parts):
         return None
     for p in parts:
         p[-1]["framed_body"] = True
-    return parts if owns_body(seed, body, codes, value, min_blob_px) else []
+    return parts
 
 
 def drop_duplicate_bodies(records: list[dict], key: str = "framed_body", max_overlap: float = 0.25) -> list[dict]:

@@ -62,6 +62,11 @@ from tuban.pipelines.change_blob_ops import (
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
 from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
+from tuban.pipelines.change_fragments import (
+    drop_repeated_bodies,
+    every_part_above_its_seams,
+    split_parts_again,
+)
 from tuban.pipelines.change_frame import (
     MIN_TRUE_RECTANGULARITY,
     before_wetness,
@@ -287,6 +292,21 @@ def _may_split(blob: np.ndarray, index: np.ndarray, change: float) -> bool:
     return vals.size > 0 and float(np.maximum.reduce(vals)) - float(np.minimum.reduce(vals)) >= change - 1e-3
 
 
+def _split_part(part: np.ndarray, index: np.ndarray, min_px: int, change: float,
+                accept: Callable[[np.ndarray, np.ndarray], bool]) -> np.ndarray | None:
+    """One part of an accepted split, split again (:func:`change_fragments.split_parts_again`).
+
+    Besides the blob's own test (``accept(labels, region)``), every new part must be wetter
+    than its own seams by the frame step a pond's outline shows (:data:`MIN_FRAME_STEP` of the
+    change margin): a dike is drier than both ponds it separates. None when the part is too
+    small to hold two ponds or its index range cannot hold a seam.
+    """
+    if np.count_nonzero(part) < 2 * min_px or not _may_split(part, index, change):
+        return None
+    return split_blob(part, index, min_px, margin=change, accept=lambda lab: every_part_above_its_seams(
+        lab, part, index, MIN_FRAME_STEP * change) and accept(lab, part))
+
+
 def _blob_mask(geom, value: int, win_codes: np.ndarray, wt, shape_hw) -> np.ndarray:
     """The blob's pixels: the 4-connected component of ``value`` under an interior point.
 
@@ -365,15 +385,15 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
                                                 grid.pixel_size_m):
                 n_pond += 1
                 area += int(inside.sum())
-        return n_pond, area / max(1, int(blob.sum()))
+        return n_pond, area / max(1, int(np.count_nonzero(labels)))  # labels cover the whole region split
 
-    def accept(labels: np.ndarray) -> bool:
+    def accept(labels: np.ndarray, region: np.ndarray = blob) -> bool:
         # Both tests must pass; the cheap seam test runs first (the order changes no decision).
         # A blob is only cut along real dikes: the seams must be clearly less wet than the
         # parts (cuts through textured flooding or tide follow no such valley).
-        seam = blob & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
-            np.where(blob, labels, labels.max() + 1), size=3))
-        core = blob & ~seam
+        seam = region & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
+            np.where(region, labels, labels.max() + 1), size=3))
+        core = region & ~seam
         if seam.sum() == 0 or core.sum() == 0:
             return False
         with warnings.catch_warnings():  # all-NaN seam or core: NaN gap, rejected
@@ -387,6 +407,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
     labels = blob.astype(np.int32)
     if np.count_nonzero(blob) >= 2 * min_px and _may_split(blob, wet_index, t.change):
         labels = split_blob(blob, wet_index, min_px, accept, margin=t.change)
+        if labels.max() > 1:  # a row of ponds cut at one dike only: each part is split the same way
+            labels = split_parts_again(labels, lambda part: _split_part(part, wet_index, min_px, t.change, accept))
     span = max(1e-6, t.water_mean - t.land_mean)
     dark63 = dark_level_q(t)
     with np.errstate(invalid="ignore"):
@@ -494,7 +516,7 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
-                    geom, v, stack, grid, job.thresholds, _min_blob_px(settings, px_area),
+                    geom, v, stack, grid, job.thresholds,
                     lambda g, v=v: list(_examine(g, v, stack, job, settings, px_area, whole=True)),
                     lambda p, v=v: _is_pond(v, p, settings, grid.pixel_size_m),
                     int(np.sqrt(settings.max_area_m2 / px_area)) + 2)
@@ -543,7 +565,7 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         parts = results(futures)
     records = [r for part in parts for r in part]
     demote_refills(records, stack, job, MUD_FRAME_RATIO)  # drained ponds refilled: new water (worker-count free)
-    records = drop_duplicate_bodies(records)
+    records = drop_repeated_bodies(drop_duplicate_bodies(records))
     demote_flooded_fields(records, job.thresholds.water)  # flooded paddy blocks (per scene, after all parts: worker-count free)
     columns = COLUMNS
     if dry_ponds:  # in this process, after the water changes: independent of the worker count
