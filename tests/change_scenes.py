@@ -127,3 +127,27 @@ def pond_centre_map(name: str) -> tuple[float, float]:
     """Map (x, y) of a pond's centre on the before grid."""
     r0, c0, r1, c1 = PONDS[name]
     return TRANSFORM * ((c0 + c1) / 2.0, (r0 + r1) / 2.0)
+
+
+def kinds_at(patches, box) -> list[str]:
+    """Sorted kinds of the patches under the centre of pixel box ``(r0, c0, r1, c1)``."""
+    from shapely.geometry import Point
+
+    r0, c0, r1, c1 = box
+    x, y = TRANSFORM * ((c0 + c1) / 2.0, (r0 + r1) / 2.0)
+    return sorted(patches[patches.intersects(Point(x, y))]["kind"])
+
+
+def patches_without(tmp: Path, before: np.ndarray, after: np.ndarray, rule: str, disabled):
+    """:func:`patches_of` with ``tuban.pipelines.change_patches.<rule>`` replaced by ``disabled``
+    (the pipeline as it was before that rule existed); the rule is restored afterwards."""
+    import pytest
+
+    import tuban.pipelines.change_patches as cp
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(cp, rule, disabled)
+    try:
+        return patches_of(tmp, before, after)
+    finally:
+        mp.undo()

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shapely.geometry import Point
 
 from tuban.pipelines.change_fields import demote_flooded_fields, open_water_level
 
@@ -81,32 +80,20 @@ def _scene(date: str) -> np.ndarray:
     return img
 
 
-def _kind_at(patches, box) -> list[str]:
-    r0, c0, r1, c1 = box
-    x, y = cs.TRANSFORM * ((c0 + c1) / 2.0, (r0 + r1) / 2.0)
-    return sorted(patches[patches.intersects(Point(x, y))]["kind"])
-
-
 @pytest.fixture(scope="module")
 def field_runs(tmp_path_factory):
     """Patches with the flooded-field test, and without it (the test's function disabled)."""
-    import tuban.pipelines.change_patches as cp
-
     before, after = _scene("before"), _scene("after")
     with_test = cs.patches_of(tmp_path_factory.mktemp("fields"), before, after)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(cp, "demote_flooded_fields", lambda records, water: 0)  # as before this test existed
-    try:
-        without = cs.patches_of(tmp_path_factory.mktemp("nofields"), before, after)
-    finally:
-        mp.undo()
+    without = cs.patches_without(tmp_path_factory.mktemp("nofields"), before, after,
+                                 "demote_flooded_fields", lambda records, water: 0)  # as before this test
     return with_test, without
 
 
 def test_flooded_field_block_is_new_water_and_ponds_stay(field_runs):
     with_test, without = field_runs
-    assert _kind_at(without, FIELD) == ["new_pond"]  # framed and rectangular: a pond by shape alone
-    assert _kind_at(with_test, FIELD) == ["new_water"]
+    assert cs.kinds_at(without, FIELD) == ["new_pond"]  # framed and rectangular: a pond by shape alone
+    assert cs.kinds_at(with_test, FIELD) == ["new_water"]
     for box in (*CLEAR, ALGAE):  # open-water ponds and a small weak (algae) pond are kept
-        assert _kind_at(with_test, box) == ["new_pond"], box
+        assert cs.kinds_at(with_test, box) == ["new_pond"], box
     assert (with_test["kind"] == "new_pond").sum() == (without["kind"] == "new_pond").sum() - 1

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shapely.geometry import Point
 
 from tuban.pipelines.change import ChangeSettings
 from tuban.pipelines.change_patches import MIN_FRAME_STEP, MUD_FRAME_RATIO
@@ -44,36 +43,24 @@ def _scene(date: str) -> np.ndarray:
     return img
 
 
-def _kind_at(patches, box) -> list[str]:
-    r0, c0, r1, c1 = box
-    x, y = cs.TRANSFORM * ((c0 + c1) / 2.0, (r0 + r1) / 2.0)
-    return sorted(patches[patches.intersects(Point(x, y))]["kind"])
-
-
 @pytest.fixture(scope="module")
 def refill_runs(tmp_path_factory):
     """Patches with the refill test, and without it (its before-floor read disabled)."""
-    import tuban.pipelines.change_patches as cp
-
     before, after = _scene("before"), _scene("after")
     with_rule = cs.patches_of(tmp_path_factory.mktemp("refill"), before, after)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(cp, "demote_refills", lambda *a, **k: 0)  # as before this rule existed
-    try:
-        without = cs.patches_of(tmp_path_factory.mktemp("norefill"), before, after)
-    finally:
-        mp.undo()
+    without = cs.patches_without(tmp_path_factory.mktemp("norefill"), before, after,
+                                 "demote_refills", lambda *a, **k: 0)  # as before this rule existed
     two = cs.patches_of(tmp_path_factory.mktemp("refill2"), before, after, ChangeSettings(workers=2))
     return with_rule, without, two
 
 
 def test_refilled_pond_is_new_water_and_dug_ponds_stay_new(refill_runs):
     with_rule, without, _ = refill_runs
-    assert _kind_at(without, REFILL) == ["new_pond"]  # framed water after, wet before: was a false alarm
-    assert _kind_at(with_rule, REFILL) == ["new_water"]
-    assert _kind_at(with_rule, DUG_SOIL) == ["new_pond"]  # as wet as mud by the index before, but bright
-    assert _kind_at(with_rule, DUG_CROP) == ["new_pond"]
-    assert _kind_at(with_rule, KEPT) == []
+    assert cs.kinds_at(without, REFILL) == ["new_pond"]  # framed water after, wet before: was a false alarm
+    assert cs.kinds_at(with_rule, REFILL) == ["new_water"]
+    assert cs.kinds_at(with_rule, DUG_SOIL) == ["new_pond"]  # as wet as mud by the index before, but bright
+    assert cs.kinds_at(with_rule, DUG_CROP) == ["new_pond"]
+    assert cs.kinds_at(with_rule, KEPT) == []
     assert (with_rule["kind"] == "new_pond").sum() == 2
 
 
