@@ -56,7 +56,6 @@ from tuban.pipelines.change_blob_ops import (
     erode4,
     median32,
     nanmean32,
-    open4,
     window_affine,
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
@@ -333,15 +332,16 @@ def _placed_mask(known: tuple[Blob, np.ndarray], win: Window, shape_hw) -> np.nd
 
 
 def _window_arrays(geom, value: int, stack, grid, pad: int, known: tuple[Blob, np.ndarray] | None = None,
-                   whole: bool = False):
+                   whole: bool = False, bounds: tuple | None = None):
     """``(wt, shape_hw, codes, blob, index_before, index_after, brightness_after)`` of the
     blob's bounding window grown by ``pad`` pixels.
 
     ``known``: the blob and its mask over its box (:func:`change_blobs.blob_mask`), when the
     caller already has them (the same pixels, not labelled again). ``whole``: the blob is all of
-    ``geom`` (a grown framed body, :mod:`tuban.pipelines.change_frame`).
+    ``geom`` (a grown framed body, :mod:`tuban.pipelines.change_frame`). ``bounds``:
+    ``geom.bounds``, when already taken (:func:`_examine_blobs`: one call per chunk).
     """
-    win = bounds_window(geom.bounds, grid, pad)
+    win = bounds_window(geom.bounds if bounds is None else bounds, grid, pad)
     wt = window_affine(win, grid.transform)
     rs = slice(int(win.row_off), int(win.row_off + win.height))
     cs = slice(int(win.col_off), int(win.col_off + win.width))
@@ -361,17 +361,18 @@ def _window_arrays(geom, value: int, stack, grid, pad: int, known: tuple[Blob, n
 
 def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area_m2,
              known: tuple[Blob, np.ndarray] | None = None, whole: bool = False,
-             geom_stats: ShapeStats | None = None):
+             geom_stats: ShapeStats | None = None, bounds: tuple | None = None):
     """Yield ``(polygon, stats, contrast, drained, solidity, facts)`` per part of one blob.
 
     ``polygon`` is in the grid CRS; ``facts`` holds the measurements :func:`part_kind` uses
     (``open_edge``, ``frame_step``) and, for losses, the floor measures of :class:`LostFloor`.
     ``known``: the :class:`Blob` and its box mask, when already at hand. ``geom_stats``:
-    :func:`shape_stats` of ``geom``, when already measured.
+    :func:`shape_stats` of ``geom``, when already measured; ``bounds``: ``geom.bounds``, when
+    already taken.
     """
     grid = job.grid
     t = job.thresholds
-    wt, shape_hw, win_codes, blob, ib, ia, nir = _window_arrays(geom, value, stack, grid, 3, known, whole)
+    wt, shape_hw, win_codes, blob, ib, ia, nir = _window_arrays(geom, value, stack, grid, 3, known, whole, bounds)
     wet_index = ia if value == CODE["new_water"] else ib
     min_px = max(1, int(settings.min_area_m2 / px_area_m2))
 
@@ -432,7 +433,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             continue
         # A pond is a solid block: a 3x3 opening keeps most of it, while fragments of textured
         # flooding, shadow edges or tide (speckle around a threshold) mostly vanish.
-        solidity = np.count_nonzero(open4(inside)) / np.count_nonzero(inside)  # the same float quotient
+        core = erode4(inside)  # open4(inside) = dilate4(core); the texture's core below
+        solidity = np.count_nonzero(dilate4(core)) / np.count_nonzero(inside)  # the same float quotient
         delta = nanmean32(np.abs(ia[inside] - ib[inside]))
         # np.clip's value, without its per-call overhead on a scalar
         contrast = min(max(float(delta / span), 0.0), 1.0) if math.isfinite(delta) else 0.0
@@ -445,7 +447,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             wet_vals = ia[inside]  # :mod:`change_fields`: weak-water level and roughness
             wet_vals = wet_vals[np.isfinite(wet_vals)]
             facts["wet_index"] = float(median32(wet_vals)) if wet_vals.size else float("nan")
-            facts["texture"] = brightness_texture(nir, inside, erode4(inside))
+            facts["texture"] = brightness_texture(nir, inside, core)
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
             facts["before_wetness"] = before_wetness(ib[inside], t)
             facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
@@ -479,8 +481,9 @@ def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSetti
     masks = [blob_mask(b, stack[0]) for b in blobs]
     polygons = blob_polygons(blobs, stack[0], job.grid.transform, masks=masks)
     stats = shape_stats_many(polygons, job.grid.pixel_size_m)  # one vectorised pass for the chunk
+    bounds = shapely.bounds(polygons).tolist()  # each = polygon.bounds, in one call
     return _records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), stats, strict=True),
-                    stack, job, settings)
+                    stack, job, settings, bounds)
 
 
 def _chunks(blobs: Iterator[Blob], size: int) -> Iterator[list[Blob]]:
@@ -505,14 +508,16 @@ def _is_pond(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: flo
     return part_kind(value, stats, solidity, drained, facts, settings, pixel_size_m)[1]
 
 
-def _records(blobs, stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
-    """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`)."""
+def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None) -> list[dict]:
+    """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`);
+    ``bounds``: each polygon's ``bounds``, when already taken."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     out = []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
-        for geom, v, known, geom_stats in blobs:  # known: (blob, mask); the geometry's shape stats
-            parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats))
+        for i, (geom, v, known, geom_stats) in enumerate(blobs):  # known: (blob, mask); the geometry's shape stats
+            parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
+                                  bounds=None if bounds is None else tuple(bounds[i])))
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
