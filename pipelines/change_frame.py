@@ -107,7 +107,7 @@ def _median(values: np.ndarray):
     return np.median(values)
 
 
-def before_wetness(index_before: np.ndarray, thresholds) -> float:
+def before_wetness(index_before: np.ndarray, thresholds, median=None) -> float:
     """Median before-date index of a gained part, from the land median (0) to weak water (1).
 
     Above 1 the part already held weak water (algae, turbid) or wet mud before: a pond that
@@ -118,12 +118,18 @@ def before_wetness(index_before: np.ndarray, thresholds) -> float:
         >>> t = SimpleNamespace(land_mean=-0.4, weak_water=-0.1)
         >>> round(before_wetness(np.array([-0.25, -0.25, np.nan]), t), 2)
         0.5
+
+    ``median``: :func:`median32` of the finite values (not empty), when already taken.
     """
-    vals = index_before[np.isfinite(index_before)]
     span = thresholds.weak_water - thresholds.land_mean
-    if vals.size == 0 or span <= 0:
+    if median is None:
+        vals = index_before[np.isfinite(index_before)]
+        if vals.size == 0 or span <= 0:
+            return 0.0
+        median = median32(vals)
+    elif span <= 0:
         return 0.0
-    return float(median32(vals) - thresholds.land_mean) / span
+    return float(median - thresholds.land_mean) / span
 
 
 def framed_body(seed: np.ndarray, wet_index: np.ndarray, dry_index: np.ndarray, codes: np.ndarray,

@@ -227,20 +227,27 @@ def is_sliver(geom, pixel_size_m: float) -> bool:
 
 
 def _frame_step(inside: np.ndarray, labels: np.ndarray, index: np.ndarray, ring: np.ndarray | None = None,
-                ) -> float:
+                median_inside=None) -> float:
     """How much wetter the part is than its outer 1-px ring (median index difference).
 
     A pond is framed by dikes: on the date it holds water its outline is clearly drier than
     its inside. Speckle cut out of uniformly flooded fields by a threshold has no such frame.
-    ``ring``: :func:`outer_ring`, when already computed.
+    ``ring``: :func:`outer_ring`, when already computed. ``median_inside``: ``median32`` of the
+    finite ``index[inside]`` (not empty), when already taken.
     """
     if ring is None:
         ring = outer_ring(inside, labels)
-    vals_in, vals_ring = index[inside], index[ring]
-    vals_in, vals_ring = vals_in[np.isfinite(vals_in)], vals_ring[np.isfinite(vals_ring)]
-    if vals_in.size == 0 or vals_ring.size == 0:
+    vals_ring = index[ring]
+    vals_ring = vals_ring[np.isfinite(vals_ring)]
+    if median_inside is None:
+        vals_in = index[inside]
+        vals_in = vals_in[np.isfinite(vals_in)]
+        if vals_in.size == 0 or vals_ring.size == 0:
+            return 0.0
+        median_inside = median32(vals_in)
+    elif vals_ring.size == 0:
         return 0.0
-    return float(median32(vals_in) - median32(vals_ring))
+    return float(median_inside - median32(vals_ring))
 
 
 def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, facts: dict,
@@ -435,22 +442,27 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         # flooding, shadow edges or tide (speckle around a threshold) mostly vanish.
         core = erode4(inside)  # open4(inside) = dilate4(core); the texture's core below
         solidity = np.count_nonzero(dilate4(core)) / np.count_nonzero(inside)  # the same float quotient
-        delta = nanmean32(np.abs(ia[inside] - ib[inside]))
+        ia_in, ib_in = ia[inside], ib[inside]  # each taken once, for the measures below
+        delta = nanmean32(np.abs(ia_in - ib_in))
         # np.clip's value, without its per-call overhead on a scalar
         contrast = min(max(float(delta / span), 0.0), 1.0) if math.isfinite(delta) else 0.0
         drained = False
         grown = dilate4(inside)
         ring1 = grown & ~inside & (labels == 0)  # :func:`outer_ring`
+        med_in = None  # median of the finite after index inside (new water: wet_index is ia)
+        if value == CODE["new_water"]:
+            wet_vals = ia_in[np.isfinite(ia_in)]  # :mod:`change_fields`: weak-water level and roughness
+            med_in = median32(wet_vals) if wet_vals.size else None
         facts = {"open_edge": _open_edge(inside, labels, wet, ring1),
-                 "frame_step": _frame_step(inside, labels, wet_index, ring1) / max(1e-6, t.change)}
+                 "frame_step": _frame_step(inside, labels, wet_index, ring1, med_in) / max(1e-6, t.change)}
         if value == CODE["new_water"]:  # dikes are bright: a brighter rim frames weak-index ponds too
-            wet_vals = ia[inside]  # :mod:`change_fields`: weak-water level and roughness
-            wet_vals = wet_vals[np.isfinite(wet_vals)]
-            facts["wet_index"] = float(median32(wet_vals)) if wet_vals.size else float("nan")
+            facts["wet_index"] = float(med_in) if med_in is not None else float("nan")
             facts["texture"] = brightness_texture(nir, inside, core)
             facts["frame_bright"] = frame_brightness_step(inside, labels, nir, dark63, ring1)
-            facts["before_wetness"] = before_wetness(ib[inside], t)
-            facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1) / max(1e-6, t.change)
+            dry_vals = ib_in[np.isfinite(ib_in)]
+            med_b = median32(dry_vals) if dry_vals.size else None  # one median for the two before measures
+            facts["before_wetness"] = before_wetness(ib_in, t, med_b)
+            facts["before_frame_step"] = _frame_step(inside, labels, ib, ring1, med_b) / max(1e-6, t.change)
             facts["mask_px"] = (wt, inside)  # where the part is, for :mod:`change_refill`
         if value == CODE["lost_water"]:
             # two 4-connected dilations of the part (the first one is ``grown``)

@@ -1,9 +1,11 @@
 """Speed round 7 of ``tuban change``: each shortcut gives exactly the plain computation.
 
 The patch examination takes the polygons' bounds in one ``shapely.bounds`` call per chunk of
-blobs instead of one ``polygon.bounds`` per blob, and reuses the part's 4-connected erosion
-(the first half of its opening, for the solidity) as the core of the brightness texture.
-These tests pin both against the plain calls; whole runs are also compared byte for byte by
+blobs instead of one ``polygon.bounds`` per blob, reuses the part's 4-connected erosion (the
+first half of its opening, for the solidity) as the core of the brightness texture, and takes
+the median of each date's finite index inside a new-water part once (the after one serves
+``wet_index`` and the frame step, the before one ``before_wetness`` and the before frame step).
+These tests pin each against the plain calls; whole runs are also compared byte for byte by
 ``benchmarks/check_change_identical.py``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import shapely
@@ -22,8 +25,9 @@ from scipy import ndimage
 import tuban.pipelines.change_patches as cp
 from tuban.imagery.raster_io import open_date
 from tuban.pipelines.change import ChangeSettings, detect_changes
-from tuban.pipelines.change_blob_ops import dilate4, erode4, open4
+from tuban.pipelines.change_blob_ops import dilate4, erode4, median32, open4
 from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
+from tuban.pipelines.change_frame import before_wetness
 
 sys.path.insert(0, str(Path(__file__).parent))
 import change_scenes as cs  # noqa: E402
@@ -70,3 +74,29 @@ def test_runs_with_and_without_the_round7_shortcuts_are_identical(tmp_path, monk
     plain = detect_changes(open_date([b]), open_date([a]), settings_)
     assert len(fast.patches) > 0
     assert fast.patches.to_json() == plain.patches.to_json()
+
+
+_index = st.lists(st.one_of(st.floats(-1.0, 1.0, width=32), st.just(float("nan"))), min_size=1, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_index, st.integers(0, 2**32 - 1))
+def test_frame_step_with_the_inside_median_given_is_the_plain_step(values, seed):
+    rng = np.random.default_rng(seed)
+    index = np.asarray(values, dtype=np.float32)
+    inside = rng.random(index.size) < 0.5
+    ring = ~inside & (rng.random(index.size) < 0.7)
+    vals = index[inside][np.isfinite(index[inside])]
+    given_median = median32(vals) if vals.size else None  # what ``_examine`` passes
+    plain = cp._frame_step(inside, None, index, ring)
+    assert cp._frame_step(inside, None, index, ring, given_median) == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(_index, st.floats(-0.8, 0.2), st.floats(-0.5, 0.5))
+def test_before_wetness_with_the_median_given_is_the_plain_value(values, land_mean, weak_water):
+    index = np.asarray(values, dtype=np.float32)
+    t = SimpleNamespace(land_mean=land_mean, weak_water=weak_water)
+    vals = index[np.isfinite(index)]
+    given_median = median32(vals) if vals.size else None
+    assert before_wetness(index, t, given_median) == before_wetness(index, t)
