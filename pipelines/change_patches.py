@@ -206,10 +206,10 @@ def _open_edge(inside: np.ndarray, labels: np.ndarray, wet: np.ndarray, ring: np
     """
     if ring is None:
         ring = outer_ring(inside, labels)
-    n = int(ring.sum())
+    n = np.count_nonzero(ring)  # = int(ring.sum()), without the method's wrapper
     if n == 0:
         return 0.0
-    return float(wet[ring].sum()) / n
+    return float(np.count_nonzero(wet[ring])) / n
 
 
 def is_sliver(geom, pixel_size_m: float) -> bool:
@@ -424,11 +424,12 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             wet = (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
         else:  # no before brightness in the stack: open water by the index alone
             wet = (ib > t.water) | (win_codes == CODE["water"])
-    for part in range(1, int(labels.max()) + 1):
+    n_parts = int(labels.max())  # labels do not change below
+    for part in range(1, n_parts + 1):
         inside = labels == part
         if not inside.any():
             continue
-        if labels.max() == 1:
+        if n_parts == 1:
             poly = geom  # the blob as polygonised on the whole grid
         else:
             polys = [shape(g) for g, v in shapes(inside.astype(np.uint8), mask=inside, transform=wt) if v == 1]

@@ -100,3 +100,13 @@ def test_before_wetness_with_the_median_given_is_the_plain_value(values, land_me
     vals = index[np.isfinite(index)]
     given_median = median32(vals) if vals.size else None
     assert before_wetness(index, t, given_median) == before_wetness(index, t)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 25), st.integers(1, 25))
+def test_open_edge_equals_the_plain_sums(seed, h, w):
+    rng = np.random.default_rng(seed)
+    inside, wet = rng.random((h, w)) < 0.4, rng.random((h, w)) < 0.5
+    ring = dilate4(inside) & ~inside
+    n = int(ring.sum())
+    assert cp._open_edge(inside, None, wet, ring) == (float(wet[ring].sum()) / n if n else 0.0)
