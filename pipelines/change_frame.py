@@ -33,7 +33,7 @@ from tuban.pipelines.change_blob_ops import CROSS, bounds_window, dilate4, media
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, dark_level_q, dequantise_index
 from tuban.pipelines.change_fragments import BODY_PIXEL_SHARE, block_solidity, same_water
 
-__all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring", "owns_body"]
+__all__ = ["BODY_MIN_SOLIDITY", "MIN_TRUE_RECTANGULARITY", "before_wetness", "true_rectangularity", "drop_duplicate_bodies", "frame_brightness_step", "framed_body", "framed_parts", "outer_ring"]
 
 #: Share of a framed body a 3x3 opening must keep (the direct pond test asks 0.6): a body is
 #: decided without per-pixel water evidence, so it must be a solid dug block.
@@ -177,30 +177,6 @@ def framed_body(seed: np.ndarray, wet_index: np.ndarray, dry_index: np.ndarray, 
     if body[0].any() or body[-1].any() or body[:, 0].any() or body[:, -1].any():
         return None
     return body
-
-
-def owns_body(seed: np.ndarray, body: np.ndarray, codes: np.ndarray, value: int, min_px: int) -> bool:
-    """Whether ``seed`` is the first (raster order) examined fragment of ``body``.
-
-    Fragments are the 4-connected ``value`` pixels of ``codes`` in the body; only those of at
-    least ``min_px`` pixels are examined as blobs, so only they can own it.
-
-    Example:
-        >>> codes = np.zeros((4, 6), np.uint8); codes[1, 1:3] = 2; codes[2, 4:6] = 2
-        >>> body = np.zeros((4, 6), bool); body[1:3, 1:6] = True
-        >>> owns_body(codes == 2, body, codes, 2, 2), owns_body((codes == 2) & (np.arange(6) > 3), body, codes, 2, 2)
-        (True, False)
-    """
-    lab, n = ndimage.label((codes == value) & body, structure=CROSS)
-    if n == 0:
-        return False
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    flat = lab.ravel()
-    big = (flat > 0) & (sizes[flat] >= min_px)
-    if not big.any():
-        return False
-    first = int(np.argmax(big))
-    return bool(seed.ravel()[first])
 
 
 def framed_parts(geom, value: int, stack, grid, thresholds,

@@ -14,8 +14,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from shapely.geometry import Point, box
 
 from tuban.pipelines.change_blocks import CODE
@@ -24,7 +22,6 @@ from tuban.pipelines.change_frame import (
     drop_duplicate_bodies,
     frame_brightness_step,
     framed_body,
-    owns_body,
 )
 from tuban.pipelines.change_patches import LostFloor
 
@@ -76,26 +73,6 @@ def test_framed_body_stops_at_a_bright_dike_and_refuses_a_body_larger_than_the_w
     assert body is not None and body.sum() == 100 and not body[:, 15:].any()
     wet[:, :] = 0.0  # a flooded plain: the body reaches the window edge
     assert framed_body(seed, wet, dry, codes, -0.2, 0.1, CODE["masked"], CODE["water"]) is None
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 19)), min_size=1, max_size=12),
-       st.integers(1, 3))
-def test_exactly_one_examined_fragment_owns_a_body(pixels, min_px):
-    codes = np.zeros((12, 22), np.uint8)
-    for r, c in pixels:
-        codes[1 + r, 1 + c] = CODE["new_water"]
-    body = np.zeros(codes.shape, bool)
-    body[1:11, 1:21] = True
-    from scipy import ndimage
-
-    lab, n = ndimage.label(codes == CODE["new_water"])
-    sizes = [int((lab == k).sum()) for k in range(1, n + 1)]
-    owners = [k for k in range(1, n + 1) if owns_body(lab == k, body, codes, CODE["new_water"], min_px)]
-    if max(sizes) >= min_px:
-        assert len(owners) == 1 and sizes[owners[0] - 1] >= min_px
-    else:
-        assert owners == []
 
 
 def test_brighter_rim_frames_a_dark_part():
