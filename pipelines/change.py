@@ -395,15 +395,17 @@ def detect_changes(before: DateSource | GeoRaster, after: DateSource | GeoRaster
             else:
                 stack = np.zeros(shape, dtype=np.uint8)
             windows = block_windows(grid, settings.block_px)
-            tally = _code(job, windows, stack, pool, stack_file, settings.scheduler, progress)
-            if tally.candidates:
-                # Blocks near cloud candidates again, with their surroundings, so cloud and shadow
-                # masks are what the whole grid would give, whatever the block size.
-                redo = [w for w in windows if _near_candidates(stack, w, grid)]
-                _code(dataclasses.replace(job, halo_px=CLOUD_HALO_PX), redo, stack, pool, stack_file,
-                      settings.scheduler, None)
-                tally = BlockTally.of_stack(stack)
-            release_tiles(job.token)  # the sample reads' tiles (change_tiles): every block is coded
+            try:
+                tally = _code(job, windows, stack, pool, stack_file, settings.scheduler, progress)
+                if tally.candidates:
+                    # Blocks near cloud candidates again, with their surroundings, so cloud and shadow
+                    # masks are what the whole grid would give, whatever the block size.
+                    redo = [w for w in windows if _near_candidates(stack, w, grid)]
+                    _code(dataclasses.replace(job, halo_px=CLOUD_HALO_PX), redo, stack, pool, stack_file,
+                          settings.scheduler, None)
+                    tally = BlockTally.of_stack(stack)
+            finally:
+                release_tiles(job.token)  # the sample reads' tiles (change_tiles): coded, or failed
             lap("blocks")
             if tally.cloudy and mask_shadows(stack, grid, settings.shadow_reach_m):
                 tally = BlockTally.of_stack(stack)
