@@ -265,7 +265,7 @@ def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The cloud (bit 1) and shadow-like (bit 2) flags on a ``factor`` times coarser grid (any).
+    """The cloud (bit 0) and shadow-like (bit 1) flags on a ``factor`` times coarser grid (any).
 
     Read strip by strip; each strip is a whole number of coarse rows, so every coarse cell
     covers the same ``factor x factor`` pixels as a reduction of the whole layer would.

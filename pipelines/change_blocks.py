@@ -126,7 +126,7 @@ def _comparable(dtype: np.dtype, value: float) -> object | None:
 
 def _read_bands(reader: GridReader, src: DateSource, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`read_date` plus its nodata mask (any reflective band NaN, nodata or warp fill)."""
-    return _bands_of(_read_raw(reader, src, window), src)
+    return bands_of(_read_raw(reader, src, window), src)
 
 
 def _read_raw(reader: GridReader, src: DateSource, window: Window, tiles: SampleTiles | None = None) -> np.ndarray:
@@ -140,12 +140,6 @@ def _read_raw(reader: GridReader, src: DateSource, window: Window, tiles: Sample
 def bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`read_date` of the raw array :func:`_read_raw` read, with its nodata mask (pixel
     by pixel: any part of it gives the same values as the whole)."""
-    return _bands_of(raw, src)
-
-
-def _bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """:func:`_read_bands` of an array :func:`_read_raw` read (pixel by pixel: any part of it
-    gives the same values as the whole)."""
     roles = list(src.roles)
     raw_nodata = src.nodata
     floating = np.issubdtype(raw.dtype, np.floating)
@@ -393,8 +387,8 @@ def _code_into(out: np.ndarray, job: BlockJob, raw_b: np.ndarray, raw_a: np.ndar
     With ``inner`` None the arrays may be a strip of a block: then nothing is written and None
     returned when the strip holds a cloud candidate (the block must be coded whole).
     """
-    before, nodata_b = _bands_of(raw_b, job.before)
-    after, nodata_a = _bands_of(raw_a, job.after)
+    before, nodata_b = bands_of(raw_b, job.before)
+    after, nodata_a = bands_of(raw_a, job.after)
     after = apply_gains(after, job.gains)
     if inner is None and "qa" not in before and "qa" not in after:
         return _code_strip(out, job, before, after, nodata_b, nodata_a, user, zeroed)

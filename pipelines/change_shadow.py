@@ -138,14 +138,15 @@ def _members(owner: np.ndarray, n: int, rows: np.ndarray, cols: np.ndarray,
     return [(rows[order[a:b]], cols[order[a:b]]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _sized_fallback(cloud: np.ndarray, dark: np.ndarray, disc: np.ndarray) -> np.ndarray:
-    """Within reach of a cloud, the darkened regions no larger than a cloud could shade.
+def _sized_fallback(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> np.ndarray:
+    """Within ``reach_px`` of a cloud, the darkened regions no larger than a cloud could shade.
 
     With no measured displacement the shadow may lie in any direction, but it still has its
     cloud's size: a darkened field or pond far larger than every cloud of the scene (e.g. a
     few bright roofs taken for clouds) is not their shadow. A cloud object touching the grid
     edge may be larger than what is seen, so it allows any size.
     """
+    disc = ndimage.distance_transform_edt(~cloud) <= reach_px  # within reach (only needed here)
     eight = np.ones((3, 3), dtype=bool)
     lab_c, n_c = ndimage.label(cloud, structure=eight)
     edge = np.unique(np.concatenate([lab_c[0], lab_c[-1], lab_c[:, 0], lab_c[:, -1]]))
@@ -186,7 +187,6 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
         (True, 20, 0, True, False)
     """
     h, w = cloud.shape
-    disc = ndimage.distance_transform_edt(~cloud) <= reach_px
     k = max(1, int(np.ceil(max(h, w) / WORK_PX)))
     c = reduce_cells(cloud, k, "any")
     free = ~c
@@ -202,7 +202,7 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
     allowed = (dist <= reach) & (dist >= 1.0) & (visible >= 0.3 * n_cloud)
     background = float(d[(ndimage.distance_transform_edt(free) <= reach) & free].mean()) if free.any() else 0.0
     if not allowed.any():
-        return _sized_fallback(cloud, dark, disc), ShadowFit((0.0, 0.0), 0.0, background, False)
+        return _sized_fallback(cloud, dark, reach_px), ShadowFit((0.0, 0.0), 0.0, background, False)
     # most darkened cells covered, and as few undarkened ones: a shadow partly hidden under its
     # cloud is covered as fully by slightly longer displacements, which also cover bright ground
     score = np.where(allowed, hits * hits / np.maximum(visible, 1e-9), -1.0)
@@ -225,7 +225,7 @@ def shadow_zone(cloud: np.ndarray, dark: np.ndarray, reach_px: float) -> tuple[n
              and score[i, j] >= MIN_DIRECTION_CONTRAST * rival)
     fit = ShadowFit((sx * k, sy * k), round(match, 4), round(background, 4), bool(found))
     if not found:
-        return _sized_fallback(cloud, dark, disc), fit
+        return _sized_fallback(cloud, dark, reach_px), fit
     unit = np.array([sx, sy]) / np.hypot(sx, sy)
     lab, n = ndimage.label(c, structure=np.ones((3, 3), bool))
     rr_all, cc_all = np.nonzero(lab)
