@@ -34,7 +34,7 @@ from scipy import ndimage
 from tuban.pipelines.change_blob_ops import open4
 
 __all__ = ["BODY_PIXEL_SHARE", "MAX_SPLIT_DEPTH", "block_solidity", "drop_repeated_bodies", "every_part_above_its_seams",
-           "same_water", "split_parts_again"]
+           "same_water", "seams", "split_parts_again"]
 
 
 #: Share of the change margin each pixel of a framed body must move by; the body's median must
@@ -160,6 +160,18 @@ def split_parts_again(labels: np.ndarray, split: Callable[[np.ndarray], np.ndarr
     return out
 
 
+def seams(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The pixels of ``region`` whose 3x3 neighbourhood holds two labels, or a label and the
+    outside of ``region`` (where a split cuts its parts apart).
+
+    Example:
+        >>> seams(np.array([[1, 1, 2, 2]]), np.ones((1, 4), bool)).tolist()
+        [[False, True, True, False]]
+    """
+    return region & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
+        np.where(region, labels, labels.max() + 1), size=3))
+
+
 def every_part_above_its_seams(labels: np.ndarray, region: np.ndarray, wet_index: np.ndarray,
                                change: float) -> bool:
     """Whether every part of a split is wetter than the seam pixels around it by ``change``.
@@ -183,8 +195,7 @@ def every_part_above_its_seams(labels: np.ndarray, region: np.ndarray, wet_index
         False
     """
     lab = np.where(region, labels, 0)
-    seam = region & (ndimage.grey_dilation(lab, size=3) != ndimage.grey_erosion(
-        np.where(region, lab, lab.max() + 1), size=3))
+    seam = seams(lab, region)
     finite = np.isfinite(wet_index)
     for part in range(1, int(lab.max()) + 1):
         inside = lab == part

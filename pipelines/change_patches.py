@@ -64,6 +64,7 @@ from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fie
 from tuban.pipelines.change_fragments import (
     drop_repeated_bodies,
     every_part_above_its_seams,
+    seams,
     split_parts_again,
 )
 from tuban.pipelines.change_frame import (
@@ -399,8 +400,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         # Both tests must pass; the cheap seam test runs first (the order changes no decision).
         # A blob is only cut along real dikes: the seams must be clearly less wet than the
         # parts (cuts through textured flooding or tide follow no such valley).
-        seam = region & (ndimage.grey_dilation(labels, size=3) != ndimage.grey_erosion(
-            np.where(region, labels, labels.max() + 1), size=3))
+        seam = seams(labels, region)
         core = region & ~seam
         if seam.sum() == 0 or core.sum() == 0:
             return False
