@@ -213,8 +213,8 @@ def framed_parts(geom, value: int, stack, grid, thresholds,
     gain = value == CODE["new_water"]
     # Half-way from the dark-water level to the land median: darker than that is water-dark.
     dark_mid = 0.5 * (dark_level_q(t) + LAND_LEVEL)
-    allow = same_water(seed, ia if gain else ib, t.change)  # not across a dike into clearer water
     wet, dry = (ia, ib) if gain else (ib, ia)
+    allow = same_water(seed, wet, t.change)  # not across a dike into clearer water
     # Pixel by pixel half the change margin, the body as a whole (its median) the full margin.
     body = framed_body(seed, wet, dry, codes, t.weak_water, BODY_PIXEL_SHARE * t.change,
                        CODE["masked"], CODE["water"], dark=(allow & (bright_after < dark_mid)) if gain else allow)
