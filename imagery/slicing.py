@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Window", "slice_windows", "iter_batches", "Stretch", "bright_cloud_mask", "compute_stretch", "to_uint8_rgb",
-           "raster_gsd_m", "auto_upscale", "model_window_px", "resize_for_model"]
+           "raster_gsd_m", "auto_upscale", "model_window_px", "resize_for_model", "read_model_slices"]
 
 
 @dataclass(frozen=True)
@@ -271,3 +271,21 @@ def resize_for_model(img: np.ndarray, upscale: float) -> np.ndarray:
 
     rows, cols = img.shape[:2]
     return cv2.resize(img, (int(round(cols * upscale)), int(round(rows * upscale))), interpolation=cv2.INTER_LINEAR)
+
+
+def read_model_slices(src, bands, stretch: Stretch, wins: list[Window],
+                      upscale: float = 1.0) -> tuple[list[Window], list[np.ndarray]]:
+    """The model images of ``wins`` read from ``src`` as ``tuban detect`` cuts them.
+
+    ``src`` is an open slice source (``read(bands, col_off, row_off, width, height) -> (data,
+    valid)``); each window is stretched with ``stretch`` and upsampled by ``upscale``. Windows
+    holding only nodata are skipped: returns the kept windows and their ``(rows, cols, 3)``
+    uint8 images, in order.
+    """
+    kept, images = [], []
+    for w in wins:
+        data, valid = src.read(bands, w.col_off, w.row_off, w.width, w.height)
+        if valid.any():
+            kept.append(w)
+            images.append(resize_for_model(to_uint8_rgb(data, stretch, valid), upscale))
+    return kept, images

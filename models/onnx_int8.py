@@ -91,9 +91,8 @@ def calibration_slices(model_gsd_m: float | None, *, tile_size_px: int = 640,
         compute_stretch,
         model_window_px,
         raster_gsd_m,
-        resize_for_model,
+        read_model_slices,
         slice_windows,
-        to_uint8_rgb,
     )
     from tuban.sample_data.county import generate_county
 
@@ -111,11 +110,7 @@ def calibration_slices(model_gsd_m: float | None, *, tile_size_px: int = 640,
                         wins = slice_windows(src.width, src.height, model_window_px(tile_size_px, up),
                                              int(round(64 / up)))
                         picks = np.unique(np.linspace(0, len(wins) - 1, min(per_raster, len(wins))).round().astype(int))
-                        for k in picks:
-                            w = wins[int(k)]
-                            data, valid = src.read(bands, w.col_off, w.row_off, w.width, w.height)
-                            if valid.any():
-                                images.append(resize_for_model(to_uint8_rgb(data, stretch, valid), up))
+                        images += read_model_slices(src, bands, stretch, [wins[int(k)] for k in picks], up)[1]
                     finally:
                         src.close()
     return images

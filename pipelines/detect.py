@@ -37,9 +37,8 @@ from tuban.imagery.slicing import (
     iter_batches,
     model_window_px,
     raster_gsd_m,
-    resize_for_model,
+    read_model_slices,
     slice_windows,
-    to_uint8_rgb,
 )
 from tuban.models.detector import Detection, Detector
 
@@ -246,13 +245,7 @@ def _scaled(det: Detection, up: float) -> Detection:
 
 def _read_batch(src, bands, stretch, wins: list[Window], up: float = 1.0):
     t0 = time.perf_counter()
-    kept, images = [], []
-    for w in wins:
-        data, valid = src.read(bands, w.col_off, w.row_off, w.width, w.height)
-        if not valid.any():
-            continue
-        kept.append(w)
-        images.append(resize_for_model(to_uint8_rgb(data, stretch, valid), up))
+    kept, images = read_model_slices(src, bands, stretch, wins, up)
     return kept, images, time.perf_counter() - t0
 
 
