@@ -118,6 +118,16 @@ class GridReader:
         self._ds = ds
         self._offset = offset_px
 
+    @property
+    def dataset(self):
+        """The dataset read (the file itself when direct, a warped view otherwise)."""
+        return self._ds
+
+    @property
+    def offset_px(self) -> tuple[int, int] | None:
+        """``(col, row)`` offset of the grid in the dataset when read directly, else None (warped)."""
+        return self._offset
+
     def read(self, band: int | list[int], window: Window, out: np.ndarray | None = None) -> np.ndarray:
         if self._offset is not None:
             window = Window(window.col_off + self._offset[0], window.row_off + self._offset[1],

@@ -82,7 +82,7 @@ def tile_grid(reader, grid) -> TileGrid | None:
     ``reader`` is a :class:`tuban.imagery.align.GridReader`; a direct reader has an integer
     pixel offset into its dataset, a warped one none.
     """
-    offset, ds = getattr(reader, "_offset", None), getattr(reader, "_ds", None)
+    offset, ds = reader.offset_px, reader.dataset
     if offset is None or ds is None or getattr(ds, "driver", None) != "GTiff":
         return None
     shapes, dtypes = set(ds.block_shapes), set(ds.dtypes)
