@@ -85,7 +85,6 @@ def drop_repeated_bodies(records: list[dict], key: str = "framed_body", max_over
     return [r for i, r in enumerate(records) if i not in gone]
 
 
-
 def same_water(seed: np.ndarray, wet_index: np.ndarray, change: float) -> np.ndarray:
     """Pixels whose water could be the seed fragment's: index at most ``change`` above its median.
 
