@@ -144,23 +144,29 @@ def _init_worker() -> None:
 
 @contextlib.contextmanager
 def local_pool(workers: int) -> Iterator[Executor | None]:
-    """A process pool of ``workers`` processes, or None for one worker (run in-process)."""
-    if workers <= 1:
-        yield None
-        return
-    ctx = multiprocessing.get_context(_start_method())
-    # Forked workers share the parent's pages until written; the cyclic GC of each worker would
-    # write to every old object it scans (and copy its page), so old objects are frozen first.
+    """A process pool of ``workers`` processes, or None for one worker (run in-process).
+
+    The objects that exist when the job starts (every imported module's) are frozen out of the
+    cyclic GC for the job: each full collection would otherwise scan them all again while the
+    patch stage makes its many small objects, and forked workers would copy every page the GC
+    writes to. On a normal exit the workers are told to stop and reaped in the background:
+    every result is in by then, so the caller need not wait for their exits.
+    """
     gc.freeze()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
     try:
-        yield pool
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
+        if workers <= 1:
+            yield None
+            return
+        ctx = multiprocessing.get_context(_start_method())
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=False)
     finally:
         gc.unfreeze()
-    pool.shutdown(wait=True)
 
 
 def portable(fn: Callable, *args):
