@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_change.py [--size-px 10000] [--block-px 1024] [--keep DIR]
+    python benchmarks/bench_change.py [--size-px 10000] [--block-px 1024] [--keep DIR] [--rounds 3]
 
 Generates a ``size x size`` 4-band uint16 pair (deflate, 512 px tiles, fields and ponds, some
 ponds new in the second date) in a temporary folder (deleted afterwards unless ``--keep``), then
@@ -11,6 +11,11 @@ runs, each in a fresh subprocess so peak RSS is its own:
 * ``bare``: one thread, windowed ``read(out=...)`` of the 4 bands of both dates + NDWI of both,
   the practical I/O + decode limit for the same files;
 * ``tuban-1`` and ``tuban-2``: ``run_change`` with 1 and 2 worker processes.
+
+The three runs make a round, and ``--rounds`` rounds (3 by default) run one after the other, so
+the runs alternate. Each round's ratio and speed-up come from its own three runs; the results are
+the medians over the rounds, and every round's figures are printed too (one run of the bare loop
+varied by 20 % between runs on the quiet 2-core machine, enough to move a single ratio by 0.1).
 
 Prints Mpx/s (grid pixels per second), the ratio tuban-1 / bare, the 2-worker speed-up, the
 peak RSS of every run (the main process, and the largest worker process; and, sampled, the
@@ -124,6 +129,7 @@ def run_tuban(before: Path, after: Path, block: int, workers: int) -> dict:
     t0, c0 = time.perf_counter(), _cpu_s()
     r = run_change([before], [after], ChangeSettings(block_px=block, workers=workers))
     dt = time.perf_counter() - t0
+    _until_workers_reaped()  # their CPU time (and peak RSS) counts once they are reaped
     g = r.stats["grid"]
     mpx = g["width"] * g["height"] / 1e6
     return {"seconds": dt, "mpx_s": mpx / dt, "cpu_s_per_mpx": (_cpu_s() - c0) / mpx, "stages_s": r.stats["seconds"],
@@ -156,6 +162,17 @@ def parallel_control(tasks: int = 8) -> float:
         list(pool.map(_control_task, range(tasks)))
         two = time.perf_counter() - t0
     return one / two
+
+
+def _until_workers_reaped(timeout_s: float = 30.0) -> None:
+    """Wait (after the timed run) until the job's worker processes are reaped, so that
+    ``RUSAGE_CHILDREN`` holds their CPU time and peak RSS: the pool reaps them in the background."""
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + timeout_s
+    while me.children() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -195,11 +212,41 @@ def _run_watched(cmd: list[str], every_s: float = 0.25) -> tuple[dict, float]:
     return json.loads(out.strip().splitlines()[-1]), peak
 
 
+def _round(k: int, args: argparse.Namespace, before: Path, after: Path) -> dict:
+    """One round: the bare loop, tuban with 1 worker and with 2, each in a fresh process, in that
+    order; the round's ratio and speed-up come from its own three runs."""
+    results = {}
+    for mode in ("bare", "tuban-1", "tuban-2"):
+        cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
+               "--block-px", str(args.block_px)]
+        res, pss_mb = _run_watched(cmd)
+        res["peak_pss_tree_mb"] = pss_mb
+        results[mode] = res
+        workers = (f" (largest worker {res['worker_peak_rss_mb']:4.0f} MB; all processes PSS {pss_mb:5.0f} MB)"
+                   if mode == "tuban-2" else "")
+        stages = " ".join(f"{k} {v:.1f}" for k, v in res.get("stages_s", {}).items())
+        if mode == "tuban-1":  # one process: its CPU per stage is the whole job's
+            mpx = args.size_px ** 2 / 1e6
+            stages += "; CPU s/Mpx: " + " ".join(f"{k} {v / mpx:.4f}" for k, v in res["stages_cpu_s"].items())
+        print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  "
+              f"CPU {res['cpu_s_per_mpx']:.3f} s/Mpx  peak RSS {res['peak_rss_mb']:6.0f} MB{workers}"
+              f"{'  stages (s): ' + stages if stages else ''}", flush=True)
+    ratio = results["tuban-1"]["mpx_s"] / results["bare"]["mpx_s"]
+    cpu_ratio = results["bare"]["cpu_s_per_mpx"] / results["tuban-1"]["cpu_s_per_mpx"]
+    speedup = results["tuban-2"]["mpx_s"] / results["tuban-1"]["mpx_s"]
+    print(f"round {k}: ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
+          f"2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); patches {results['tuban-1']['patches']}",
+          flush=True)
+    return {"results": results, "ratio": ratio, "cpu_ratio": cpu_ratio, "speedup_2w": speedup}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-px", type=int, default=10_000)
     ap.add_argument("--block-px", type=int, default=1024)
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of bare, tuban-1, tuban-2 (alternated); the medians are the results")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--before", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--after", type=Path, default=None, help=argparse.SUPPRESS)
@@ -216,36 +263,24 @@ def main() -> None:
             before, after = generate(folder, args.size_px)
         print(f"pair {args.size_px} x {args.size_px} x 4 uint16 ready in {time.perf_counter() - t0:.0f} s "
               f"({(before.stat().st_size + after.stat().st_size) / 2**20:.0f} MiB)", flush=True)
-        results = {}
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
         control = [parallel_control()]
         print(f"parallel control (numpy loop, 2 processes / 1): {control[0]:.2f}x", flush=True)
-        for mode in ("bare", "tuban-1", "tuban-2"):
-            cmd = [sys.executable, __file__, "--child", mode, "--before", str(before), "--after", str(after),
-                   "--block-px", str(args.block_px)]
-            res, pss_mb = _run_watched(cmd)
-            res["peak_pss_tree_mb"] = pss_mb
-            results[mode] = res
-            workers = (f" (largest worker {res['worker_peak_rss_mb']:4.0f} MB; all processes PSS {pss_mb:5.0f} MB)"
-                       if mode == "tuban-2" else "")
-            stages = " ".join(f"{k} {v:.1f}" for k, v in res.get("stages_s", {}).items())
-            if mode == "tuban-1":  # one process: its CPU per stage is the whole job's
-                mpx = args.size_px ** 2 / 1e6
-                stages += "; CPU s/Mpx: " + " ".join(f"{k} {v / mpx:.4f}" for k, v in res["stages_cpu_s"].items())
-            print(f"{mode:8s} {res['seconds']:7.1f} s  {res['mpx_s']:6.1f} Mpx/s  "
-                  f"CPU {res['cpu_s_per_mpx']:.3f} s/Mpx  peak RSS {res['peak_rss_mb']:6.0f} MB{workers}"
-                  f"{'  stages (s): ' + stages if stages else ''}", flush=True)
-        ratio = results["tuban-1"]["mpx_s"] / results["bare"]["mpx_s"]
-        cpu_ratio = results["bare"]["cpu_s_per_mpx"] / results["tuban-1"]["cpu_s_per_mpx"]
-        speedup = results["tuban-2"]["mpx_s"] / results["tuban-1"]["mpx_s"]
-        print(f"ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
-              f"2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); patches {results['tuban-1']['patches']}")
-        same = results["tuban-1"]["patches"] == results["tuban-2"]["patches"]
+        rounds = [_round(k, args, before, after) for k in range(1, args.rounds + 1)]
+        ratio = float(np.median([r["ratio"] for r in rounds]))
+        cpu_ratio = float(np.median([r["cpu_ratio"] for r in rounds]))
+        speedup = float(np.median([r["speedup_2w"] for r in rounds]))
+        if args.rounds > 1:
+            print(f"median of {args.rounds} rounds: ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU "
+                  f"time {cpu_ratio:.2f}); 2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); each round: "
+                  + ", ".join(f"{r['ratio']:.2f} / {r['speedup_2w']:.2f}x" for r in rounds))
+        same = all(r["results"]["tuban-1"]["patches"] == r["results"]["tuban-2"]["patches"] for r in rounds)
         control.append(parallel_control())
         print(f"parallel control after the runs: {control[1]:.2f}x (the machine's 2-process ceiling now)")
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
-        print(json.dumps({"size_px": args.size_px, "results": results, "ratio": ratio, "cpu_ratio": cpu_ratio,
-                          "speedup_2w": speedup, "parallel_control": control, "same_patch_counts": same}))
+        print(json.dumps({"size_px": args.size_px, "results": rounds[-1]["results"], "ratio": ratio,
+                          "cpu_ratio": cpu_ratio, "speedup_2w": speedup, "parallel_control": control,
+                          "same_patch_counts": same, "rounds": rounds}))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
