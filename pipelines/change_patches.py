@@ -60,6 +60,7 @@ from tuban.pipelines.change_blob_ops import (
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
+from tuban.pipelines.change_chunk import chunk_measures
 from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
 from tuban.pipelines.change_fragments import (
     drop_repeated_bodies,
@@ -495,8 +496,81 @@ def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSetti
     polygons = blob_polygons(blobs, stack[0], job.grid.transform, masks=masks)
     stats = shape_stats_many(polygons, job.grid.pixel_size_m)  # one vectorised pass for the chunk
     bounds = shapely.bounds(polygons).tolist()  # each = polygon.bounds, in one call
+    measured = _chunk_parts(polygons, blobs, masks, stats, bounds, stack, job, settings)
     return _records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), stats, strict=True),
-                    stack, job, settings, bounds)
+                    stack, job, settings, bounds, measured)
+
+
+def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bounds: list, stack,
+                 job: BlockJob, settings: ShapeSettings) -> list[list | None]:
+    """What :func:`_examine` yields for each gain of a chunk that is one part (not split), from
+    measures taken for the whole chunk at once (:mod:`tuban.pipelines.change_chunk`, the same
+    numbers); None for the blobs :func:`_examine` must examine itself (losses, blobs that may
+    split, large windows)."""
+    grid, t = job.grid, job.thresholds
+    gain = CODE["new_water"]
+    windows = []
+    for b, bnd in zip(blobs, bounds, strict=True):
+        if b.value != gain:
+            windows.append(None)
+            continue
+        win = bounds_window(bnd, grid, 3)  # as :func:`_window_arrays`
+        r0, c0 = int(win.row_off), int(win.col_off)
+        windows.append((r0, r0 + int(win.height), c0, c0 + int(win.width)))
+    if all(w is None for w in windows):
+        return [None] * len(blobs)
+    dark63 = dark_level_q(t)
+
+    def wet_rule(codes, ib, ia, nir):  # :func:`_examine`'s water of the after date
+        with np.errstate(invalid="ignore"):
+            return (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
+
+    m = chunk_measures(windows, blobs, masks, stack, wet_rule)
+    min_px = max(1, int(settings.min_area_m2 / grid.pixel_size_m ** 2))
+    span = max(1e-6, t.water_mean - t.land_mean)
+    change = max(1e-6, t.change)
+    span_b = t.weak_water - t.land_mean
+    gap = LAND_LEVEL - dark63
+    out: list[list | None] = []
+    for i, (geom, st) in enumerate(zip(polygons, stats, strict=True)):
+        if not m.packed[i]:
+            out.append(None)
+            continue
+        n_in = int(m.n_inside[i])
+        # :func:`_may_split` on the blob's finite after index (its min and max)
+        if n_in >= 2 * min_px and m.ia_in_n[i] > 0 and (
+                float(m.ia_in_max[i]) - float(m.ia_in_min[i]) >= t.change - 1e-3):
+            out.append(None)
+            continue
+        if st.area_m2 < settings.min_area_m2 or is_sliver(geom, grid.pixel_size_m):
+            out.append([])
+            continue
+        med_in = m.ia_in_med[i] if m.ia_in_n[i] else None
+        med_b = m.ib_in_med[i] if m.ib_in_n[i] else None
+        delta = m.delta_mean[i]
+        n_ring = int(m.n_ring[i])
+        tex_n = int(m.tex_n[i])
+        texture = 0.0
+        if tex_n:  # :func:`brightness_texture`
+            mean = float(m.tex_sum[i]) / tex_n
+            var = max(0.0, float(m.tex_sumsq[i]) / tex_n - mean * mean)
+            texture = float(np.sqrt(var) / mean) if mean > 0 else 0.0
+        facts = {
+            "open_edge": float(m.n_ring_wet[i]) / m.n_ring[i] if n_ring else 0.0,  # np.float64, as _open_edge
+            "frame_step": (float(med_in - m.ia_ring_med[i]) if med_in is not None and m.ia_ring_n[i] else 0.0) / change,
+            "wet_index": float(med_in) if med_in is not None else float("nan"),
+            "texture": texture,
+            "frame_bright": (float(m.nir_ring_med[i] - m.nir_in_med[i]) / gap
+                             if gap > 0 and n_ring and n_in else 0.0),
+            "before_wetness": float(med_b - t.land_mean) / span_b if med_b is not None and span_b > 0 else 0.0,
+            "before_frame_step": (float(med_b - m.ib_ring_med[i]) if med_b is not None and m.ib_ring_n[i] else 0.0) / change,
+        }
+        if facts["before_wetness"] > 1.0 and facts["before_frame_step"] > -MIN_FRAME_STEP:  # may be a refill
+            r0, r1, c0, c1 = m.windows[i]
+            facts["mask_px"] = (window_affine(Window(c0, r0, c1 - c0, r1 - r0), grid.transform), m.inside_of(i))
+        contrast = min(max(float(delta / span), 0.0), 1.0) if math.isfinite(delta) else 0.0
+        out.append([(geom, st, contrast, False, m.n_opened[i] / m.n_inside[i], facts)])  # np.int64 quotient, as _examine
+    return out
 
 
 def _chunks(blobs: Iterator[Blob], size: int) -> Iterator[list[Blob]]:
@@ -521,16 +595,20 @@ def _is_pond(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: flo
     return part_kind(value, stats, solidity, drained, facts, settings, pixel_size_m)[1]
 
 
-def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None) -> list[dict]:
+def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None,
+             measured: list | None = None) -> list[dict]:
     """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`);
-    ``bounds``: each polygon's ``bounds``, when already taken."""
+    ``bounds``: each polygon's ``bounds``, when already taken; ``measured``: each blob's parts as
+    :func:`_examine` yields them, when already measured (:func:`_chunk_parts`; None: not)."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     out = []
     with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
         for i, (geom, v, known, geom_stats) in enumerate(blobs):  # known: (blob, mask); the geometry's shape stats
-            parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
-                                  bounds=None if bounds is None else tuple(bounds[i])))
+            parts = None if measured is None else measured[i]
+            if parts is None:
+                parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
+                                      bounds=None if bounds is None else tuple(bounds[i])))
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
