@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import shape
 
-from tuban.imagery.crs import M2_PER_MU, WGS84
+from tuban.imagery.crs import M2_PER_MU, WGS84, transformer
 from tuban.imagery.ponds import (
     ShapeSettings,
     ShapeStats,
@@ -675,23 +675,48 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind", "state") else float)
                  for c in columns[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
-    gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=grid.crs)
-    centroids = gdf.geometry.centroid
-    cents = np.column_stack([centroids.x, centroids.y])
-    ponds = gdf["kind"].str.endswith("_pond").to_numpy()
+    return _patch_frame(records, grid.crs, settings, columns)
+
+
+def _patch_frame(records: list[dict], crs, settings: ShapeSettings, columns: list[str]) -> gpd.GeoDataFrame:
+    """The output frame (EPSG:4326, sorted north to south, then west to east) of the records
+    (geometries in ``crs``).
+
+    Pond scores get the cluster bonus; ``lon``/``lat`` are the centroids (taken in ``crs``),
+    areas and measures are rounded. Built column by column from the records, and the polygons
+    and centroids are mapped to EPSG:4326 in one ``to_crs`` (the same transformer, point by
+    point), not a frame of all record keys mapped and rounded in place: the same frame.
+    """
+    geoms = np.empty(len(records), dtype=object)
+    geoms[:] = [r["geometry"] for r in records]
+    centroids = shapely.centroid(geoms)
+    cents = np.column_stack([shapely.get_x(centroids), shapely.get_y(centroids)])
+    kinds = [r["kind"] for r in records]
+    score = np.array([r["score"] for r in records], dtype=float)
+    ponds = np.array([k.endswith("_pond") for k in kinds], dtype=bool)
     if ponds.sum() > 1:
         near = cluster_counts(cents[ponds], settings.cluster_radius_m)
         bonus = np.minimum(near, 4) * 0.025
-        gdf.loc[ponds, "score"] = np.minimum(1.0, gdf.loc[ponds, "score"].to_numpy() + bonus)
-    gdf = gdf.to_crs(WGS84)
-    cents_wgs = gpd.GeoSeries(shapely.points(cents), crs=grid.crs).to_crs(WGS84)
-    gdf["lon"] = cents_wgs.x.round(7).to_numpy()
-    gdf["lat"] = cents_wgs.y.round(7).to_numpy()
-    gdf["area_m2"] = gdf["area_m2"].round(1)
-    gdf["area_mu"] = (gdf["area_m2"] / M2_PER_MU).round(3)
-    gdf["score"] = gdf["score"].astype(float).round(3)
+        score[ponds] = np.minimum(1.0, score[ponds] + bonus)
+    # the polygons' vertices and the centroids in one transform (GeoSeries.to_crs's transformer
+    # and arithmetic: an always-xy pyproj transform of each point, then the same rings rebuilt)
+    xy = np.concatenate([shapely.get_coordinates(geoms), cents])
+    x, y = transformer(crs, WGS84).transform(xy[:, 0], xy[:, 1])
+    n_vertices = len(xy) - len(records)
+    mapped = shapely.set_coordinates(geoms.copy(), np.column_stack([x[:n_vertices], y[:n_vertices]]))
+    lon, lat = np.round(x[n_vertices:], 7), np.round(y[n_vertices:], 7)
+    area_m2 = np.round(np.array([r["area_m2"] for r in records], dtype=float), 1)
+    sha1 = hashlib.sha1
+    data = {"patch_id": ["CD-" + sha1(f"{k}|{lo:.5f}|{la:.5f}".encode()).hexdigest()[:10]  # :func:`patch_id`
+                         for k, lo, la in zip(kinds, lon.tolist(), lat.tolist(), strict=True)],
+            "kind": kinds, "score": np.round(score, 3), "area_m2": area_m2,
+            "area_mu": np.round(area_m2 / M2_PER_MU, 3), "lon": lon, "lat": lat}
     for col in ("rectangularity", "compactness", "aspect", "solidity"):
-        gdf[col] = gdf[col].astype(float).round(3)
-    gdf["patch_id"] = [patch_id(k, x, y) for k, x, y in zip(gdf["kind"], gdf["lon"], gdf["lat"], strict=True)]
+        data[col] = np.round(np.array([r[col] for r in records], dtype=float), 3)
+    for col in columns[:-1]:
+        if col not in data:  # e.g. the dry ponds' ``state``
+            data[col] = [r.get(col) for r in records]
+    gdf = gpd.GeoDataFrame({c: data[c] for c in columns[:-1]},
+                           geometry=gpd.GeoSeries(mapped, crs=WGS84), crs=WGS84)
     gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
     return gdf[columns]

@@ -4,8 +4,9 @@
 blobs on one atlas of their windows (:mod:`tuban.pipelines.change_chunk`) instead of window by
 window in :func:`~tuban.pipelines.change_patches._examine`. These tests pin the segmented
 medians against :func:`median32`, every yielded part (polygon, shape stats, contrast, solidity
-and every fact, bit for bit) against ``_examine`` on random stacks, and a whole run against the
-per-blob path; whole runs are also compared byte for byte by ``benchmarks/check_change_identical.py``.
+and every fact, bit for bit) against ``_examine`` on random stacks, a whole run against the
+per-blob path, and the output frame built column by column (one transform for polygons and
+centroids) against the frame built as before; whole runs are also compared byte for byte by ``benchmarks/check_change_identical.py``.
 """
 
 from __future__ import annotations
@@ -15,21 +16,31 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
 
 import tuban.pipelines.change_patches as cp
-from tuban.imagery.ponds import ShapeSettings, shape_stats_many
+from tuban.imagery.crs import M2_PER_MU, WGS84
+from tuban.imagery.ponds import ShapeSettings, cluster_counts, shape_stats_many
 from tuban.imagery.raster_io import open_date
 from tuban.pipelines.change import ChangeSettings, detect_changes
 from tuban.pipelines.change_blob_ops import median32
 from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, dequantise_index
 from tuban.pipelines.change_chunk import pack_shelves, segment_medians
+from tuban.pipelines.change_fields import (
+    ROUGHER_THAN,
+    WEAK_SHARE,
+    demote_flooded_fields,
+    open_water_level,
+)
+from tuban.pipelines.change_frame import drop_duplicate_bodies
 
 sys.path.insert(0, str(Path(__file__).parent))
 import change_scenes as cs  # noqa: E402
@@ -168,3 +179,95 @@ def test_runs_with_and_without_the_chunk_measures_are_identical(tmp_path, monkey
     plain = detect_changes(open_date([b]), open_date([a]), settings_)
     assert len(fast.patches) > 0
     assert fast.patches.to_json() == plain.patches.to_json()
+
+
+def _plain_frame(records, crs, settings_, columns):
+    """The output frame as ``patches_from_codes`` built it before round 8 (a frame of the records,
+    mapped with ``to_crs``, rounded in place)."""
+    gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=crs)
+    centroids = gdf.geometry.centroid
+    cents = np.column_stack([centroids.x, centroids.y])
+    ponds = gdf["kind"].str.endswith("_pond").to_numpy()
+    if ponds.sum() > 1:
+        near = cluster_counts(cents[ponds], settings_.cluster_radius_m)
+        bonus = np.minimum(near, 4) * 0.025
+        gdf.loc[ponds, "score"] = np.minimum(1.0, gdf.loc[ponds, "score"].to_numpy() + bonus)
+    gdf = gdf.to_crs(WGS84)
+    cents_wgs = gpd.GeoSeries(shapely.points(cents), crs=crs).to_crs(WGS84)
+    gdf["lon"] = cents_wgs.x.round(7).to_numpy()
+    gdf["lat"] = cents_wgs.y.round(7).to_numpy()
+    gdf["area_m2"] = gdf["area_m2"].round(1)
+    gdf["area_mu"] = (gdf["area_m2"] / M2_PER_MU).round(3)
+    gdf["score"] = gdf["score"].astype(float).round(3)
+    for col in ("rectangularity", "compactness", "aspect", "solidity"):
+        gdf[col] = gdf[col].astype(float).round(3)
+    gdf["patch_id"] = [cp.patch_id(k, x, y) for k, x, y in zip(gdf["kind"], gdf["lon"], gdf["lat"], strict=True)]
+    gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
+    return gdf[columns]
+
+
+def _random_records(seed: int, n: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    kinds = ["new_pond", "new_water", "removed_pond", "drained_pond", "lost_water"]
+    out = []
+    for i in range(n):
+        if i and rng.random() < 0.1:  # a repeat of an earlier place: ties in lat, lon (and kind)
+            r = dict(out[int(rng.integers(0, i))])
+        else:
+            x, y = 5e5 + rng.uniform(0, 3000), 4e6 + rng.uniform(0, 3000)
+            w, h = rng.uniform(10, 80), rng.uniform(10, 80)
+            geom = shapely.Polygon([(x, y), (x + w, y), (x + w, y + h), (x + 0.3 * w, y + 1.2 * h)])
+            r = {"kind": kinds[int(rng.integers(0, 5))], "score": float(rng.uniform(0, 1)),
+                 "area_m2": float(geom.area), "rectangularity": float(rng.uniform(0.5, 1)),
+                 "compactness": float(rng.uniform(0.3, 1)), "aspect": np.float64(rng.uniform(1, 6)),
+                 "solidity": rng.integers(1, 90) / np.int64(90), "geometry": geom, "framed_body": False,
+                 "wet_index": float(rng.uniform(-0.2, 0.6)), "texture": float(rng.uniform(0, 0.2)),
+                 "contrast": float(rng.uniform(0, 1))}
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_patch_frame_is_the_plain_frame(seed):
+    crs = "EPSG:32650"
+    records = _random_records(seed, 300)
+    columns = cp.COLUMNS
+    if seed % 2:  # the dry ponds' state column
+        columns = [*cp.COLUMNS[:-1], "state", "geometry"]
+        for i, r in enumerate(records):
+            r["state"] = "dry" if i % 5 == 0 else None
+    fast = cp._patch_frame([dict(r) for r in records], crs, ShapeSettings(), columns)
+    plain = _plain_frame([dict(r) for r in records], crs, ShapeSettings(), columns)
+    assert list(fast.dtypes) == list(plain.dtypes) and fast.crs == plain.crs
+    assert_frame_equal(fast, plain, check_exact=True)
+    assert fast.to_json() == plain.to_json()
+
+
+def test_flooded_fields_and_duplicate_bodies_as_before():
+    records = _random_records(7, 400)
+    for i, r in enumerate(records):
+        r["kind"] = "new_pond" if i % 3 else "new_water"
+        r["framed_body"] = i % 50 == 0
+        if i % 11 == 0:  # a large, weak, rough block
+            r.update(wet_index=-0.15, area_m2=1e6 + i, texture=0.5)
+        if i % 17 == 0:
+            r["wet_index"] = float("nan")
+        if i % 19 == 0:
+            r["texture"] = float("inf")
+    plain = [dict(r) for r in records]
+    fast = [dict(r) for r in records]
+    # the plain computation: np.isfinite per value
+    idx = [r["wet_index"] for r in plain if r["kind"] == "new_pond"]
+    level = 0.1 + WEAK_SHARE * (float(np.median([v for v in idx if np.isfinite(v)])) - 0.1)
+    assert open_water_level(fast, 0.1) == level
+    n = demote_flooded_fields(fast, 0.1)
+    ponds = [r for r in plain if r["kind"] == "new_pond"]
+    open_ponds = [r for r in ponds if r["wet_index"] >= level]
+    largest = max(r["area_m2"] for r in open_ponds)
+    rough = float(np.quantile([t for t in (r["texture"] for r in open_ponds) if np.isfinite(t)], ROUGHER_THAN))
+    demoted = [r for r in ponds if not r["wet_index"] >= level and r["area_m2"] > largest and r["texture"] > rough]
+    assert n == len(demoted) > 0
+    assert [r["kind"] for r in fast].count("new_water") == [r["kind"] for r in plain].count("new_water") + n
+    kept = drop_duplicate_bodies(fast)
+    assert len(kept) < len(fast)  # the repeats of direct ponds are gone
+    assert drop_duplicate_bodies([r for r in fast if not r["framed_body"]]) == [r for r in fast if not r["framed_body"]]
