@@ -215,9 +215,16 @@ def chunk_measures(windows: list, blobs: list, masks: list, stack: np.ndarray, w
     owner_in = owner[inside]
     order = np.argsort(owner_in, kind="stable")
     delta = np.abs(ia[inside] - ib[inside])[order]
-    ends = np.cumsum(n_inside)
-    delta_mean = [nanmean32(delta[e - k:e]) if k else np.float32(np.nan) for e, k in zip(ends.tolist(), n_inside.tolist(),
-                                                                                      strict=True)]
+    ends = np.cumsum(n_inside).tolist()
+    with_nan = np.bincount(owner_in[order][np.isnan(delta)], minlength=n).tolist()
+    add = np.add.reduce
+    # nanmean32: numpy's pairwise float32 sum of each blob's values (no NaN), divided as float64
+    sums = np.array([add(delta[e - k:e]) if k and not nan else np.nan
+                     for e, k, nan in zip(ends, n_inside.tolist(), with_nan, strict=True)], dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / n_inside).astype(np.float32)
+    delta_mean = [means[i] if not nan else nanmean32(delta[e - k:e]) if k else np.float32(np.nan)
+                  for i, (e, k, nan) in enumerate(zip(ends, n_inside.tolist(), with_nan, strict=True))]
     return ChunkMeasures(
         packed=packed, n_inside=n_inside, n_opened=count(dilate4(core)), n_ring=count(ring),
         n_ring_wet=count(ring & wet),

@@ -22,6 +22,7 @@ examined in a small window of the result stack:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -52,6 +53,7 @@ from tuban.imagery.ponds import (
 from tuban.pipelines.change_blob_ops import (
     CROSS,
     bounds_window,
+    bounds_windows,
     dilate4,
     erode4,
     median32,
@@ -509,16 +511,11 @@ def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bo
     split, large windows)."""
     grid, t = job.grid, job.thresholds
     gain = CODE["new_water"]
-    windows = []
-    for b, bnd in zip(blobs, bounds, strict=True):
-        if b.value != gain:
-            windows.append(None)
-            continue
-        win = bounds_window(bnd, grid, 3)  # as :func:`_window_arrays`
-        r0, c0 = int(win.row_off), int(win.col_off)
-        windows.append((r0, r0 + int(win.height), c0, c0 + int(win.width)))
-    if all(w is None for w in windows):
+    if not any(b.value == gain for b in blobs):
         return [None] * len(blobs)
+    # the windows :func:`_window_arrays` reads (its :func:`bounds_window`, for the whole chunk)
+    windows = [tuple(w) if b.value == gain else None
+               for b, w in zip(blobs, bounds_windows(bounds, grid, 3).tolist(), strict=True)]
     dark63 = dark_level_q(t)
 
     def wet_rule(codes, ib, ia, nir):  # :func:`_examine`'s water of the after date
@@ -603,13 +600,22 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list 
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     out = []
-    with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
+    with contextlib.ExitStack() as env:
+        # one GDAL environment for the many small rasterize/shapes calls, entered once one is needed
+        gdal_env = []
+
+        def in_gdal_env() -> None:
+            if not gdal_env:
+                gdal_env.append(env.enter_context(rasterio.Env()))
+
         for i, (geom, v, known, geom_stats) in enumerate(blobs):  # known: (blob, mask); the geometry's shape stats
             parts = None if measured is None else measured[i]
             if parts is None:
+                in_gdal_env()
                 parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
                                       bounds=None if bounds is None else tuple(bounds[i])))
             if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
+                in_gdal_env()
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
                     geom, v, stack, grid, job.thresholds,

@@ -30,7 +30,7 @@ from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.ponds import ShapeSettings, cluster_counts, shape_stats_many
 from tuban.imagery.raster_io import open_date
 from tuban.pipelines.change import ChangeSettings, detect_changes
-from tuban.pipelines.change_blob_ops import median32
+from tuban.pipelines.change_blob_ops import bounds_window, bounds_windows, median32
 from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, dequantise_index
 from tuban.pipelines.change_chunk import pack_shelves, segment_medians
@@ -74,6 +74,23 @@ def test_segment_medians_are_each_owners_median32(seed, n, size, index_values):
             continue
         assert _bits(med[i]) == _bits(median32(vals)) == _bits(np.float32(np.median(vals)))
         assert lo[i] == np.minimum.reduce(vals) and hi[i] == np.maximum.reduce(vals)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.3, 2.0, 10.0, 30.0, 8.983e-5]), st.floats(-1e6, 1e6),
+       st.floats(-1e6, 1e6), st.integers(0, 5))
+def test_bounds_windows_are_each_bounds_window(seed, res, x0, y0, pad):
+    rng = np.random.default_rng(seed)
+    grid = SimpleNamespace(transform=Affine(res, 0.0, x0, 0.0, -res, y0), width=300, height=200)
+    cols = np.sort(rng.uniform(0, 300, (40, 2)), axis=1)  # inside the grid, as blobs are
+    rows = np.sort(rng.uniform(0, 200, (40, 2)), axis=1)
+    cols[:10] = np.round(cols[:10])  # pixel edges, as blob polygons have
+    rows[:10] = np.round(rows[:10])
+    bounds = np.column_stack([x0 + cols[:, 0] * res, y0 - rows[:, 1] * res, x0 + cols[:, 1] * res, y0 - rows[:, 0] * res])
+    got = bounds_windows(bounds, grid, pad).tolist()
+    for b, (r0, r1, c0, c1) in zip(bounds.tolist(), got, strict=True):
+        win = bounds_window(tuple(b), grid, pad)
+        assert (r0, r1, c0, c1) == (win.row_off, win.row_off + win.height, win.col_off, win.col_off + win.width)
 
 
 @settings(max_examples=100, deadline=None)
