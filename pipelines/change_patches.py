@@ -614,7 +614,8 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list 
                 in_gdal_env()
                 parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
                                       bounds=None if bounds is None else tuple(bounds[i])))
-            if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
+            kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+            if not any(pond for _, pond in kinds):
                 in_gdal_env()
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
@@ -622,9 +623,10 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list 
                     lambda g, v=v: list(_examine(g, v, stack, job, settings, px_area, whole=True)),
                     lambda p, v=v: _is_pond(v, p, settings, grid.pixel_size_m),
                     int(np.sqrt(settings.max_area_m2 / px_area)) + 2)
-                parts = parts if body is None else body
-            for poly, stats, contrast, drained, solidity, facts in parts:
-                kind, pond = part_kind(v, stats, solidity, drained, facts, settings, grid.pixel_size_m)
+                if body is not None:  # framed_parts flags its parts (a fact part_kind does not read)
+                    parts = body
+                    kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+            for (poly, stats, contrast, _, solidity, facts), (kind, pond) in zip(parts, kinds, strict=True):
                 score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
