@@ -11,6 +11,7 @@ centroids) against the frame built as before; whole runs are also compared byte 
 
 from __future__ import annotations
 
+import pickle
 import struct
 import sys
 from pathlib import Path
@@ -288,3 +289,19 @@ def test_flooded_fields_and_duplicate_bodies_as_before():
     kept = drop_duplicate_bodies(fast)
     assert len(kept) < len(fast)  # the repeats of direct ponds are gone
     assert drop_duplicate_bodies([r for r in fast if not r["framed_body"]]) == [r for r in fast if not r["framed_body"]]
+
+
+def test_chunk_records_pickle_as_the_records():
+    records = _random_records(3, 150)
+    records[5]["refill_px"] = (Affine(10.0, 0.0, 5e5, 0.0, -10.0, 4e6), np.eye(4, dtype=bool))
+    records[9]["geometry"] = shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 1)]])
+    back = pickle.loads(pickle.dumps(cp.ChunkRecords([dict(r) for r in records])))
+    assert type(back) is list and len(back) == len(records)
+    for got, want in zip(back, records, strict=True):
+        assert list(got) == list(want)  # same keys, same order
+        assert shapely.to_wkb(got["geometry"]) == shapely.to_wkb(want["geometry"])  # every coordinate's bits
+        assert {k: _bits(v) for k, v in got.items() if k not in ("geometry", "refill_px")} == {
+            k: _bits(v) for k, v in want.items() if k not in ("geometry", "refill_px")}
+    assert back[5]["refill_px"][0] == records[5]["refill_px"][0]
+    assert np.array_equal(back[5]["refill_px"][1], records[5]["refill_px"][1])
+    assert pickle.loads(pickle.dumps(cp.ChunkRecords())) == []
