@@ -31,10 +31,13 @@ import numpy as np
 from tuban.pipelines.change_blob_ops import dilate4, erode4, nanmean32
 from tuban.pipelines.change_blocks import dequantise_index
 
-__all__ = ["MAX_WINDOW_PX", "ChunkMeasures", "chunk_measures", "pack_shelves", "segment_medians"]
+__all__ = ["MAX_ATLAS_PX", "MAX_WINDOW_PX", "ChunkMeasures", "chunk_measures", "pack_shelves", "segment_medians"]
 
 #: Windows above this many pixels are measured on their own (the atlas stays small; ponds fit).
 MAX_WINDOW_PX = 1 << 16
+#: At most this many window pixels in one atlas (~40 bytes each across its layers and masks);
+#: the chunk's further blobs are measured on their own. A memory bound, it changes no number.
+MAX_ATLAS_PX = 1 << 20
 #: The float32 values of the index layers' codes (NaN for 0) and of the brightness layer's codes.
 _INDEX = dequantise_index(np.arange(256, dtype=np.uint8))
 _LEVELS = np.arange(256, dtype=np.float32)
@@ -171,16 +174,19 @@ def chunk_measures(windows: list, blobs: list, masks: list, stack: np.ndarray, w
     n = len(blobs)
     packed = np.zeros(n, dtype=bool)
     sizes = []
+    total_px = 0
     for i, (win, b, m) in enumerate(zip(windows, blobs, masks, strict=True)):
         if win is not None:
             r0, r1, c0, c1 = win
             r, c = b.rows[0] - r0, b.cols[0] - c0
-            packed[i] = ((r1 - r0) * (c1 - c0) <= MAX_WINDOW_PX and r >= 0 and c >= 0
+            px = (r1 - r0) * (c1 - c0)
+            packed[i] = (px <= MAX_WINDOW_PX and total_px + px <= MAX_ATLAS_PX and r >= 0 and c >= 0
                          and r + m.shape[0] <= r1 - r0 and c + m.shape[1] <= c1 - c0)
+            total_px += px if packed[i] else 0
         sizes.append((win[1] - win[0], win[3] - win[2]) if packed[i] else (0, 0))
     places, shape_hw = pack_shelves(sizes, 256)
     layers = np.zeros((4, *shape_hw), dtype=np.uint8)
-    owner = np.full(shape_hw, -1, dtype=np.int64)
+    owner = np.full(shape_hw, -1, dtype=np.int32)
     inside = np.zeros(shape_hw, dtype=bool)
     for i in np.flatnonzero(packed):
         r0, r1, c0, c1 = windows[i]
