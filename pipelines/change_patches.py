@@ -40,11 +40,10 @@ from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import shape
 
-from tuban.imagery.crs import M2_PER_MU, WGS84, transformer
+from tuban.imagery.crs import WGS84
 from tuban.imagery.ponds import (
     ShapeSettings,
     ShapeStats,
-    cluster_counts,
     is_pond_like,
     shape_score,
     shape_stats,
@@ -62,7 +61,7 @@ from tuban.pipelines.change_blob_ops import (
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
-from tuban.pipelines.change_chunk import chunk_measures
+from tuban.pipelines.change_chunk import ChunkRecords, chunk_measures
 from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
 from tuban.pipelines.change_fragments import (
     drop_repeated_bodies,
@@ -81,6 +80,7 @@ from tuban.pipelines.change_frame import (
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
 from tuban.pipelines.change_refill import demote_refills, is_refill_candidate
+from tuban.pipelines.change_table import patch_table
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
@@ -488,27 +488,6 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
         yield poly, stats, contrast, drained, solidity, facts
 
 
-class ChunkRecords(list):
-    """A chunk's patch records that cross a process boundary with their polygons as one WKB array.
-
-    Pickling each shapely polygon on its own (WKB, one call per polygon each way) cost the
-    parent of a 2-worker job ~2 us per pond; one vectorised ``to_wkb``/``from_wkb`` per chunk
-    carries the same WKB, so the same coordinates to the last bit. Unpickled, it is a plain list.
-    """
-
-    def __reduce__(self):
-        geoms = np.empty(len(self), dtype=object)
-        geoms[:] = [r["geometry"] for r in self]
-        return _unpack_records, ([{**r, "geometry": None} for r in self], shapely.to_wkb(geoms))
-
-
-def _unpack_records(records: list[dict], wkb: np.ndarray) -> list[dict]:
-    """:class:`ChunkRecords` back from pickling: each record's polygon from its WKB (in place)."""
-    for r, g in zip(records, shapely.from_wkb(wkb).tolist(), strict=True):
-        r["geometry"] = g
-    return records
-
-
 def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
     """Records of a chunk of blobs (a :class:`ChunkRecords`); ``stack`` is the result stack or, in
     a worker, its file."""
@@ -705,48 +684,5 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind", "state") else float)
                  for c in columns[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
-    return _patch_frame(records, grid.crs, settings, columns)
+    return patch_table(records, grid.crs, settings, columns)
 
-
-def _patch_frame(records: list[dict], crs, settings: ShapeSettings, columns: list[str]) -> gpd.GeoDataFrame:
-    """The output frame (EPSG:4326, sorted north to south, then west to east) of the records
-    (geometries in ``crs``).
-
-    Pond scores get the cluster bonus; ``lon``/``lat`` are the centroids (taken in ``crs``),
-    areas and measures are rounded. Built column by column from the records, and the polygons
-    and centroids are mapped to EPSG:4326 in one ``to_crs`` (the same transformer, point by
-    point), not a frame of all record keys mapped and rounded in place: the same frame.
-    """
-    geoms = np.empty(len(records), dtype=object)
-    geoms[:] = [r["geometry"] for r in records]
-    centroids = shapely.centroid(geoms)
-    cents = np.column_stack([shapely.get_x(centroids), shapely.get_y(centroids)])
-    kinds = [r["kind"] for r in records]
-    score = np.array([r["score"] for r in records], dtype=float)
-    ponds = np.array([k.endswith("_pond") for k in kinds], dtype=bool)
-    if ponds.sum() > 1:
-        near = cluster_counts(cents[ponds], settings.cluster_radius_m)
-        bonus = np.minimum(near, 4) * 0.025
-        score[ponds] = np.minimum(1.0, score[ponds] + bonus)
-    # the polygons' vertices and the centroids in one transform (GeoSeries.to_crs's transformer
-    # and arithmetic: an always-xy pyproj transform of each point, then the same rings rebuilt)
-    xy = np.concatenate([shapely.get_coordinates(geoms), cents])
-    x, y = transformer(crs, WGS84).transform(xy[:, 0], xy[:, 1])
-    n_vertices = len(xy) - len(records)
-    mapped = shapely.set_coordinates(geoms.copy(), np.column_stack([x[:n_vertices], y[:n_vertices]]))
-    lon, lat = np.round(x[n_vertices:], 7), np.round(y[n_vertices:], 7)
-    area_m2 = np.round(np.array([r["area_m2"] for r in records], dtype=float), 1)
-    sha1 = hashlib.sha1
-    data = {"patch_id": ["CD-" + sha1(f"{k}|{lo:.5f}|{la:.5f}".encode()).hexdigest()[:10]  # :func:`patch_id`
-                         for k, lo, la in zip(kinds, lon.tolist(), lat.tolist(), strict=True)],
-            "kind": kinds, "score": np.round(score, 3), "area_m2": area_m2,
-            "area_mu": np.round(area_m2 / M2_PER_MU, 3), "lon": lon, "lat": lat}
-    for col in ("rectangularity", "compactness", "aspect", "solidity"):
-        data[col] = np.round(np.array([r[col] for r in records], dtype=float), 3)
-    for col in columns[:-1]:
-        if col not in data:  # e.g. the dry ponds' ``state``
-            data[col] = [r.get(col) for r in records]
-    gdf = gpd.GeoDataFrame({c: data[c] for c in columns[:-1]},
-                           geometry=gpd.GeoSeries(mapped, crs=WGS84), crs=WGS84)
-    gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
-    return gdf[columns]

@@ -43,6 +43,7 @@ from tuban.pipelines.change_fields import (
     open_water_level,
 )
 from tuban.pipelines.change_frame import drop_duplicate_bodies
+from tuban.pipelines.change_table import patch_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 import change_scenes as cs  # noqa: E402
@@ -257,7 +258,7 @@ def test_patch_frame_is_the_plain_frame(seed):
         columns = [*cp.COLUMNS[:-1], "state", "geometry"]
         for i, r in enumerate(records):
             r["state"] = "dry" if i % 5 == 0 else None
-    fast = cp._patch_frame([dict(r) for r in records], crs, ShapeSettings(), columns)
+    fast = patch_table([dict(r) for r in records], crs, ShapeSettings(), columns)
     plain = _plain_frame([dict(r) for r in records], crs, ShapeSettings(), columns)
     assert list(fast.dtypes) == list(plain.dtypes) and fast.crs == plain.crs
     assert_frame_equal(fast, plain, check_exact=True)
@@ -298,7 +299,7 @@ def test_chunk_records_pickle_as_the_records():
     records = _random_records(3, 150)
     records[5]["refill_px"] = (Affine(10.0, 0.0, 5e5, 0.0, -10.0, 4e6), np.eye(4, dtype=bool))
     records[9]["geometry"] = shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 1)]])
-    back = pickle.loads(pickle.dumps(cp.ChunkRecords([dict(r) for r in records])))
+    back = pickle.loads(pickle.dumps(change_chunk.ChunkRecords([dict(r) for r in records])))
     assert type(back) is list and len(back) == len(records)
     for got, want in zip(back, records, strict=True):
         assert list(got) == list(want)  # same keys, same order
@@ -307,4 +308,4 @@ def test_chunk_records_pickle_as_the_records():
             k: _bits(v) for k, v in want.items() if k not in ("geometry", "refill_px")}
     assert back[5]["refill_px"][0] == records[5]["refill_px"][0]
     assert np.array_equal(back[5]["refill_px"][1], records[5]["refill_px"][1])
-    assert pickle.loads(pickle.dumps(cp.ChunkRecords())) == []
+    assert pickle.loads(pickle.dumps(change_chunk.ChunkRecords())) == []
