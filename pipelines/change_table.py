@@ -59,7 +59,10 @@ def patch_table(records: list[dict], crs, settings: ShapeSettings, columns: list
     for col in columns[:-1]:
         if col not in data:  # e.g. the dry ponds' ``state``
             data[col] = [r.get(col) for r in records]
-    gdf = gpd.GeoDataFrame({c: data[c] for c in columns[:-1]},
-                           geometry=gpd.GeoSeries(mapped, crs=WGS84), crs=WGS84)
-    gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
-    return gdf[columns]
+    # north to south, then west to east, then by kind: the order of pandas' stable multi-key
+    # sort_values (equal keys keep their order; lexsort's last key is the first)
+    _, kind_codes = np.unique(np.array(kinds, dtype=object), return_inverse=True)
+    order = np.lexsort((kind_codes, lon, -lat))
+    table = {c: np.asarray(data[c], dtype=object if isinstance(data[c], list) else None)[order]
+             for c in columns[:-1]}
+    return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(mapped[order], crs=WGS84), crs=WGS84)
