@@ -88,6 +88,11 @@ __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 # pass); the warning is spurious, so it is silenced for rasterio.features only.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
 
+#: Blobs examined together (one atlas of measures, one polygonising call, one task for a
+#: worker): larger chunks spread the per-chunk calls over more ponds; the output does not depend
+#: on it (every blob is measured on its own pixels, records keep the blobs' order).
+CHUNK_BLOBS = 256
+
 COLUMNS = ["patch_id", "kind", "score", "area_m2", "area_mu", "lon", "lat", "rectangularity",
            "compactness", "aspect", "solidity", "geometry"]
 
@@ -661,12 +666,12 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
     # chunks; chunks keep their order, so the result does not depend on the worker count.
     blobs = find_blobs(stack[0], (CODE["new_water"], CODE["lost_water"]), min_blob_px)
     if pool is None:
-        parts = [_examine_blobs(c, stack, job, settings) for c in _chunks(blobs, 64)]
+        parts = [_examine_blobs(c, stack, job, settings) for c in _chunks(blobs, CHUNK_BLOBS)]
     else:
         if stack_file is None:
             raise ValueError("worker processes need the stack as a file")
         futures = [pool.submit(portable, _examine_blobs, c, stack_file, job, settings)
-                   for c in _chunks(blobs, 64)]
+                   for c in _chunks(blobs, CHUNK_BLOBS)]
         parts = results(futures)
     records = [r for part in parts for r in part]
     demote_refills(records, stack, job, MUD_FRAME_RATIO)  # drained ponds refilled: new water (worker-count free)
