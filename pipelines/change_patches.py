@@ -509,6 +509,10 @@ def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSetti
                                      strict=True), stack, job, settings, bounds, measured))
 
 
+#: The facts :func:`_examine` gives a gain's part, in its order (``mask_px`` aside).
+_FACTS = ("open_edge", "frame_step", "wet_index", "texture", "frame_bright", "before_wetness", "before_frame_step")
+
+
 def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bounds: list, stack,
                  job: BlockJob, settings: ShapeSettings) -> list[list | None]:
     """What :func:`_examine` yields for each gain of a chunk that is one part (not split), from
@@ -534,45 +538,43 @@ def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bo
     change = max(1e-6, t.change)
     span_b = t.weak_water - t.land_mean
     gap = LAND_LEVEL - dark63
+    # each fact for the whole chunk, with the per-part code's arithmetic element by element
+    # (float32 differences of float32 medians, then float64; Python's max/min as np.where)
+    with np.errstate(all="ignore"):
+        ia_ok, ib_ok = m.ia_in_n > 0, m.ib_in_n > 0
+        frame_step = np.where(ia_ok & (m.ia_ring_n > 0), (m.ia_in_med - m.ia_ring_med).astype(np.float64), 0.0) / change
+        before_step = np.where(ib_ok & (m.ib_ring_n > 0), (m.ib_in_med - m.ib_ring_med).astype(np.float64), 0.0) / change
+        before_wet = (np.where(ib_ok, (m.ib_in_med - t.land_mean).astype(np.float64), 0.0) / span_b
+                      if span_b > 0 else np.zeros(len(blobs)))
+        frame_bright = (np.where((m.n_ring > 0) & (m.n_inside > 0), (m.nir_ring_med - m.nir_in_med).astype(np.float64),
+                                 0.0) / gap if gap > 0 else np.zeros(len(blobs)))
+        open_edge = np.where(m.n_ring > 0, m.n_ring_wet / m.n_ring, 0.0)
+        mean = m.tex_sum / m.tex_n  # :func:`brightness_texture`
+        var = m.tex_sumsq / m.tex_n - mean * mean
+        var = np.where(var > 0.0, var, 0.0)  # max(0.0, var)
+        texture = np.where((m.tex_n > 0) & (mean > 0), np.sqrt(var) / mean, 0.0)
+        delta = np.array(m.delta_mean, dtype=np.float32)
+        contrast = (delta / span).astype(np.float64)
+        contrast = np.where(0.0 > contrast, 0.0, contrast)  # max(x, 0.0)
+        contrast = np.where(np.isfinite(delta), np.where(1.0 < contrast, 1.0, contrast), 0.0)  # min(x, 1.0)
+        solidity = m.n_opened / m.n_inside
+        may_split = ((m.n_inside >= 2 * min_px) & ia_ok
+                     & (m.ia_in_max.astype(np.float64) - m.ia_in_min.astype(np.float64) >= t.change - 1e-3))
+    facts_of = zip(open_edge.tolist(), frame_step.tolist(), m.ia_in_med.astype(np.float64).tolist(), texture.tolist(),
+                   frame_bright.tolist(), before_wet.tolist(), before_step.tolist(), strict=True)
     out: list[list | None] = []
-    for i, (geom, st) in enumerate(zip(polygons, stats, strict=True)):
-        if not m.packed[i]:
-            out.append(None)
-            continue
-        n_in = int(m.n_inside[i])
-        # :func:`_may_split` on the blob's finite after index (its min and max)
-        if n_in >= 2 * min_px and m.ia_in_n[i] > 0 and (
-                float(m.ia_in_max[i]) - float(m.ia_in_min[i]) >= t.change - 1e-3):
+    for i, (geom, st, values) in enumerate(zip(polygons, stats, facts_of, strict=True)):
+        if not m.packed[i] or may_split[i]:  # :func:`_may_split` from the blob's finite after index
             out.append(None)
             continue
         if st.area_m2 < settings.min_area_m2 or is_sliver(geom, grid.pixel_size_m):
             out.append([])
             continue
-        med_in = m.ia_in_med[i] if m.ia_in_n[i] else None
-        med_b = m.ib_in_med[i] if m.ib_in_n[i] else None
-        delta = m.delta_mean[i]
-        n_ring = int(m.n_ring[i])
-        tex_n = int(m.tex_n[i])
-        texture = 0.0
-        if tex_n:  # :func:`brightness_texture`
-            mean = float(m.tex_sum[i]) / tex_n
-            var = max(0.0, float(m.tex_sumsq[i]) / tex_n - mean * mean)
-            texture = float(np.sqrt(var) / mean) if mean > 0 else 0.0
-        facts = {
-            "open_edge": float(m.n_ring_wet[i]) / m.n_ring[i] if n_ring else 0.0,  # np.float64, as _open_edge
-            "frame_step": (float(med_in - m.ia_ring_med[i]) if med_in is not None and m.ia_ring_n[i] else 0.0) / change,
-            "wet_index": float(med_in) if med_in is not None else float("nan"),
-            "texture": texture,
-            "frame_bright": (float(m.nir_ring_med[i] - m.nir_in_med[i]) / gap
-                             if gap > 0 and n_ring and n_in else 0.0),
-            "before_wetness": float(med_b - t.land_mean) / span_b if med_b is not None and span_b > 0 else 0.0,
-            "before_frame_step": (float(med_b - m.ib_ring_med[i]) if med_b is not None and m.ib_ring_n[i] else 0.0) / change,
-        }
+        facts = dict(zip(_FACTS, values, strict=True))
         if facts["before_wetness"] > 1.0 and facts["before_frame_step"] > -MIN_FRAME_STEP:  # may be a refill
             r0, r1, c0, c1 = m.windows[i]
             facts["mask_px"] = (window_affine(Window(c0, r0, c1 - c0, r1 - r0), grid.transform), m.inside_of(i))
-        contrast = min(max(float(delta / span), 0.0), 1.0) if math.isfinite(delta) else 0.0
-        out.append([(geom, st, contrast, False, m.n_opened[i] / m.n_inside[i], facts)])  # np.int64 quotient, as _examine
+        out.append([(geom, st, contrast[i].item(), False, solidity[i].item(), facts)])
     return out
 
 

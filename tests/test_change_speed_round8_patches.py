@@ -53,11 +53,12 @@ LEVELS = np.arange(256, dtype=np.float32)
 
 
 def _bits(x) -> bytes:
-    """The exact value: float32 and float64 scalars by their bytes, NaN equal to NaN."""
+    """The exact value: float32 scalars by their bytes, float64 ones (Python or numpy: the same
+    arithmetic) by theirs, NaN equal to NaN."""
+    if isinstance(x, float):  # np.float64 too
+        return b"f8" + struct.pack("<d", x)
     if isinstance(x, np.floating):
         return x.dtype.str.encode() + x.tobytes()
-    if isinstance(x, float):
-        return b"f" + struct.pack("<d", x)
     return repr(x).encode()
 
 
