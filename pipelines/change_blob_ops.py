@@ -17,7 +17,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 __all__ = ["CROSS", "dilate4", "erode4", "open4", "nanmean32", "median32", "window_affine", "apply_affine",
-           "inverse_affine", "bounds_window"]
+           "inverse_affine", "bounds_window", "bounds_windows"]
 
 #: 4-connectivity, scipy's default structuring element in 2-D, built once (scipy rebuilds it on
 #: every call otherwise, a noticeable share of the per-blob time).
@@ -120,3 +120,17 @@ def bounds_window(bounds, grid, pad_px: int) -> Window:
     c0, r0 = max(0, int(c0) - pad_px), max(0, int(r0) - pad_px)
     c1, r1 = min(grid.width, int(np.ceil(c1)) + pad_px), min(grid.height, int(np.ceil(r1)) + pad_px)
     return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def bounds_windows(bounds: np.ndarray, grid, pad_px: int) -> np.ndarray:
+    """:func:`bounds_window` of many map bounds at once: ``(n, 4)`` int64 rows of
+    ``(row0, row1, col0, col1)`` (the same float64 arithmetic, element by element; ``int()``
+    truncates toward zero, as ``astype`` does)."""
+    inv = inverse_affine(grid.transform)
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    minx, miny, maxx, maxy = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    c0 = np.maximum(0, (minx * inv.a + miny * inv.b + inv.c).astype(np.int64) - pad_px)
+    r1 = np.minimum(grid.height, np.ceil(minx * inv.d + miny * inv.e + inv.f).astype(np.int64) + pad_px)
+    c1 = np.minimum(grid.width, np.ceil(maxx * inv.a + maxy * inv.b + inv.c).astype(np.int64) + pad_px)
+    r0 = np.maximum(0, (maxx * inv.d + maxy * inv.e + inv.f).astype(np.int64) - pad_px)
+    return np.column_stack([r0, r1, c0, c1])

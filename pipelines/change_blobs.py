@@ -106,7 +106,7 @@ def find_blobs(codes: np.ndarray, values: Sequence[int], min_px: int, *,
                     n_px = int(np.count_nonzero(own))
                     if n_px < min_px:
                         continue
-                    seed_col = int(np.argmax(own[0]))
+                    seed_col = int(own[0].argmax())  # = np.argmax, without its wrapper
                     c0, c1 = box[1].start + c_lo, box[1].stop + c_lo
                     found.append(Blob(int(v), (r0, r1), (c0, c1), (r0, c0 + seed_col), n_px,
                                       own if own.size <= KEEP_MASK_PX else None))

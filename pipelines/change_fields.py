@@ -16,6 +16,8 @@ is as smooth as the open ones and stays a pond.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["FIELD_SHAPE_SCORE", "ROUGHER_THAN", "WEAK_SHARE", "brightness_texture", "demote_flooded_fields", "open_water_level"]
@@ -63,8 +65,8 @@ def open_water_level(records: list[dict], water_threshold: float) -> float | Non
         >>> open_water_level([{"kind": "new_pond", "wet_index": 0.5}, {"kind": "new_water", "wet_index": 0.0}], 0.1)
         0.2
     """
-    idx = [r.get("wet_index", np.nan) for r in records if r["kind"] == "new_pond"]
-    idx = [v for v in idx if np.isfinite(v)]
+    # math.isfinite: np.isfinite's answer for a scalar, without a ufunc call per record
+    idx = [v for r in records if r["kind"] == "new_pond" and math.isfinite(v := r.get("wet_index", np.nan))]
     if not idx:
         return None
     return water_threshold + WEAK_SHARE * (float(np.median(idx)) - water_threshold)
@@ -100,8 +102,7 @@ def demote_flooded_fields(records: list[dict], water_threshold: float) -> int:
     if not open_ponds:
         return 0
     largest = max(r["area_m2"] for r in open_ponds)
-    textures = [r.get("texture", np.nan) for r in open_ponds]
-    textures = [t for t in textures if np.isfinite(t)]
+    textures = [t for r in open_ponds if math.isfinite(t := r.get("texture", np.nan))]
     rough = float(np.quantile(textures, ROUGHER_THAN)) if textures else np.inf
     n = 0
     for r, o in zip(ponds, is_open, strict=True):

@@ -259,8 +259,10 @@ def drop_duplicate_bodies(records: list[dict], key: str = "framed_body", max_ove
     """
     import shapely
 
+    if not any(r.get(key) for r in records):  # no body (tested first: it is the cheaper test)
+        return records
     direct = [r["geometry"] for r in records if not r.get(key) and r["kind"].endswith("_pond")]
-    if not direct or not any(r.get(key) for r in records):
+    if not direct:
         return records
     tree = shapely.STRtree(direct)
     out = []

@@ -22,6 +22,7 @@ examined in a small window of the result stack:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
@@ -39,11 +40,10 @@ from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import shape
 
-from tuban.imagery.crs import M2_PER_MU, WGS84
+from tuban.imagery.crs import WGS84
 from tuban.imagery.ponds import (
     ShapeSettings,
     ShapeStats,
-    cluster_counts,
     is_pond_like,
     shape_score,
     shape_stats,
@@ -52,6 +52,7 @@ from tuban.imagery.ponds import (
 from tuban.pipelines.change_blob_ops import (
     CROSS,
     bounds_window,
+    bounds_windows,
     dilate4,
     erode4,
     median32,
@@ -60,6 +61,7 @@ from tuban.pipelines.change_blob_ops import (
 )
 from tuban.pipelines.change_blobs import Blob, blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, LAND_LEVEL, BlockJob, dark_level_q, dequantise_index
+from tuban.pipelines.change_chunk import ChunkRecords, chunk_measures
 from tuban.pipelines.change_fields import brightness_texture, demote_flooded_fields
 from tuban.pipelines.change_fragments import (
     drop_repeated_bodies,
@@ -78,12 +80,18 @@ from tuban.pipelines.change_frame import (
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
 from tuban.pipelines.change_refill import demote_refills, is_refill_candidate
+from tuban.pipelines.change_table import patch_table
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
 # rasterize() in worker processes warns about its own in-memory target (it has the transform we
 # pass); the warning is spurious, so it is silenced for rasterio.features only.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
+
+#: Blobs examined together (one atlas of measures, one polygonising call, one task for a
+#: worker): larger chunks spread the per-chunk calls over more ponds; the output does not depend
+#: on it (every blob is measured on its own pixels, records keep the blobs' order).
+CHUNK_BLOBS = 256
 
 COLUMNS = ["patch_id", "kind", "score", "area_m2", "area_mu", "lon", "lat", "rectangularity",
            "compactness", "aspect", "solidity", "geometry"]
@@ -486,7 +494,8 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
 
 
 def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSettings) -> list[dict]:
-    """Records of a chunk of blobs; ``stack`` is the result stack or, in a worker, its file."""
+    """Records of a chunk of blobs (a :class:`ChunkRecords`); ``stack`` is the result stack or, in
+    a worker, its file."""
     if isinstance(stack, StackFile):
         stack = stack.open()
     if isinstance(stack, np.memmap):  # the same memory; plain slices skip memmap's per-slice hooks
@@ -495,8 +504,78 @@ def _examine_blobs(blobs: list[Blob], stack, job: BlockJob, settings: ShapeSetti
     polygons = blob_polygons(blobs, stack[0], job.grid.transform, masks=masks)
     stats = shape_stats_many(polygons, job.grid.pixel_size_m)  # one vectorised pass for the chunk
     bounds = shapely.bounds(polygons).tolist()  # each = polygon.bounds, in one call
-    return _records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), stats, strict=True),
-                    stack, job, settings, bounds)
+    measured = _chunk_parts(polygons, blobs, masks, stats, bounds, stack, job, settings)
+    return ChunkRecords(_records(zip(polygons, [b.value for b in blobs], zip(blobs, masks, strict=True), stats,
+                                     strict=True), stack, job, settings, bounds, measured))
+
+
+#: The facts :func:`_examine` gives a gain's part, in its order (``mask_px`` aside).
+_FACTS = ("open_edge", "frame_step", "wet_index", "texture", "frame_bright", "before_wetness", "before_frame_step")
+
+
+def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bounds: list, stack,
+                 job: BlockJob, settings: ShapeSettings) -> list[list | None]:
+    """What :func:`_examine` yields for each gain of a chunk that is one part (not split), from
+    measures taken for the whole chunk at once (:mod:`tuban.pipelines.change_chunk`, the same
+    numbers); None for the blobs :func:`_examine` must examine itself (losses, blobs that may
+    split, large windows)."""
+    grid, t = job.grid, job.thresholds
+    gain = CODE["new_water"]
+    if not any(b.value == gain for b in blobs):
+        return [None] * len(blobs)
+    # the windows :func:`_window_arrays` reads (its :func:`bounds_window`, for the whole chunk)
+    windows = [tuple(w) if b.value == gain else None
+               for b, w in zip(blobs, bounds_windows(bounds, grid, 3).tolist(), strict=True)]
+    dark63 = dark_level_q(t)
+
+    def wet_rule(codes, ib, ia, nir):  # :func:`_examine`'s water of the after date
+        with np.errstate(invalid="ignore"):
+            return (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
+
+    m = chunk_measures(windows, blobs, masks, stack, wet_rule)
+    min_px = max(1, int(settings.min_area_m2 / grid.pixel_size_m ** 2))
+    span = max(1e-6, t.water_mean - t.land_mean)
+    change = max(1e-6, t.change)
+    span_b = t.weak_water - t.land_mean
+    gap = LAND_LEVEL - dark63
+    # each fact for the whole chunk, with the per-part code's arithmetic element by element
+    # (float32 differences of float32 medians, then float64; Python's max/min as np.where)
+    with np.errstate(all="ignore"):
+        ia_ok, ib_ok = m.ia_in_n > 0, m.ib_in_n > 0
+        frame_step = np.where(ia_ok & (m.ia_ring_n > 0), (m.ia_in_med - m.ia_ring_med).astype(np.float64), 0.0) / change
+        before_step = np.where(ib_ok & (m.ib_ring_n > 0), (m.ib_in_med - m.ib_ring_med).astype(np.float64), 0.0) / change
+        before_wet = (np.where(ib_ok, (m.ib_in_med - t.land_mean).astype(np.float64), 0.0) / span_b
+                      if span_b > 0 else np.zeros(len(blobs)))
+        frame_bright = (np.where((m.n_ring > 0) & (m.n_inside > 0), (m.nir_ring_med - m.nir_in_med).astype(np.float64),
+                                 0.0) / gap if gap > 0 else np.zeros(len(blobs)))
+        open_edge = np.where(m.n_ring > 0, m.n_ring_wet / m.n_ring, 0.0)
+        mean = m.tex_sum / m.tex_n  # :func:`brightness_texture`
+        var = m.tex_sumsq / m.tex_n - mean * mean
+        var = np.where(var > 0.0, var, 0.0)  # max(0.0, var)
+        texture = np.where((m.tex_n > 0) & (mean > 0), np.sqrt(var) / mean, 0.0)
+        delta = np.array(m.delta_mean, dtype=np.float32)
+        contrast = (delta / span).astype(np.float64)
+        contrast = np.where(0.0 > contrast, 0.0, contrast)  # max(x, 0.0)
+        contrast = np.where(np.isfinite(delta), np.where(1.0 < contrast, 1.0, contrast), 0.0)  # min(x, 1.0)
+        solidity = m.n_opened / m.n_inside
+        may_split = ((m.n_inside >= 2 * min_px) & ia_ok
+                     & (m.ia_in_max.astype(np.float64) - m.ia_in_min.astype(np.float64) >= t.change - 1e-3))
+    facts_of = zip(open_edge.tolist(), frame_step.tolist(), m.ia_in_med.astype(np.float64).tolist(), texture.tolist(),
+                   frame_bright.tolist(), before_wet.tolist(), before_step.tolist(), strict=True)
+    out: list[list | None] = []
+    for i, (geom, st, values) in enumerate(zip(polygons, stats, facts_of, strict=True)):
+        if not m.packed[i] or may_split[i]:  # :func:`_may_split` from the blob's finite after index
+            out.append(None)
+            continue
+        if st.area_m2 < settings.min_area_m2 or is_sliver(geom, grid.pixel_size_m):
+            out.append([])
+            continue
+        facts = dict(zip(_FACTS, values, strict=True))
+        if facts["before_wetness"] > 1.0 and facts["before_frame_step"] > -MIN_FRAME_STEP:  # may be a refill
+            r0, r1, c0, c1 = m.windows[i]
+            facts["mask_px"] = (window_affine(Window(c0, r0, c1 - c0, r1 - r0), grid.transform), m.inside_of(i))
+        out.append([(geom, st, contrast[i].item(), False, solidity[i].item(), facts)])
+    return out
 
 
 def _chunks(blobs: Iterator[Blob], size: int) -> Iterator[list[Blob]]:
@@ -521,26 +600,41 @@ def _is_pond(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: flo
     return part_kind(value, stats, solidity, drained, facts, settings, pixel_size_m)[1]
 
 
-def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None) -> list[dict]:
+def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None,
+             measured: list | None = None) -> list[dict]:
     """Patch records of ``(polygon, value, (blob, box mask), shape stats)`` per blob (:func:`_examine_blobs`);
-    ``bounds``: each polygon's ``bounds``, when already taken."""
+    ``bounds``: each polygon's ``bounds``, when already taken; ``measured``: each blob's parts as
+    :func:`_examine` yields them, when already measured (:func:`_chunk_parts`; None: not)."""
     grid = job.grid
     px_area = grid.pixel_size_m ** 2
     out = []
-    with rasterio.Env():  # one GDAL environment for the many small rasterize/shapes calls
+    with contextlib.ExitStack() as env:
+        # one GDAL environment for the many small rasterize/shapes calls, entered once one is needed
+        gdal_env = []
+
+        def in_gdal_env() -> None:
+            if not gdal_env:
+                gdal_env.append(env.enter_context(rasterio.Env()))
+
         for i, (geom, v, known, geom_stats) in enumerate(blobs):  # known: (blob, mask); the geometry's shape stats
-            parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
-                                  bounds=None if bounds is None else tuple(bounds[i])))
-            if not any(_is_pond(v, p, settings, grid.pixel_size_m) for p in parts):
+            parts = None if measured is None else measured[i]
+            if parts is None:
+                in_gdal_env()
+                parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
+                                      bounds=None if bounds is None else tuple(bounds[i])))
+            kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+            if not any(pond for _, pond in kinds):
+                in_gdal_env()
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
                     geom, v, stack, grid, job.thresholds,
                     lambda g, v=v: list(_examine(g, v, stack, job, settings, px_area, whole=True)),
                     lambda p, v=v: _is_pond(v, p, settings, grid.pixel_size_m),
                     int(np.sqrt(settings.max_area_m2 / px_area)) + 2)
-                parts = parts if body is None else body
-            for poly, stats, contrast, drained, solidity, facts in parts:
-                kind, pond = part_kind(v, stats, solidity, drained, facts, settings, grid.pixel_size_m)
+                if body is not None:  # framed_parts flags its parts (a fact part_kind does not read)
+                    parts = body
+                    kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+            for (poly, stats, contrast, _, solidity, facts), (kind, pond) in zip(parts, kinds, strict=True):
                 score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
                             "rectangularity": stats.rectangularity, "compactness": stats.compactness,
@@ -574,12 +668,12 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
     # chunks; chunks keep their order, so the result does not depend on the worker count.
     blobs = find_blobs(stack[0], (CODE["new_water"], CODE["lost_water"]), min_blob_px)
     if pool is None:
-        parts = [_examine_blobs(c, stack, job, settings) for c in _chunks(blobs, 64)]
+        parts = [_examine_blobs(c, stack, job, settings) for c in _chunks(blobs, CHUNK_BLOBS)]
     else:
         if stack_file is None:
             raise ValueError("worker processes need the stack as a file")
         futures = [pool.submit(portable, _examine_blobs, c, stack_file, job, settings)
-                   for c in _chunks(blobs, 64)]
+                   for c in _chunks(blobs, CHUNK_BLOBS)]
         parts = results(futures)
     records = [r for part in parts for r in part]
     demote_refills(records, stack, job, MUD_FRAME_RATIO)  # drained ponds refilled: new water (worker-count free)
@@ -597,23 +691,5 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
         empty = {c: gpd.pd.Series(dtype=str if c in ("patch_id", "kind", "state") else float)
                  for c in columns[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
-    gdf = gpd.GeoDataFrame(records, geometry="geometry", crs=grid.crs)
-    centroids = gdf.geometry.centroid
-    cents = np.column_stack([centroids.x, centroids.y])
-    ponds = gdf["kind"].str.endswith("_pond").to_numpy()
-    if ponds.sum() > 1:
-        near = cluster_counts(cents[ponds], settings.cluster_radius_m)
-        bonus = np.minimum(near, 4) * 0.025
-        gdf.loc[ponds, "score"] = np.minimum(1.0, gdf.loc[ponds, "score"].to_numpy() + bonus)
-    gdf = gdf.to_crs(WGS84)
-    cents_wgs = gpd.GeoSeries(shapely.points(cents), crs=grid.crs).to_crs(WGS84)
-    gdf["lon"] = cents_wgs.x.round(7).to_numpy()
-    gdf["lat"] = cents_wgs.y.round(7).to_numpy()
-    gdf["area_m2"] = gdf["area_m2"].round(1)
-    gdf["area_mu"] = (gdf["area_m2"] / M2_PER_MU).round(3)
-    gdf["score"] = gdf["score"].astype(float).round(3)
-    for col in ("rectangularity", "compactness", "aspect", "solidity"):
-        gdf[col] = gdf[col].astype(float).round(3)
-    gdf["patch_id"] = [patch_id(k, x, y) for k, x, y in zip(gdf["kind"], gdf["lon"], gdf["lat"], strict=True)]
-    gdf = gdf.sort_values(["lat", "lon", "kind"], ascending=[False, True, True]).reset_index(drop=True)
-    return gdf[columns]
+    return patch_table(records, grid.crs, settings, columns)
+

@@ -67,6 +67,8 @@ def test_runs_with_and_without_the_round7_shortcuts_are_identical(tmp_path, monk
         return texture(bright, inside, core)
 
     monkeypatch.setattr(cp, "brightness_texture", checked_texture)
+    # every part through _examine (round 8 measures most gains per chunk, tests/test_change_speed_round8_patches.py)
+    monkeypatch.setattr(cp, "_chunk_parts", lambda polygons, *args: [None] * len(polygons))
     fast = detect_changes(open_date([b]), open_date([a]), settings_)
     assert cores and all(cores)  # the texture got the plain erosion of every part
     records = cp._records
