@@ -39,6 +39,8 @@ from tuban.imagery.masks import SceneBrightness, scene_brightness
 from tuban.imagery.ponds import ShapeSettings
 from tuban.imagery.raster_io import DateSource, open_date
 from tuban.imagery.water import (
+    THRESHOLD_SAMPLES,
+    WaterThresholds,
     brightness,
     fit_normalisation,
     water_index,
@@ -211,14 +213,9 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
     valid = ~(invalid_b | invalid_a)
     gains = fit_normalisation(cat, cat_a, valid)
-    cat_a = apply_gains(cat_a, gains)
-    ib, ia = water_index(cat, index_name), water_index(cat_a, index_name)
-    ok = valid & np.isfinite(ib) & np.isfinite(ia)
-    if not ok.any():
+    thresholds, clear = _scene_thresholds(cat, cat_a, valid, gains, index_name)
+    if thresholds is None:
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
-    sum_b = brightness(_spectral(cat))
-    sum_a = brightness(_spectral(cat_a))
-    thresholds = water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok])
     wkb = tuple(shapely.to_wkb(g) for g in _mask_in_grid(settings.mask_geoms, grid))
     job = BlockJob(
         token=_token(before, after, grid, applied, gains, thresholds, wkb),
@@ -238,9 +235,34 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
                        "dark_level": round(thresholds.dark_level, 4), "change": round(thresholds.change, 4),
                        "separability": round(thresholds.separability, 3)},
         "normalisation": {r: [round(g.gain, 4), round(g.offset, 4)] for r, g in gains.items()},
-        "clear_fraction_sampled": round(float(ok.mean()), 4),
+        "clear_fraction_sampled": round(clear, 4),
     }
     return job, stats
+
+
+def _scene_thresholds(cat: dict[str, np.ndarray], cat_a: dict[str, np.ndarray], valid: np.ndarray,
+                      gains: dict, index_name: str) -> tuple[WaterThresholds | None, float]:
+    """:func:`water_thresholds` of the sampled pixels clear on both dates with a finite index
+    (the after date normalised by ``gains``), and the share of such pixels; (None, 0.0) if none.
+
+    The same values as the thresholds of the whole clear samples: ``water_thresholds`` keeps a
+    regular subsample of at most 250,000 of them, which is taken here first, so the index and
+    brightness of the other pixels are never computed beyond what the clear test needs (the
+    after date's index bands, normalised in place; its other bands only at the subsample).
+    """
+    index_roles = ("green", "swir1" if index_name == "mndwi" else "nir")
+    gained = apply_gains({r: cat_a[r] for r in index_roles}, gains)
+    ib, ia = water_index(cat, index_name), water_index(gained, index_name)
+    ok = valid & np.isfinite(ib) & np.isfinite(ia)
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok == 0:
+        return None, 0.0
+    at = np.flatnonzero(ok)[::max(1, int(np.ceil(n_ok / THRESHOLD_SAMPLES)))]  # water_thresholds' own step
+    sub_b = {r: v[at] for r, v in _spectral(cat).items()}
+    sub_a = {r: v[at] for r, v in _spectral(cat_a).items()}
+    sub_a.update(apply_gains({r: v for r, v in sub_a.items() if r not in index_roles}, gains))
+    thresholds = water_thresholds(ib[at], ia[at], brightness(sub_b), brightness(sub_a))
+    return thresholds, n_ok / ok.size
 
 
 def _map_threads(threads: bool, fn, *iterables) -> list:
