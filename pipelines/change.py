@@ -35,7 +35,7 @@ from tuban import RasterError
 from tuban.imagery.align import Grid, block_windows, common_grid, estimate_shift, open_on_grid
 from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.georaster import GeoRaster
-from tuban.imagery.masks import SceneBrightness, scene_brightness
+from tuban.imagery.masks import SceneBrightness, nodata_mask, scene_brightness
 from tuban.imagery.ponds import ShapeSettings
 from tuban.imagery.raster_io import DateSource, open_date
 from tuban.imagery.water import (
@@ -55,6 +55,8 @@ from tuban.pipelines.change_blocks import (
     apply_gains,
     bands_of,
     invalid_mask,
+    no_cloud_candidates,
+    nodata_is_nan_alone,
     process_block,
 )
 from tuban.pipelines.change_patches import patches_from_codes
@@ -151,17 +153,43 @@ def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0,
     :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
     finite); and the file tiles decoded for the samples (see :func:`_read_samples`). A
     per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
-    samples, tiles = _read_samples(src, grid, windows, shift)
-    cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
+    cat, nodata, nan_alone, tiles = _read_cat(src, grid, windows, shift)
     spectral = _spectral(cat)
-    finite = None
-    for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
-        finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
+    if nan_alone:  # integer pixels: NaN exactly at nodata, every other value finite
+        finite = ~nodata
+    else:
+        finite = None
+        for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
+            finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
     if not finite.any():
         return cat, None, None, tiles
     bright = scene_brightness(spectral, finite)
-    invalid = np.concatenate([invalid_mask(w, src, bright)[0].ravel() for w in _windows_of(cat, windows)])
+    if not ("qa" in cat and src.qa_kind) and no_cloud_candidates(spectral, bright):
+        # No cloud candidate in any window: no cloud, no shadow, so each window's invalid_mask
+        # is its nodata mask (any band NaN), pixel by pixel: the same for the concatenation.
+        invalid = nodata if nan_alone else nodata_mask(spectral, None)
+    else:
+        invalid = np.concatenate([invalid_mask(w, src, bright)[0].ravel() for w in _windows_of(cat, windows)])
     return cat, bright, invalid, tiles
+
+
+def _read_cat(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, bool, SampleTiles | None]:
+    """:func:`_read_samples` concatenated (role -> 1-D array, window after window: each window's
+    bands written in place, no per-window arrays), the nodata mask alike, whether the bands are
+    NaN exactly there and finite elsewhere (:func:`nodata_is_nan_alone`), and the kept tiles."""
+    with open_on_grid(src, grid, shift_px=shift) as reader:
+        raws, tiles = read_samples(reader, grid, [src.roles[r] for r in src.roles], windows)
+    sizes = [raw.shape[1] * raw.shape[2] for raw in raws]
+    total = sum(sizes)
+    cat = {r: np.empty(total, dtype=raws[0].dtype if r == "qa" else np.float32) for r in src.roles}
+    nodata = np.empty(total, dtype=bool)
+    start = 0
+    for raw, n in zip(raws, sizes, strict=True):
+        part = {r: v[start:start + n].reshape(raw.shape[1:]) for r, v in cat.items()}
+        nodata[start:start + n] = bands_of(raw, src, out=part)[1].ravel()
+        start += n
+    return cat, nodata, nodata_is_nan_alone(raws[0].dtype, src), tiles
 
 
 def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[str, np.ndarray]]:

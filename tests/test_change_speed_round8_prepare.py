@@ -9,14 +9,25 @@ sizes around the subsampling steps. Whole runs are compared byte for byte by
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
+import rasterio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tuban.pipelines.change as ch
-from tuban.imagery import water
+import tuban.pipelines.change_blocks as cb
+from tuban.imagery import masks, water
+from tuban.imagery.raster_io import open_date
 from tuban.imagery.water import BandGain
 from tuban.pipelines.change_blocks import apply_gains
+
+sys.path.insert(0, str(Path(__file__).parent))
+import change_scenes as cs  # noqa: E402
 
 ROLES = ("blue", "green", "red", "nir")
 
@@ -108,3 +119,157 @@ def test_scene_thresholds_subsample_first(seed, n, nan_share, gained, index_name
     assert fast == plain
     none = ch._scene_thresholds(before, after, np.zeros(n, dtype=bool), gains, index_name)
     assert none == (None, 0.0)
+
+
+# --- the per-date sample task: bands written into the concatenation, masks without per-window work
+
+
+def _plain_sample_date(src, grid, windows, shift=(0.0, 0.0)):
+    """``_sample_date`` before round 8: per-window arrays concatenated, NaN tested band by band,
+    each window's invalid mask computed alone, the brightness levels from selected copies."""
+    samples, tiles = ch._read_samples(src, grid, windows, shift)
+    cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
+    spectral = ch._spectral(cat)
+    finite = np.isfinite(np.stack(list(spectral.values()))).all(axis=0)
+    if not finite.any():
+        return cat, None, None
+    bright = _plain_scene_brightness(spectral, finite)
+    invalid = np.concatenate([cb.invalid_mask(w, src, bright)[0].ravel() for w in ch._windows_of(cat, windows)])
+    return cat, bright, invalid
+
+
+def _plain_scene_brightness(bands, valid):
+    vis = masks._visible(bands)[valid]
+    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)[valid]
+    if vis.size == 0:
+        return masks.SceneBrightness(1.0, 1.0, 0.0, 0.0)
+    return masks.SceneBrightness(float(np.nanmedian(vis)), float(np.nanmedian(nir)),
+                                 float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
+
+
+def _assert_same_sample_date(src, grid, windows, shift=(0.0, 0.0)):
+    cat, bright, invalid, _ = ch._sample_date(src, grid, windows, shift)
+    p_cat, p_bright, p_invalid = _plain_sample_date(src, grid, windows, shift)
+    assert cat.keys() == p_cat.keys()
+    for r in cat:
+        assert cat[r].dtype == p_cat[r].dtype and np.array_equal(cat[r], p_cat[r], equal_nan=True)
+    assert bright == p_bright
+    assert (invalid is None and p_invalid is None) or np.array_equal(invalid, p_invalid)
+    return bright, invalid
+
+
+@pytest.mark.parametrize("cloud", [None, (150, 20, 190, 60)])
+@pytest.mark.parametrize("nodata_box", [False, True])
+def test_sample_date_gives_the_plain_samples_and_masks(tmp_path, cloud, nodata_box):
+    b, a = cs.pair(tmp_path, cloud_box=cloud)
+    if nodata_box:  # a nodata corner in both dates
+        for path in (b, a):
+            with rasterio.open(path, "r+") as ds:
+                data = ds.read()
+                data[:, :30, :50] = 0
+                ds.write(data)
+    src_b, src_a = open_date([b]), open_date([a])
+    grid = ch.common_grid(src_b, src_a)
+    windows = ch._sample_windows(grid, 100, 3)
+    _assert_same_sample_date(src_b, grid, windows)
+    _, invalid = _assert_same_sample_date(src_a, grid, windows)
+    assert invalid.any() == (cloud is not None or nodata_box)
+    _assert_same_sample_date(src_a, grid, windows, (1.5, 0.5))  # a warped (float32) read
+
+
+def test_sample_date_of_float_and_scaled_inputs(tmp_path):
+    b, a = cs.pair(tmp_path)
+    with rasterio.open(b) as ds:
+        profile, data = ds.profile, ds.read().astype(np.float32) / 10000
+        names = ds.descriptions
+    data[:, 5:9, 5:9] = np.nan
+    data[1, 20, 20] = np.inf  # finite test and nodata mask differ here
+    profile.update(dtype="float32", nodata=None)
+    fb = tmp_path / "float.tif"
+    with rasterio.open(fb, "w", **profile) as out:
+        out.write(data)
+        out.descriptions = names
+    src_f, src_a = open_date([fb]), open_date([a])
+    grid = ch.common_grid(src_f, src_a)
+    windows = ch._sample_windows(grid, 100, 3)
+    _assert_same_sample_date(src_f, grid, windows)
+    scaled = dataclasses.replace(src_a, scales={"green": (2e-5, -0.1), "nir": (1e35, 0.0)})  # nir may overflow
+    assert not cb.nodata_is_nan_alone(np.dtype("uint16"), scaled)
+    assert cb.nodata_is_nan_alone(np.dtype("uint16"), dataclasses.replace(src_a, scales={"green": (2e-5, -0.1)}))
+    _assert_same_sample_date(scaled, grid, windows)
+
+
+def test_sample_date_with_a_landsat_qa_band(real_data):
+    f = real_data / "landsat8_crop"
+    src = open_date([f])
+    assert "qa" in src.roles and src.qa_kind
+    grid = ch.common_grid(src, src)
+    _assert_same_sample_date(src, grid, ch._sample_windows(grid, 512, 3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["uint8", "uint16", "int16", "float32"]),
+       st.sampled_from([None, 0.0, 7.0]), st.booleans())
+def test_bands_written_in_place_are_the_plain_bands(seed, dtype, nodata, scaled):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    raw = (rng.integers(info.min, int(info.max) + 1, (3, 9, 11)) if info else rng.normal(0, 100, (3, 9, 11)))
+    raw = raw.astype(dtype)
+    raw[:, 2, 3] = 7
+    roles = {"green": 1, "nir": 2, "qa": 3}
+    src = type("Src", (), {"roles": roles, "nodata": nodata,
+                           "scales": {"green": (0.5, 3.0)} if scaled else {}})()
+    plain, bad = cb.bands_of(raw, src)
+    out = {r: np.full(raw.shape[1:], 5, dtype=raw.dtype if r == "qa" else np.float32) for r in roles}
+    got, bad2 = cb.bands_of(raw, src, out=out)
+    assert np.array_equal(bad, bad2)
+    for r in roles:
+        assert got[r] is out[r] and np.array_equal(got[r], plain[r], equal_nan=True)
+    if info is not None and cb.nodata_is_nan_alone(raw.dtype, src):
+        spectral = np.stack([got["green"], got["nir"]])
+        assert np.array_equal(np.isfinite(spectral).all(axis=0), ~bad)
+
+
+# --- scene brightness levels: no selected copy when every pixel counts, ranks by a bracket
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([10, 70_000, 300_001]), st.sampled_from(["gamma", "int", "ties", "periodic"]),
+       st.booleans(), st.booleans())
+def test_scene_brightness_is_the_plain_levels(seed, n, kind, all_valid, with_nan):
+    rng = np.random.default_rng(seed)
+    bands = {}
+    for r in ("blue", "green", "red", "nir"):
+        v = rng.gamma(2.0, 500.0, n)
+        if kind == "int":
+            v = np.round(v)
+        elif kind == "ties":
+            v = rng.integers(0, 4, n) * 100.0
+        elif kind == "periodic":  # every 61st value far off: the bracketing sample is biased
+            v[::61] = 1e6 + v[::61]
+        bands[r] = v.astype(np.float32)
+    if with_nan:
+        bands["green"][rng.random(n) < 0.01] = np.nan
+    valid = np.ones(n, dtype=bool) if all_valid else rng.random(n) > 0.1
+    kept = {r: v.copy() for r, v in bands.items()}
+    assert masks.scene_brightness(bands, valid) == _plain_scene_brightness(bands, valid)
+    assert all(np.array_equal(bands[r], kept[r], equal_nan=True) for r in bands)  # inputs untouched
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 200_000), st.sampled_from(["gamma", "ties", "periodic", "sorted"]))
+def test_bracketed_ranks_are_the_order_statistics(seed, n, kind):
+    rng = np.random.default_rng(seed)
+    v = rng.gamma(2.0, 500.0, n)
+    if kind == "ties":
+        v = rng.integers(0, 3, n) * 1.0
+    elif kind == "periodic":
+        v[::61] += 1e5
+    elif kind == "sorted":
+        v.sort()
+    v = v.astype(np.float32)
+    ranks = sorted({0, n // 2, max(0, n // 2 - 1), int(0.01 * (n - 1)), min(n - 1, int(0.01 * (n - 1)) + 1), n - 1})
+    got = masks._bracketed(v, ranks)
+    if got is not None:
+        order = np.sort(v)
+        assert got == {k: order[k] for k in ranks}
