@@ -32,7 +32,14 @@ import shapely
 from rasterio.windows import Window
 
 from tuban import RasterError
-from tuban.imagery.align import Grid, block_windows, common_grid, estimate_shift, open_on_grid
+from tuban.imagery.align import (
+    Grid,
+    block_windows,
+    common_grid,
+    open_on_grid,
+    shift_of_spectra,
+    shift_spectrum,
+)
 from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.masks import SceneBrightness, nodata_mask, scene_brightness
@@ -198,14 +205,33 @@ def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[
     return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
 
 
+def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[int], index_name: str):
+    """:func:`_sample_date` plus the shift spectra of the ``picks`` windows' water index (each
+    date's half of the phase correlations, so with workers it runs in the date's thread)."""
+    cat, bright, invalid, tiles = _sample_date(src, grid, windows)
+    views = _windows_of(cat, windows)
+    return cat, bright, invalid, tiles, _spectra([views[i] for i in picks], index_name)
+
+
+def _spectra(windows: list[dict[str, np.ndarray]], index_name: str) -> list[np.ndarray | None]:
+    """:func:`shift_spectrum` of each window's water index."""
+    return [shift_spectrum(water_index(w, index_name)) for w in windows]
+
+
 def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, threads: bool = False):
     """Median phase-correlation shift over sample windows (x, y in pixels) and best response.
 
     ``threads``: the correlations in two threads of this process (the estimates do not depend
     on where they run).
     """
-    pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
-    estimates = _map_threads(threads, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
+    spectra_b, spectra_a = _map_threads(threads, _spectra, [sb, sa], [index_name, index_name])
+    return _shift_of(spectra_b, spectra_a, threads)
+
+
+def _shift_of(spectra_b: list, spectra_a: list, threads: bool = False):
+    """:func:`_measure_shift` from both dates' :func:`_spectra` (what :func:`estimate_shift`
+    gives for each pair of windows)."""
+    estimates = _map_threads(threads, shift_of_spectra, spectra_b, spectra_a)
     shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:
         return (0.0, 0.0), 0.0
@@ -223,14 +249,15 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     index_name = water_index_name(before.roles, after.roles)
     # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
     windows = _sample_windows(grid, 512, 3)
-    (cat, bright_b, invalid_b, tiles_b), (cat_a, bright_a, invalid_a, tiles_a) = _map_threads(
-        pool is not None, _sample_date, [before, after], [grid, grid], [windows, windows])
-    sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
+    # Each date's samples, statistics and its half of the five phase correlations (the FFTs of
+    # its windows) in one task; with workers both dates at once, in two threads of this process.
+    (cat, bright_b, invalid_b, tiles_b, spectra_b), (cat_a, bright_a, invalid_a, tiles_a, spectra_a) = _map_threads(
+        pool is not None, _date_task, [before, after], [grid, grid], [windows, windows], [picks, picks],
+        [index_name, index_name])
     # In this process: five 512 px correlations cost no more than shipping the windows to workers
     # (with workers, in two threads: the FFTs run outside the GIL).
-    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name,
-                                     threads=pool is not None)
+    shift, response = _shift_of(spectra_b, spectra_a, threads=pool is not None)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
         # read again, shifted (a warped read: its tiles are not the block reads' either)

@@ -13,6 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import rasterio
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 import tuban.pipelines.change as ch
 import tuban.pipelines.change_blocks as cb
-from tuban.imagery import masks, water
+from tuban.imagery import align, masks, water
 from tuban.imagery.raster_io import open_date
 from tuban.imagery.water import BandGain
 from tuban.pipelines.change_blocks import apply_gains
@@ -273,3 +274,89 @@ def test_bracketed_ranks_are_the_order_statistics(seed, n, kind):
     if got is not None:
         order = np.sort(v)
         assert got == {k: order[k] for k in ranks}
+
+
+# --- phase correlations: each date's spectra apart, then the pairs
+
+
+def _plain_estimate_shift(reference, moving, *, max_shift_px=8.0):
+    """``estimate_shift`` before round 8 (both spectra and the correlation in one call)."""
+    if reference.shape != moving.shape or min(reference.shape) < 16:
+        return 0.0, 0.0, 0.0
+    if np.isnan(reference).all() or np.isnan(moving).all():
+        return 0.0, 0.0, 0.0
+    ref = np.nan_to_num(reference.astype(np.float64), nan=float(np.nanmean(reference)))
+    mov = np.nan_to_num(moving.astype(np.float64), nan=float(np.nanmean(moving)))
+    ref -= ref.mean()
+    mov -= mov.mean()
+    if not ref.any() or not mov.any():
+        return 0.0, 0.0, 0.0
+    window = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_64F)
+    product = np.fft.fft2(mov * window) * np.fft.fft2(ref * window).conj()
+    product /= np.maximum(np.abs(product), 1e-12) ** align.NORM_POWER
+    corr = np.fft.ifft2(product).real
+    peak = np.array(np.unravel_index(int(np.argmax(corr)), corr.shape), dtype=float)
+    response = float(corr.max() / max(1e-12, np.sqrt((np.abs(product) ** 2).sum() / product.size)))
+    size = np.array(corr.shape)
+    peak[peak > size // 2] -= size[peak > size // 2]
+    up = 20
+    peak = np.round(peak * up) / up
+    region = int(np.ceil(up * 1.5))
+    centre = np.fix(region / 2.0)
+    offsets = centre - peak * up
+    out = product
+    for n, off in zip(product.shape[::-1], offsets[::-1], strict=True):
+        kernel = np.exp(2j * np.pi * (np.arange(region) - off)[:, None] * np.fft.fftfreq(n, up)[None, :])
+        out = np.tensordot(kernel, out, axes=(1, -1))
+    best = np.array(np.unravel_index(int(np.argmax(np.abs(out))), out.shape), dtype=float)
+    dy, dx = peak + (best - centre) / up
+    if not (abs(dx) <= max_shift_px and abs(dy) <= max_shift_px) or response < align.MIN_RESPONSE:
+        return 0.0, 0.0, response
+    return float(dx), float(dy), response
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(12, 40), (16, 16), (48, 64), (128, 128)]),
+       st.integers(-5, 5), st.integers(-5, 5), st.sampled_from(["plain", "nan", "inf", "all_nan", "flat"]),
+       st.sampled_from([np.float32, np.float64]))
+def test_shift_from_spectra_is_the_plain_estimate(seed, shape, dx, dy, kind, dtype):
+    rng = np.random.default_rng(seed)
+    big = rng.random((shape[0] + 20, shape[1] + 20))
+    big = np.cumsum(np.cumsum(big, axis=0), axis=1)  # smooth, so a shift is measurable
+    ref = big[10:10 + shape[0], 10:10 + shape[1]].astype(dtype)
+    mov = big[10 - dy:10 - dy + shape[0], 10 - dx:10 - dx + shape[1]].astype(dtype)
+    mov = mov + rng.normal(0, 0.01, mov.shape).astype(dtype)
+    if kind == "nan":
+        ref[rng.random(shape) < 0.1] = np.nan
+    elif kind == "inf":
+        mov[0, 0] = np.inf
+    elif kind == "all_nan":
+        ref[:] = np.nan
+    elif kind == "flat":
+        mov[:] = 3.0
+    plain = np.array(_plain_estimate_shift(ref, mov))  # NaN response with an inf pixel, in both
+    assert np.array_equal(align.estimate_shift(ref, mov), plain, equal_nan=True)
+    assert np.array_equal(align.shift_of_spectra(align.shift_spectrum(ref), align.shift_spectrum(mov)), plain,
+                          equal_nan=True)
+    assert align.estimate_shift(ref, mov[:, 1:]) == (0.0, 0.0, 0.0)
+
+
+def test_measure_shift_of_the_dates_spectra_is_the_plain_median(tmp_path):
+    from affine import Affine
+
+    b, a = cs.pair(tmp_path, after_transform=cs.TRANSFORM @ Affine.translation(1.5, 0.5))
+    src_b, src_a = open_date([b]), open_date([a])
+    grid = ch.common_grid(src_b, src_a)
+    windows = ch._sample_windows(grid, 120, 3)
+    for threads in (False, True):
+        task_b = ch._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi")
+        task_a = ch._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi")
+        sb = [ch._windows_of(task_b[0], windows)[i] for i in (0, 2, 4, 6, 8)]
+        sa = [ch._windows_of(task_a[0], windows)[i] for i in (0, 2, 4, 6, 8)]
+        plain = [_plain_estimate_shift(water.water_index(x, "ndwi"), water.water_index(y, "ndwi"))
+                 for x, y in zip(sb, sa, strict=True)]
+        shifts = np.array([p for p in plain if p[2] > 0])
+        want = (float(np.median(shifts[:, 0])), float(np.median(shifts[:, 1]))), float(shifts[:, 2].max())
+        assert ch._shift_of(task_b[4], task_a[4], threads) == want
+        assert ch._measure_shift(sb, sa, "ndwi", threads) == want
+        assert abs(want[0][0] + 1.5) < 0.3 or abs(want[0][0] - 1.5) < 0.3
