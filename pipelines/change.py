@@ -206,11 +206,13 @@ def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[
 
 
 def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[int], index_name: str):
-    """:func:`_sample_date` plus the shift spectra of the ``picks`` windows' water index (each
-    date's half of the phase correlations, so with workers it runs in the date's thread)."""
+    """:func:`_sample_date` plus the date's water index over all samples (before any
+    normalisation) and the shift spectra of the ``picks`` windows' index (each date's half of the
+    phase correlations), so with workers all of it runs in the date's thread."""
     cat, bright, invalid, tiles = _sample_date(src, grid, windows)
-    views = _windows_of(cat, windows)
-    return cat, bright, invalid, tiles, _spectra([views[i] for i in picks], index_name)
+    index = water_index(cat, index_name)  # pixel by pixel: each window's index is a slice of it
+    views = _windows_of({"index": index}, windows)
+    return cat, bright, invalid, tiles, index, [shift_spectrum(views[i]["index"]) for i in picks]
 
 
 def _spectra(windows: list[dict[str, np.ndarray]], index_name: str) -> list[np.ndarray | None]:
@@ -252,7 +254,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     # Each date's samples, statistics and its half of the five phase correlations (the FFTs of
     # its windows) in one task; with workers both dates at once, in two threads of this process.
-    (cat, bright_b, invalid_b, tiles_b, spectra_b), (cat_a, bright_a, invalid_a, tiles_a, spectra_a) = _map_threads(
+    (cat, bright_b, invalid_b, tiles_b, index_b, spectra_b), (cat_a, bright_a, invalid_a, tiles_a, index_a, spectra_a) = \
+        _map_threads(
         pool is not None, _date_task, [before, after], [grid, grid], [windows, windows], [picks, picks],
         [index_name, index_name])
     # In this process: five 512 px correlations cost no more than shipping the windows to workers
@@ -262,13 +265,14 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     if applied != (0.0, 0.0):
         # read again, shifted (a warped read: its tiles are not the block reads' either)
         cat_a, bright_a, invalid_a, tiles_a = _sample_date(after, grid, windows, applied)
+        index_a = None
     if bright_b is None:
         raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
     if bright_a is None:
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
     valid = ~(invalid_b | invalid_a)
     gains = fit_normalisation(cat, cat_a, valid)
-    thresholds, clear = _scene_thresholds(cat, cat_a, valid, gains, index_name)
+    thresholds, clear = _scene_thresholds(cat, cat_a, valid, gains, index_name, index_b, index_a)
     if thresholds is None:
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
     wkb = tuple(shapely.to_wkb(g) for g in _mask_in_grid(settings.mask_geoms, grid))
@@ -296,7 +300,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
 
 
 def _scene_thresholds(cat: dict[str, np.ndarray], cat_a: dict[str, np.ndarray], valid: np.ndarray,
-                      gains: dict, index_name: str) -> tuple[WaterThresholds | None, float]:
+                      gains: dict, index_name: str, index_b: np.ndarray | None = None,
+                      index_a: np.ndarray | None = None) -> tuple[WaterThresholds | None, float]:
     """:func:`water_thresholds` of the sampled pixels clear on both dates with a finite index
     (the after date normalised by ``gains``), and the share of such pixels; (None, 0.0) if none.
 
@@ -304,17 +309,23 @@ def _scene_thresholds(cat: dict[str, np.ndarray], cat_a: dict[str, np.ndarray], 
     regular subsample of at most 250,000 of them, which is taken here first, so the index and
     brightness of the other pixels are never computed beyond what the clear test needs (the
     after date's index bands, normalised in place; its other bands only at the subsample).
+    ``index_b``, ``index_a``: each date's water index already taken (:func:`_date_task`, before
+    normalisation: the after date's is used only when the gains leave its index bands as they are).
     """
     index_roles = ("green", "swir1" if index_name == "mndwi" else "nir")
-    gained = apply_gains({r: cat_a[r] for r in index_roles}, gains)
-    ib, ia = water_index(cat, index_name), water_index(gained, index_name)
+    ib = water_index(cat, index_name) if index_b is None else index_b
+    unchanged = all(r not in gains or (gains[r].gain == 1.0 and gains[r].offset == 0.0) for r in index_roles)
+    if index_a is None or not unchanged:
+        index_a = water_index(apply_gains({r: cat_a[r] for r in index_roles}, gains), index_name)
+    ia = index_a
     ok = valid & np.isfinite(ib) & np.isfinite(ia)
     n_ok = int(np.count_nonzero(ok))
     if n_ok == 0:
         return None, 0.0
-    at = np.flatnonzero(ok)[::max(1, int(np.ceil(n_ok / THRESHOLD_SAMPLES)))]  # water_thresholds' own step
+    step = max(1, int(np.ceil(n_ok / THRESHOLD_SAMPLES)))  # water_thresholds' own step
+    at = slice(None, None, step) if n_ok == ok.size else np.flatnonzero(ok)[::step]
     sub_b = {r: v[at] for r, v in _spectral(cat).items()}
-    sub_a = {r: v[at] for r, v in _spectral(cat_a).items()}
+    sub_a = {r: np.array(v[at]) for r, v in _spectral(cat_a).items()}
     sub_a.update(apply_gains({r: v for r, v in sub_a.items() if r not in index_roles}, gains))
     thresholds = water_thresholds(ib[at], ia[at], brightness(sub_b), brightness(sub_a))
     return thresholds, n_ok / ok.size

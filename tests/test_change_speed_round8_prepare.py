@@ -100,11 +100,14 @@ def _plain_thresholds(cat, cat_a, valid, gains, index_name):
     return water.water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok]), float(ok.mean())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([40, 3_000, 250_001, 600_000]), st.sampled_from([0.0, 0.2]),
-       st.booleans(), st.sampled_from(["ndwi", "mndwi"]))
-def test_scene_thresholds_subsample_first(seed, n, nan_share, gained, index_name):
+       st.sampled_from(["none", "all", "index_bands_unchanged"]), st.sampled_from(["ndwi", "mndwi"]), st.booleans(),
+       st.booleans())
+def test_scene_thresholds_subsample_first(seed, n, nan_share, gained, index_name, all_valid, indices_given):
     before, after, valid = _samples(seed, n, nan_share, True)
+    if all_valid:
+        valid[:] = True
     rng = np.random.default_rng(seed)
     before["swir1"], after["swir1"] = (rng.gamma(2.0, 300.0, n).astype(np.float32) for _ in range(2))
     before["green"][: n // 50] = 0.0  # 0 / 0: index NaN
@@ -113,10 +116,15 @@ def test_scene_thresholds_subsample_first(seed, n, nan_share, gained, index_name
     water_px = rng.random(n) < 0.2
     before["nir"][water_px] *= 0.1
     after["nir"][water_px & (rng.random(n) < 0.5)] *= 0.1
-    gains = ({r: BandGain(gain=0.9 + 0.05 * k, offset=10.0 * k) for k, r in enumerate([*ROLES, "swir1"])}
-             if gained else {r: BandGain() for r in [*ROLES, "swir1"]})
+    gains = {r: BandGain(gain=0.9 + 0.05 * k, offset=10.0 * k) for k, r in enumerate([*ROLES, "swir1"])}
+    if gained == "none":
+        gains = {r: BandGain() for r in gains}
+    elif gained == "index_bands_unchanged":
+        gains.update({r: BandGain() for r in ("green", "nir", "swir1")})
     plain = _plain_thresholds(before, after, valid, gains, index_name)
-    fast = ch._scene_thresholds(before, {r: v.copy() for r, v in after.items()}, valid, gains, index_name)
+    given_ = ((water.water_index(before, index_name), water.water_index(after, index_name)) if indices_given
+              else (None, None))
+    fast = ch._scene_thresholds(before, {r: v.copy() for r, v in after.items()}, valid, gains, index_name, *given_)
     assert fast == plain
     none = ch._scene_thresholds(before, after, np.zeros(n, dtype=bool), gains, index_name)
     assert none == (None, 0.0)
@@ -357,6 +365,8 @@ def test_measure_shift_of_the_dates_spectra_is_the_plain_median(tmp_path):
                  for x, y in zip(sb, sa, strict=True)]
         shifts = np.array([p for p in plain if p[2] > 0])
         want = (float(np.median(shifts[:, 0])), float(np.median(shifts[:, 1]))), float(shifts[:, 2].max())
-        assert ch._shift_of(task_b[4], task_a[4], threads) == want
+        assert ch._shift_of(task_b[5], task_a[5], threads) == want
+        for task in (task_b, task_a):  # the index of all samples, before normalisation
+            assert np.array_equal(task[4], water.water_index(task[0], "ndwi"), equal_nan=True)
         assert ch._measure_shift(sb, sa, "ndwi", threads) == want
         assert abs(want[0][0] + 1.5) < 0.3 or abs(want[0][0] - 1.5) < 0.3
