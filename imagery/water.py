@@ -78,7 +78,8 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def _stable_order(x: np.ndarray) -> np.ndarray:
-    """``np.argsort(x, kind="stable")`` of a 1-D float array, from one sort of packed keys.
+    """``np.argsort(x, kind="stable")`` of a 1-D float array, from one sort of packed keys (or,
+    for whole numbers 0..65535, the stable radix sort of their 16-bit copy).
 
     Values that float32 holds exactly (the sampled bands are float32) are mapped to unsigned
     integers in the same order (-0.0 as 0.0) and packed above their position: the keys are
@@ -88,6 +89,10 @@ def _stable_order(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 1 or x.size >= 2**32:
         return np.argsort(x, kind="stable")
+    if x.size and 0 <= x.min() and x.max() <= 65535:  # (False with NaN)
+        small = x.astype(np.uint16)
+        if np.array_equal(small, x):  # integers 0..65535 (e.g. 16-bit pixels): numpy's radix sort
+            return np.argsort(small, kind="stable")
     with np.errstate(over="ignore", invalid="ignore"):  # values float32 cannot hold: plain call
         f32 = x.astype(np.float32) + np.float32(0.0)  # -0.0 -> 0.0
     if np.isnan(f32).any() or not np.array_equal(f32, x):
@@ -122,15 +127,16 @@ def fit_normalisation(
     """
     roles = [r for r in before if r in after and r != "qa"]
     v = valid.ravel()
-    if np.count_nonzero(v) < min_pixels or not roles:
+    n_valid = int(np.count_nonzero(v))
+    if n_valid < min_pixels or not roles:
         return {r: BandGain() for r in roles}
-    idx = np.flatnonzero(v)
-    if idx.size > max_samples:  # a regular subsample keeps the fit fast and deterministic
-        idx = idx[:: int(np.ceil(idx.size / max_samples))]
+    # a regular subsample keeps the fit fast and deterministic
+    step = int(np.ceil(n_valid / max_samples)) if n_valid > max_samples else 1
+    idx = slice(None, None, step) if n_valid == v.size else np.flatnonzero(v)[::step]  # (a slice: all valid)
     # the subsample taken first, then converted (the same float64 values, a tenth of the work)
     xb = {r: np.asarray(before[r]).ravel()[idx].astype(np.float64) for r in roles}
     xa = {r: np.asarray(after[r]).ravel()[idx].astype(np.float64) for r in roles}
-    worst = np.zeros(idx.size, dtype=np.float32)
+    worst = np.zeros(next(iter(xb.values())).size, dtype=np.float32)
     for r in roles:
         np.maximum(worst, np.abs(_ranks(xb[r]) - _ranks(xa[r])), out=worst)
     keep = worst <= np.quantile(worst, invariant_fraction)

@@ -82,11 +82,14 @@ def _samples(seed: int, n: int, nan_share: float, integer: bool) -> tuple[dict, 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([150, 2_000, 199_999, 200_001, 450_000]),
-       st.sampled_from([0.0, 0.3]), st.booleans(), st.sampled_from([200, 2_000]))
-def test_fit_normalisation_subsamples_before_converting(seed, n, nan_share, integer, max_samples):
+       st.sampled_from([0.0, 0.3]), st.booleans(), st.sampled_from([200, 2_000]), st.booleans())
+def test_fit_normalisation_subsamples_before_converting(seed, n, nan_share, integer, max_samples, all_valid):
     before, after, valid = _samples(seed, n, nan_share, integer)
-    assert water.fit_normalisation(before, after, valid, max_samples=max_samples) == \
-        _plain_fit(before, after, valid, max_samples=max_samples)
+    if all_valid:
+        valid[:] = True
+    # repr: the exact floats, NaN included (a NaN pixel marked valid gives a NaN gain in both)
+    assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples)) == \
+        repr(_plain_fit(before, after, valid, max_samples=max_samples))
 
 
 def _plain_thresholds(cat, cat_a, valid, gains, index_name):
@@ -370,3 +373,29 @@ def test_measure_shift_of_the_dates_spectra_is_the_plain_median(tmp_path):
             assert np.array_equal(task[4], water.water_index(task[0], "ndwi"), equal_nan=True)
         assert ch._measure_shift(sb, sa, "ndwi", threads) == want
         assert abs(want[0][0] + 1.5) < 0.3 or abs(want[0][0] - 1.5) < 0.3
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5_000),
+       st.sampled_from(["uint16", "uint8", "ties", "negative", "large", "fraction", "nan", "negzero"]),
+       st.sampled_from([np.float32, np.float64]))
+def test_stable_order_is_numpys_stable_argsort(seed, n, kind, dtype):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 65536, n).astype(np.float64)
+    if kind == "uint8":
+        x = rng.integers(0, 256, n).astype(np.float64)
+    elif kind == "ties":
+        x = rng.integers(0, 3, n).astype(np.float64)
+    elif kind == "negative":
+        x[0] = -1.0
+    elif kind == "large":
+        x[-1] = 65536.0
+    elif kind == "fraction":
+        x[n // 2] += 0.5
+    elif kind == "nan":
+        x[n // 3] = np.nan
+    elif kind == "negzero":
+        x[rng.random(n) < 0.3] = -0.0
+        x[rng.random(n) < 0.3] = 0.0
+    x = x.astype(dtype)
+    assert np.array_equal(water._stable_order(x), np.argsort(x, kind="stable"))
