@@ -236,7 +236,9 @@ def shift_of_spectra(reference: np.ndarray | None, moving: np.ndarray | None, *,
     """:func:`estimate_shift` from the two images' :func:`shift_spectrum` (the same result)."""
     if reference is None or moving is None or reference.shape != moving.shape:
         return 0.0, 0.0, 0.0
-    product = moving * reference.conj()
+    # np.multiply, not ``*``: with a temporary right operand numpy may multiply in place into it,
+    # operands swapped, and a complex product rounds differently then
+    product = np.multiply(moving, reference.conj())
     product /= np.maximum(np.abs(product), 1e-12) ** NORM_POWER
     corr = np.fft.ifft2(product).real
     top = int(np.argmax(corr))
