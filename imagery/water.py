@@ -173,6 +173,11 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     if v.size < 2 or v.min() == v.max():
         return (float(v[0]) if v.size else 0.0), 0.0
     hist, edges = np.histogram(v, bins=bins)
+    return _otsu_of_histogram(hist, edges, v)
+
+
+def _otsu_of_histogram(hist: np.ndarray, edges: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """:func:`otsu_threshold` from the histogram of its finite values ``v``."""
     centres = (edges[:-1] + edges[1:]) / 2
     p = hist / hist.sum()
     w0 = np.cumsum(p)
@@ -244,6 +249,11 @@ def otsu_two_thresholds(values: np.ndarray, bins: int = 128) -> tuple[float, flo
         x = float(v[0]) if v.size else 0.0
         return x, x
     hist, edges = np.histogram(v, bins=bins)
+    return _otsu_two_of_histogram(hist, edges, bins)
+
+
+def _otsu_two_of_histogram(hist: np.ndarray, edges: np.ndarray, bins: int) -> tuple[float, float]:
+    """:func:`otsu_two_thresholds` from the ``bins``-bin histogram of its finite values."""
     centres = (edges[:-1] + edges[1:]) / 2
     p = hist / hist.sum()
     w = np.concatenate([[0.0], np.cumsum(p)])
@@ -291,33 +301,55 @@ def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
     joint = np.concatenate([index_before, index_after]).astype(np.float64)
     bright = np.concatenate([brightness_before, brightness_after]).astype(np.float64)
     ok = np.isfinite(joint) & np.isfinite(bright)
-    joint, bright = joint[ok], bright[ok]
+    if not ok.all():
+        joint, bright = joint[ok], bright[ok]
     if joint.size < 10:
         return WaterThresholds(0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0)
-    t2, eta = otsu_threshold(joint)
-    t = t2
-    for cand in (otsu_two_thresholds(joint)[1], t2):
+    t2, eta, t3 = _both_otsu(joint)
+    t, land_level, up = t2, None, None
+    for cand in (t3, t2):
         up = joint > cand
-        if up.any() and (~up).any() and np.median(bright[up]) < 0.75 * np.median(bright[~up]):
-            t = cand
-            break
+        if up.any() and (~up).any():
+            land_median = np.median(bright[~up])
+            if np.median(bright[up]) < 0.75 * land_median:
+                t, land_level = cand, float(land_median)  # the land below t: ~up, its median taken
+                break
     else:
         # No dark upper class: the scene holds (almost) no water; keep the split out of land.
         t = max(t2, float(np.quantile(joint, 0.995)))
-    water = joint[joint > t]
-    land = joint[joint <= t]
+        up = joint > t
+    water = joint[up]
+    land = joint[~up]
     w_mean = float(np.median(water)) if water.size else t
     l_mean = float(np.median(land)) if land.size else t
     stable = (index_before > t) & (index_after > t)
     diff = (index_after - index_before)[stable] if stable.sum() >= 100 else index_after - index_before
     noise = robust_scale(diff)
     change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
-    land_b = bright[joint <= t]
-    land_level = float(np.median(land_b)) if land_b.size else 0.0
+    if land_level is None:
+        land_b = bright[~up]
+        land_level = float(np.median(land_b)) if land_b.size else 0.0
     dark = dark_fraction * land_level
     return WaterThresholds(water=t, weak_water=t - WEAK_SHARE * (t - l_mean), dark_level=dark,
                            change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean,
                            land_brightness=land_level)
+
+
+def _both_otsu(v: np.ndarray) -> tuple[float, float, float]:
+    """``(*otsu_threshold(v), otsu_two_thresholds(v)[1])`` of finite float64 ``v`` (10 or more
+    values), from one histogram: the 128 bins of the three-class split are the 256 bins of the
+    two-class one summed in pairs (``np.histogram`` bins by its edges, and every other edge of
+    its 257 is, exactly, an edge of its 129: checked, else the 128 bins are counted again)."""
+    lo, hi = v.min(), v.max()
+    if lo == hi:
+        return float(v[0]), 0.0, float(v[0])
+    hist, edges = np.histogram(v, bins=256)
+    t2, eta = _otsu_of_histogram(hist, edges, v)
+    if np.array_equal(edges[::2], np.linspace(lo, hi, 129, endpoint=True, dtype=edges.dtype)):
+        two = _otsu_two_of_histogram(hist.reshape(128, 2).sum(axis=1), edges[::2], 128)
+    else:
+        two = otsu_two_thresholds(v)
+    return t2, eta, two[1]
 
 
 def is_water(index: np.ndarray, bright: np.ndarray, t: WaterThresholds) -> np.ndarray:

@@ -399,3 +399,73 @@ def test_stable_order_is_numpys_stable_argsort(seed, n, kind, dtype):
         x[rng.random(n) < 0.3] = 0.0
     x = x.astype(dtype)
     assert np.array_equal(water._stable_order(x), np.argsort(x, kind="stable"))
+
+
+# --- scene thresholds: both Otsu splits from one histogram, the land median taken once
+
+
+def _plain_water_thresholds(index_before, index_after, brightness_before, brightness_after, dark_fraction=0.65):
+    """``water_thresholds`` before round 8."""
+    step = max(1, int(np.ceil(index_before.size / 250_000)))
+    index_before, index_after = index_before[::step], index_after[::step]
+    brightness_before, brightness_after = brightness_before[::step], brightness_after[::step]
+    joint = np.concatenate([index_before, index_after]).astype(np.float64)
+    bright = np.concatenate([brightness_before, brightness_after]).astype(np.float64)
+    ok = np.isfinite(joint) & np.isfinite(bright)
+    joint, bright = joint[ok], bright[ok]
+    if joint.size < 10:
+        return water.WaterThresholds(0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0)
+    t2, eta = water.otsu_threshold(joint)
+    t = t2
+    for cand in (water.otsu_two_thresholds(joint)[1], t2):
+        up = joint > cand
+        if up.any() and (~up).any() and np.median(bright[up]) < 0.75 * np.median(bright[~up]):
+            t = cand
+            break
+    else:
+        t = max(t2, float(np.quantile(joint, 0.995)))
+    water_ = joint[joint > t]
+    land = joint[joint <= t]
+    w_mean = float(np.median(water_)) if water_.size else t
+    l_mean = float(np.median(land)) if land.size else t
+    stable = (index_before > t) & (index_after > t)
+    diff = (index_after - index_before)[stable] if stable.sum() >= 100 else index_after - index_before
+    noise = water.robust_scale(diff)
+    change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
+    land_b = bright[joint <= t]
+    land_level = float(np.median(land_b)) if land_b.size else 0.0
+    return water.WaterThresholds(water=t, weak_water=t - water.WEAK_SHARE * (t - l_mean),
+                                 dark_level=dark_fraction * land_level, change=float(change), separability=eta,
+                                 water_mean=w_mean, land_mean=l_mean, land_brightness=land_level)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([5, 12, 900, 30_000, 260_000]),
+       st.sampled_from(["dark_water", "bright_water", "no_water", "three", "flat", "coarse"]),
+       st.sampled_from([0.0, 0.05]))
+def test_water_thresholds_are_the_plain_thresholds(seed, n, kind, nan_share):
+    rng = np.random.default_rng(seed)
+    wet = rng.random(n) < (0.0 if kind == "no_water" else 0.15)
+    ib = np.where(wet, rng.normal(0.4, 0.1, n), rng.normal(-0.3, 0.15, n))
+    ia = ib + rng.normal(0, 0.05, n)
+    bb = np.where(wet, rng.normal(1500, 200, n), rng.normal(5000, 800, n))
+    if kind == "bright_water":
+        bb = np.where(wet, rng.normal(9000, 200, n), bb)
+    elif kind == "three":
+        ib = np.where(rng.random(n) < 0.3, rng.normal(0.0, 0.05, n), ib)
+    elif kind == "flat":
+        ib = np.full(n, 0.25)
+        ia = ib.copy()
+    elif kind == "coarse":  # few distinct values: many on the histogram's edges
+        ib, ia = np.round(ib, 1), np.round(ia, 1)
+    ba = bb * rng.normal(1.0, 0.05, n)
+    arrays = [x.astype(np.float32) for x in (ib, ia, bb, ba)]
+    if nan_share:
+        arrays[0][rng.random(n) < nan_share] = np.nan
+        arrays[3][rng.random(n) < nan_share] = np.nan
+    got = water.water_thresholds(*arrays)
+    assert repr(got) == repr(_plain_water_thresholds(*arrays))
+    joint = np.concatenate(arrays[:2]).astype(np.float64)
+    joint = joint[np.isfinite(joint)]
+    if joint.size >= 10:
+        assert water._both_otsu(joint) == (*water.otsu_threshold(joint), water.otsu_two_thresholds(joint)[1])
