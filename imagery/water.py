@@ -11,7 +11,7 @@ the scene at hand (Otsu on the joint histogram of both normalised dates), never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +112,7 @@ def fit_normalisation(
     invariant_fraction: float = 0.3,
     min_pixels: int = 200,
     max_samples: int = 200_000,
+    map_dates: Callable | None = None,
 ) -> dict[str, BandGain]:
     """Per-band gain/offset mapping ``after`` onto ``before`` using pseudo-invariant pixels.
 
@@ -124,6 +125,9 @@ def fit_normalisation(
         valid: boolean mask of usable pixels (both dates clear).
         invariant_fraction: share of valid pixels kept as pseudo-invariant.
         min_pixels: below this many invariant pixels the identity is returned.
+        map_dates: a ``map``-like ``(fn, [before, after])`` runner for the two dates' independent
+            halves (subsample and per-band ranks), e.g. in two threads; the built-in ``map`` when
+            None (the result does not depend on it).
     """
     roles = [r for r in before if r in after and r != "qa"]
     v = valid.ravel()
@@ -133,12 +137,16 @@ def fit_normalisation(
     # a regular subsample keeps the fit fast and deterministic
     step = int(np.ceil(n_valid / max_samples)) if n_valid > max_samples else 1
     idx = slice(None, None, step) if n_valid == v.size else np.flatnonzero(v)[::step]  # (a slice: all valid)
-    # the subsample taken first, then converted (the same float64 values, a tenth of the work)
-    xb = {r: np.asarray(before[r]).ravel()[idx].astype(np.float64) for r in roles}
-    xa = {r: np.asarray(after[r]).ravel()[idx].astype(np.float64) for r in roles}
+
+    def half(bands: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        # the subsample taken first, then converted (the same float64 values, a tenth of the work)
+        x = {r: np.asarray(bands[r]).ravel()[idx].astype(np.float64) for r in roles}
+        return x, {r: _ranks(x[r]) for r in roles}
+
+    (xb, ranks_b), (xa, ranks_a) = (map_dates or map)(half, [before, after])
     worst = np.zeros(next(iter(xb.values())).size, dtype=np.float32)
     for r in roles:
-        np.maximum(worst, np.abs(_ranks(xb[r]) - _ranks(xa[r])), out=worst)
+        np.maximum(worst, np.abs(ranks_b[r] - ranks_a[r]), out=worst)
     keep = worst <= np.quantile(worst, invariant_fraction)
     if keep.sum() < min_pixels:
         return {r: BandGain() for r in roles}

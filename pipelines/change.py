@@ -16,6 +16,7 @@ when worker processes share it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -271,7 +272,8 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     if bright_a is None:
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
     valid = ~(invalid_b | invalid_a)
-    gains = fit_normalisation(cat, cat_a, valid)
+    # with workers, each date's half of the fit (subsample, ranks) in its own thread
+    gains = fit_normalisation(cat, cat_a, valid, map_dates=None if pool is None else functools.partial(_map_threads, True))
     thresholds, clear = _scene_thresholds(cat, cat_a, valid, gains, index_name, index_b, index_a)
     if thresholds is None:
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")

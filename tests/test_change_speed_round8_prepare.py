@@ -10,6 +10,7 @@ sizes around the subsampling steps. Whole runs are compared byte for byte by
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -88,8 +89,10 @@ def test_fit_normalisation_subsamples_before_converting(seed, n, nan_share, inte
     if all_valid:
         valid[:] = True
     # repr: the exact floats, NaN included (a NaN pixel marked valid gives a NaN gain in both)
-    assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples)) == \
-        repr(_plain_fit(before, after, valid, max_samples=max_samples))
+    plain = repr(_plain_fit(before, after, valid, max_samples=max_samples))
+    assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples)) == plain
+    in_threads = functools.partial(ch._map_threads, True)  # each date's half in its own thread
+    assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples, map_dates=in_threads)) == plain
 
 
 def _plain_thresholds(cat, cat_a, valid, gains, index_name):
