@@ -37,6 +37,7 @@ from tuban.imagery.align import (
     Grid,
     block_windows,
     common_grid,
+    estimate_shift,
     open_on_grid,
     shift_of_spectra,
     shift_spectrum,
@@ -206,14 +207,19 @@ def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[
     return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
 
 
-def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[int], index_name: str):
+def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[int], index_name: str,
+               spectra: bool = True):
     """:func:`_sample_date` plus the date's water index over all samples (before any
     normalisation) and the shift spectra of the ``picks`` windows' index (each date's half of the
-    phase correlations), so with workers all of it runs in the date's thread."""
+    phase correlations), so with workers all of it runs in the date's thread.
+
+    ``spectra`` False: the picked windows' index itself instead of its spectra (in one process
+    the correlations then take them pair by pair: ten spectra of 4 MB are never held at once).
+    """
     cat, bright, invalid, tiles = _sample_date(src, grid, windows)
     index = water_index(cat, index_name)  # pixel by pixel: each window's index is a slice of it
-    views = _windows_of({"index": index}, windows)
-    return cat, bright, invalid, tiles, index, [shift_spectrum(views[i]["index"]) for i in picks]
+    views = [_windows_of({"index": index}, windows)[i]["index"] for i in picks]
+    return cat, bright, invalid, tiles, index, [shift_spectrum(v) for v in views] if spectra else views
 
 
 def _spectra(windows: list[dict[str, np.ndarray]], index_name: str) -> list[np.ndarray | None]:
@@ -231,10 +237,10 @@ def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, threads: boo
     return _shift_of(spectra_b, spectra_a, threads)
 
 
-def _shift_of(spectra_b: list, spectra_a: list, threads: bool = False):
+def _shift_of(spectra_b: list, spectra_a: list, threads: bool = False, spectra: bool = True):
     """:func:`_measure_shift` from both dates' :func:`_spectra` (what :func:`estimate_shift`
-    gives for each pair of windows)."""
-    estimates = _map_threads(threads, shift_of_spectra, spectra_b, spectra_a)
+    gives for each pair of windows), or from the windows' index itself when not ``spectra``."""
+    estimates = _map_threads(threads, shift_of_spectra if spectra else estimate_shift, spectra_b, spectra_a)
     shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:
         return (0.0, 0.0), 0.0
@@ -255,13 +261,13 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
     picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
     # Each date's samples, statistics and its half of the five phase correlations (the FFTs of
     # its windows) in one task; with workers both dates at once, in two threads of this process.
-    (cat, bright_b, invalid_b, tiles_b, index_b, spectra_b), (cat_a, bright_a, invalid_a, tiles_a, index_a, spectra_a) = \
-        _map_threads(
-        pool is not None, _date_task, [before, after], [grid, grid], [windows, windows], [picks, picks],
-        [index_name, index_name])
+    threads = pool is not None
+    (cat, bright_b, invalid_b, tiles_b, index_b, shift_b), (cat_a, bright_a, invalid_a, tiles_a, index_a, shift_a) = \
+        _map_threads(threads, _date_task, [before, after], [grid, grid], [windows, windows], [picks, picks],
+                     [index_name, index_name], [threads, threads])
     # In this process: five 512 px correlations cost no more than shipping the windows to workers
     # (with workers, in two threads: the FFTs run outside the GIL).
-    shift, response = _shift_of(spectra_b, spectra_a, threads=pool is not None)
+    shift, response = _shift_of(shift_b, shift_a, threads=threads, spectra=threads)
     applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
     if applied != (0.0, 0.0):
         # read again, shifted (a warped read: its tiles are not the block reads' either)

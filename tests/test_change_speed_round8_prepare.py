@@ -372,6 +372,9 @@ def test_measure_shift_of_the_dates_spectra_is_the_plain_median(tmp_path):
         shifts = np.array([p for p in plain if p[2] > 0])
         want = (float(np.median(shifts[:, 0])), float(np.median(shifts[:, 1]))), float(shifts[:, 2].max())
         assert ch._shift_of(task_b[5], task_a[5], threads) == want
+        views_b = ch._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
+        views_a = ch._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
+        assert ch._shift_of(views_b, views_a, threads, spectra=False) == want  # one process: pair by pair
         for task in (task_b, task_a):  # the index of all samples, before normalisation
             assert np.array_equal(task[4], water.water_index(task[0], "ndwi"), equal_nan=True)
         assert ch._measure_shift(sb, sa, "ndwi", threads) == want
