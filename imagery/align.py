@@ -30,7 +30,8 @@ from tuban import AlignmentError
 from tuban.imagery.crs import WGS84, utm_crs_for
 from tuban.imagery.raster_io import DateSource
 
-__all__ = ["Grid", "common_grid", "estimate_shift", "open_on_grid", "GridReader", "block_windows"]
+__all__ = ["Grid", "common_grid", "estimate_shift", "shift_spectrum", "shift_of_spectra", "open_on_grid", "GridReader",
+           "block_windows"]
 
 
 @dataclass(frozen=True)
@@ -200,22 +201,49 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *, max_shift_px: f
         >>> round(dx), round(dy)
         (2, 0)
     """
-    if reference.shape != moving.shape or min(reference.shape) < 16:
+    if reference.shape != moving.shape:
         return 0.0, 0.0, 0.0
-    if np.isnan(reference).all() or np.isnan(moving).all():  # nothing valid to correlate
+    return shift_of_spectra(shift_spectrum(reference), shift_spectrum(moving), max_shift_px=max_shift_px)
+
+
+def shift_spectrum(image: np.ndarray) -> np.ndarray | None:
+    """The one-image half of :func:`estimate_shift`: the 2-D FFT of ``image`` with NaN filled by
+    its mean, centred and Hann-windowed; None when there is nothing to correlate (smaller than
+    16 px, all NaN, or flat). Each date's spectra can be taken apart (e.g. in parallel)."""
+    if min(image.shape) < 16:
+        return None
+    finite = bool(np.isfinite(image).all())
+    if not finite and np.isnan(image).all():  # nothing valid to correlate
+        return None
+    x = image.astype(np.float64)
+    if not finite:  # (with every value finite there is nothing for nan_to_num to replace)
+        x = np.nan_to_num(x, copy=False, nan=float(np.nanmean(image)))
+    x -= x.mean()
+    if not x.any():
+        return None
+    return np.fft.fft2(x * _hanning(x.shape))
+
+
+@functools.cache
+def _hanning(shape: tuple[int, int]) -> np.ndarray:
+    window = cv2.createHanningWindow(shape[::-1], cv2.CV_64F)
+    window.flags.writeable = False
+    return window
+
+
+def shift_of_spectra(reference: np.ndarray | None, moving: np.ndarray | None, *, max_shift_px: float = 8.0,
+                     ) -> tuple[float, float, float]:
+    """:func:`estimate_shift` from the two images' :func:`shift_spectrum` (the same result)."""
+    if reference is None or moving is None or reference.shape != moving.shape:
         return 0.0, 0.0, 0.0
-    ref = np.nan_to_num(reference.astype(np.float64), nan=float(np.nanmean(reference)))
-    mov = np.nan_to_num(moving.astype(np.float64), nan=float(np.nanmean(moving)))
-    ref -= ref.mean()
-    mov -= mov.mean()
-    if not ref.any() or not mov.any():
-        return 0.0, 0.0, 0.0
-    window = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_64F)
-    product = np.fft.fft2(mov * window) * np.fft.fft2(ref * window).conj()
+    # np.multiply, not ``*``: with a temporary right operand numpy may multiply in place into it,
+    # operands swapped, and a complex product rounds differently then
+    product = np.multiply(moving, reference.conj())
     product /= np.maximum(np.abs(product), 1e-12) ** NORM_POWER
     corr = np.fft.ifft2(product).real
-    peak = np.array(np.unravel_index(int(np.argmax(corr)), corr.shape), dtype=float)
-    response = float(corr.max() / max(1e-12, np.sqrt((np.abs(product) ** 2).sum() / product.size)))
+    top = int(np.argmax(corr))
+    peak = np.array(np.unravel_index(top, corr.shape), dtype=float)
+    response = float(corr.flat[top] / max(1e-12, np.sqrt((np.abs(product) ** 2).sum() / product.size)))
     size = np.array(corr.shape)
     peak[peak > size // 2] -= size[peak > size // 2]
     # Refine to 1/20 px with a matrix-multiply DFT around the peak (Guizar-Sicairos et al. 2008).
@@ -290,6 +318,13 @@ def _upsampled_dft(data: np.ndarray, region: int, factor: int, offsets: np.ndarr
     """Inverse DFT of ``data`` sampled on a ``factor``-times finer grid in a small region."""
     out = data
     for n, off in zip(data.shape[::-1], offsets[::-1], strict=True):
-        kernel = np.exp(2j * np.pi * (np.arange(region) - off)[:, None] * np.fft.fftfreq(n, factor)[None, :])
-        out = np.tensordot(kernel, out, axes=(1, -1))
+        out = np.tensordot(_dft_kernel(int(n), float(off), int(region), int(factor)), out, axes=(1, -1))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _dft_kernel(n: int, off: float, region: int, factor: int) -> np.ndarray:
+    """One axis' kernel of :func:`_upsampled_dft` (the same for every window of one shift)."""
+    kernel = np.exp(2j * np.pi * (np.arange(region) - off)[:, None] * np.fft.fftfreq(n, factor)[None, :])
+    kernel.flags.writeable = False
+    return kernel

@@ -11,6 +11,7 @@ brightness), so they work for reflectance, DN, uint8 stretches and float inputs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,14 +50,21 @@ class SceneBrightness:
 
 def scene_brightness(bands: Mapping[str, np.ndarray], valid: np.ndarray) -> SceneBrightness:
     """Median visible and NIR brightness, and their 1st percentiles, over valid pixels."""
-    vis = _visible(bands)[valid]
-    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)[valid]
+    vis = _visible(bands)
+    nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
+    if valid.all():  # every pixel: no selected copy (nothing below writes into them)
+        vis, nir = vis.ravel(), nir.ravel()
+    else:
+        vis, nir = vis[valid], nir[valid]
     if vis.size == 0:
         return SceneBrightness(1.0, 1.0, 0.0, 0.0)
+    if _selectable(vis) and _selectable(nir):  # no NaN (nor inf, nor a sign bit): histogram selection
+        (med_vis, p1_vis), (med_nir, p1_nir) = _select_median_and_p1(vis), _select_median_and_p1(nir)
+        return SceneBrightness(med_vis, med_nir, p1_vis, p1_nir)
     if np.isnan(vis).any() or np.isnan(nir).any():
         return SceneBrightness(float(np.nanmedian(vis)), float(np.nanmedian(nir)),
                                float(np.nanpercentile(vis, 1)), float(np.nanpercentile(nir, 1)))
-    (med_vis, p1_vis), (med_nir, p1_nir) = _median_and_p1(vis), _median_and_p1(nir)
+    (med_vis, p1_vis), (med_nir, p1_nir) = _median_and_p1(vis.copy()), _median_and_p1(nir.copy())
     return SceneBrightness(med_vis, med_nir, p1_vis, p1_nir)
 
 
@@ -76,19 +84,81 @@ def _median_and_p1(values: np.ndarray) -> tuple[float, float]:
     pair; the linear interpolation at the same fraction), so the arithmetic is numpy's own.
     Other input takes the plain path (partitioned in place: ``values`` is overwritten).
     """
-    n = values.size
-    bits = values.view(np.uint32) if values.dtype == np.float32 and values.ndim == 1 else None
-    # 0x7F800000 and above: +inf, NaN, or a sign bit (negatives, -0.0)
-    if bits is None or n < _SELECT_MIN or int(np.maximum.reduce(bits)) >= 0x7F800000:
+    if not _selectable(values):
         return (float(np.nanmedian(values, overwrite_input=True)),
                 float(np.nanpercentile(values, 1, overwrite_input=True)))
+    return _select_median_and_p1(values)
+
+
+def _selectable(values: np.ndarray) -> bool:
+    """Whether :func:`_select_median_and_p1` applies: a 1-D float32 array of at least
+    :data:`_SELECT_MIN` values, all finite and >= +0.0."""
+    if values.dtype != np.float32 or values.ndim != 1 or values.size < _SELECT_MIN:
+        return False
+    # 0x7F800000 and above: +inf, NaN, or a sign bit (negatives, -0.0)
+    return int(np.maximum.reduce(values.view(np.uint32))) < 0x7F800000
+
+
+def _select_median_and_p1(values: np.ndarray) -> tuple[float, float]:
+    """:func:`_median_and_p1` of :func:`_selectable` values (never written to)."""
+    n = values.size
+    bits = values.view(np.uint32)
     virtual = (n - 1) * np.float64(0.01)  # numpy's linear method: index (n - 1) q, q = 1 / 100
     prev = int(np.floor(virtual))
     mid = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-    stats = _ranked(values, bits, [*mid, prev, prev + 1])
+    stats = _bracketed(values, [*mid, prev, prev + 1])
+    if stats is None:
+        stats = _ranked(values, bits, [*mid, prev, prev + 1])
     median = float(np.median(np.array([stats[k] for k in mid], dtype=np.float32)))
     pair = np.array([stats[prev], stats[prev + 1]], dtype=np.float32)
     return median, float(np.quantile(pair, float(virtual - np.floor(virtual))))
+
+
+#: Every this many-th value is in the sample that brackets the ranks (prime: no image period).
+_BRACKET_STRIDE = 61
+
+
+def _bracketed(values: np.ndarray, ranks: list[int]) -> dict[int, np.float32] | None:
+    """The ``k``-th smallest of ``values`` (0-based, finite) for each ``k`` in ``ranks``, or
+    None when a guessed bracket missed a rank.
+
+    A regular sample of the values guesses, per run of neighbouring ranks, a value range
+    ``[lo, hi]`` that holds them; counting the values below ``lo`` and partitioning the few
+    inside the range then gives each rank exactly (ties included: the values in the range are
+    the ranks ``below .. below + count - 1``). Three comparisons and one small selection per
+    range instead of a histogram of every value. A range that turns out not to hold its ranks
+    gives None (the caller takes :func:`_ranked`), so the result never depends on the guess.
+    """
+    n = values.size
+    sample = values[::_BRACKET_STRIDE]
+    m = sample.size
+    groups: list[list[int]] = []
+    for k in sorted(set(ranks)):
+        if groups and k - groups[-1][-1] <= 1:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    spans = []
+    for group in groups:
+        q = (group[0] + group[-1]) / 2 / max(1, n - 1)
+        margin = int(5 * math.sqrt(m * q * (1 - q))) + 32
+        j = q * (m - 1)
+        spans.append((max(0, int(j) - margin), min(m - 1, int(j) + 1 + margin)))
+    sample = np.partition(sample, sorted({i for span in spans for i in span}))
+    out: dict[int, np.float32] = {}
+    for group, (i, j) in zip(groups, spans, strict=True):
+        lo, hi = sample[i], sample[j]
+        below = values < lo
+        n_below = int(np.count_nonzero(below))
+        inside = values <= hi
+        np.greater(inside, below, out=inside)  # lo <= value <= hi
+        within = values[inside]
+        if not (n_below <= group[0] and group[-1] < n_below + within.size):
+            return None
+        within.partition([k - n_below for k in group])
+        for k in group:
+            out[k] = within[k - n_below]
+    return out
 
 
 def _ranked(values: np.ndarray, bits: np.ndarray, ranks: list[int]) -> dict[int, np.float32]:

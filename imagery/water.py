@@ -11,7 +11,7 @@ the scene at hand (Otsu on the joint histogram of both normalised dates), never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +78,8 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def _stable_order(x: np.ndarray) -> np.ndarray:
-    """``np.argsort(x, kind="stable")`` of a 1-D float array, from one sort of packed keys.
+    """``np.argsort(x, kind="stable")`` of a 1-D float array, from one sort of packed keys (or,
+    for whole numbers 0..65535, the stable radix sort of their 16-bit copy).
 
     Values that float32 holds exactly (the sampled bands are float32) are mapped to unsigned
     integers in the same order (-0.0 as 0.0) and packed above their position: the keys are
@@ -88,6 +89,10 @@ def _stable_order(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 1 or x.size >= 2**32:
         return np.argsort(x, kind="stable")
+    if x.size and 0 <= x.min() and x.max() <= 65535:  # (False with NaN)
+        small = x.astype(np.uint16)
+        if np.array_equal(small, x):  # integers 0..65535 (e.g. 16-bit pixels): numpy's radix sort
+            return np.argsort(small, kind="stable")
     with np.errstate(over="ignore", invalid="ignore"):  # values float32 cannot hold: plain call
         f32 = x.astype(np.float32) + np.float32(0.0)  # -0.0 -> 0.0
     if np.isnan(f32).any() or not np.array_equal(f32, x):
@@ -107,6 +112,7 @@ def fit_normalisation(
     invariant_fraction: float = 0.3,
     min_pixels: int = 200,
     max_samples: int = 200_000,
+    map_dates: Callable | None = None,
 ) -> dict[str, BandGain]:
     """Per-band gain/offset mapping ``after`` onto ``before`` using pseudo-invariant pixels.
 
@@ -119,19 +125,28 @@ def fit_normalisation(
         valid: boolean mask of usable pixels (both dates clear).
         invariant_fraction: share of valid pixels kept as pseudo-invariant.
         min_pixels: below this many invariant pixels the identity is returned.
+        map_dates: a ``map``-like ``(fn, [before, after])`` runner for the two dates' independent
+            halves (subsample and per-band ranks), e.g. in two threads; the built-in ``map`` when
+            None (the result does not depend on it).
     """
     roles = [r for r in before if r in after and r != "qa"]
     v = valid.ravel()
-    if v.sum() < min_pixels or not roles:
+    n_valid = int(np.count_nonzero(v))
+    if n_valid < min_pixels or not roles:
         return {r: BandGain() for r in roles}
-    idx = np.flatnonzero(v)
-    if idx.size > max_samples:  # a regular subsample keeps the fit fast and deterministic
-        idx = idx[:: int(np.ceil(idx.size / max_samples))]
-    xb = {r: np.asarray(before[r], dtype=np.float64).ravel()[idx] for r in roles}
-    xa = {r: np.asarray(after[r], dtype=np.float64).ravel()[idx] for r in roles}
-    worst = np.zeros(idx.size, dtype=np.float32)
+    # a regular subsample keeps the fit fast and deterministic
+    step = int(np.ceil(n_valid / max_samples)) if n_valid > max_samples else 1
+    idx = slice(None, None, step) if n_valid == v.size else np.flatnonzero(v)[::step]  # (a slice: all valid)
+
+    def half(bands: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        # the subsample taken first, then converted (the same float64 values, a tenth of the work)
+        x = {r: np.asarray(bands[r]).ravel()[idx].astype(np.float64) for r in roles}
+        return x, {r: _ranks(x[r]) for r in roles}
+
+    (xb, ranks_b), (xa, ranks_a) = (map_dates or map)(half, [before, after])
+    worst = np.zeros(next(iter(xb.values())).size, dtype=np.float32)
     for r in roles:
-        np.maximum(worst, np.abs(_ranks(xb[r]) - _ranks(xa[r])), out=worst)
+        np.maximum(worst, np.abs(ranks_b[r] - ranks_a[r]), out=worst)
     keep = worst <= np.quantile(worst, invariant_fraction)
     if keep.sum() < min_pixels:
         return {r: BandGain() for r in roles}
@@ -166,6 +181,11 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     if v.size < 2 or v.min() == v.max():
         return (float(v[0]) if v.size else 0.0), 0.0
     hist, edges = np.histogram(v, bins=bins)
+    return _otsu_of_histogram(hist, edges, v)
+
+
+def _otsu_of_histogram(hist: np.ndarray, edges: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """:func:`otsu_threshold` from the histogram of its finite values ``v``."""
     centres = (edges[:-1] + edges[1:]) / 2
     p = hist / hist.sum()
     w0 = np.cumsum(p)
@@ -237,6 +257,11 @@ def otsu_two_thresholds(values: np.ndarray, bins: int = 128) -> tuple[float, flo
         x = float(v[0]) if v.size else 0.0
         return x, x
     hist, edges = np.histogram(v, bins=bins)
+    return _otsu_two_of_histogram(hist, edges, bins)
+
+
+def _otsu_two_of_histogram(hist: np.ndarray, edges: np.ndarray, bins: int) -> tuple[float, float]:
+    """:func:`otsu_two_thresholds` from the ``bins``-bin histogram of its finite values."""
     centres = (edges[:-1] + edges[1:]) / 2
     p = hist / hist.sum()
     w = np.concatenate([[0.0], np.cumsum(p)])
@@ -252,6 +277,9 @@ def otsu_two_thresholds(values: np.ndarray, bins: int = 128) -> tuple[float, flo
     k = int(np.argmax(between))
     return float(edges[i[k]]), float(edges[j[k]])
 
+
+#: :func:`water_thresholds` keeps a regular subsample of at most this many pixels per date.
+THRESHOLD_SAMPLES = 250_000
 
 #: Weak water lies above this share of the way from the land median up to the water threshold.
 WEAK_SHARE = 0.5
@@ -275,39 +303,61 @@ def water_thresholds(index_before: np.ndarray, index_after: np.ndarray,
         brightness_before, brightness_after: :func:`brightness` of the same pixels.
         dark_fraction: dark water is darker than this share of the land median brightness.
     """
-    step = max(1, int(np.ceil(index_before.size / 250_000)))  # a regular subsample is plenty
+    step = max(1, int(np.ceil(index_before.size / THRESHOLD_SAMPLES)))  # a regular subsample is plenty
     index_before, index_after = index_before[::step], index_after[::step]
     brightness_before, brightness_after = brightness_before[::step], brightness_after[::step]
     joint = np.concatenate([index_before, index_after]).astype(np.float64)
     bright = np.concatenate([brightness_before, brightness_after]).astype(np.float64)
     ok = np.isfinite(joint) & np.isfinite(bright)
-    joint, bright = joint[ok], bright[ok]
+    if not ok.all():
+        joint, bright = joint[ok], bright[ok]
     if joint.size < 10:
         return WaterThresholds(0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0)
-    t2, eta = otsu_threshold(joint)
-    t = t2
-    for cand in (otsu_two_thresholds(joint)[1], t2):
+    t2, eta, t3 = _both_otsu(joint)
+    t, land_level, up = t2, None, None
+    for cand in (t3, t2):
         up = joint > cand
-        if up.any() and (~up).any() and np.median(bright[up]) < 0.75 * np.median(bright[~up]):
-            t = cand
-            break
+        if up.any() and (~up).any():
+            land_median = np.median(bright[~up])
+            if np.median(bright[up]) < 0.75 * land_median:
+                t, land_level = cand, float(land_median)  # the land below t: ~up, its median taken
+                break
     else:
         # No dark upper class: the scene holds (almost) no water; keep the split out of land.
         t = max(t2, float(np.quantile(joint, 0.995)))
-    water = joint[joint > t]
-    land = joint[joint <= t]
+        up = joint > t
+    water = joint[up]
+    land = joint[~up]
     w_mean = float(np.median(water)) if water.size else t
     l_mean = float(np.median(land)) if land.size else t
     stable = (index_before > t) & (index_after > t)
     diff = (index_after - index_before)[stable] if stable.sum() >= 100 else index_after - index_before
     noise = robust_scale(diff)
     change = max(0.1 * (w_mean - l_mean), 3.0 * noise)
-    land_b = bright[joint <= t]
-    land_level = float(np.median(land_b)) if land_b.size else 0.0
+    if land_level is None:
+        land_b = bright[~up]
+        land_level = float(np.median(land_b)) if land_b.size else 0.0
     dark = dark_fraction * land_level
     return WaterThresholds(water=t, weak_water=t - WEAK_SHARE * (t - l_mean), dark_level=dark,
                            change=float(change), separability=eta, water_mean=w_mean, land_mean=l_mean,
                            land_brightness=land_level)
+
+
+def _both_otsu(v: np.ndarray) -> tuple[float, float, float]:
+    """``(*otsu_threshold(v), otsu_two_thresholds(v)[1])`` of finite float64 ``v`` (10 or more
+    values), from one histogram: the 128 bins of the three-class split are the 256 bins of the
+    two-class one summed in pairs (``np.histogram`` bins by its edges, and every other edge of
+    its 257 is, exactly, an edge of its 129: checked, else the 128 bins are counted again)."""
+    lo, hi = v.min(), v.max()
+    if lo == hi:
+        return float(v[0]), 0.0, float(v[0])
+    hist, edges = np.histogram(v, bins=256)
+    t2, eta = _otsu_of_histogram(hist, edges, v)
+    if np.array_equal(edges[::2], np.linspace(lo, hi, 129, endpoint=True, dtype=edges.dtype)):
+        two = _otsu_two_of_histogram(hist.reshape(128, 2).sum(axis=1), edges[::2], 128)
+    else:
+        two = otsu_two_thresholds(v)
+    return t2, eta, two[1]
 
 
 def is_water(index: np.ndarray, bright: np.ndarray, t: WaterThresholds) -> np.ndarray:

@@ -16,7 +16,6 @@ when worker processes share it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import tempfile
@@ -28,31 +27,19 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import shapely
 from rasterio.windows import Window
 
 from tuban import RasterError
-from tuban.imagery.align import Grid, block_windows, common_grid, estimate_shift, open_on_grid
-from tuban.imagery.crs import M2_PER_MU, WGS84
+from tuban.imagery.align import Grid, block_windows, common_grid  # noqa: F401 (common_grid: tests)
+from tuban.imagery.crs import M2_PER_MU
 from tuban.imagery.georaster import GeoRaster
-from tuban.imagery.masks import SceneBrightness, scene_brightness
 from tuban.imagery.ponds import ShapeSettings
 from tuban.imagery.raster_io import DateSource, open_date
-from tuban.imagery.water import (
-    brightness,
-    fit_normalisation,
-    water_index,
-    water_index_name,
-    water_thresholds,
-)
 from tuban.pipelines.change_blocks import (
     CLOUD_HALO_PX,
     CODE,
     LAYERS,
     BlockJob,
-    apply_gains,
-    bands_of,
-    invalid_mask,
     process_block,
 )
 from tuban.pipelines.change_patches import patches_from_codes
@@ -64,9 +51,20 @@ from tuban.pipelines.change_pool import (
     stack_path,
     store_block,
 )
+from tuban.pipelines.change_prepare import (  # noqa: F401 (the preparation's parts: tests use them from here)
+    _date_task,
+    _map_threads,
+    _measure_shift,
+    _prepare,
+    _read_samples,
+    _sample_date,
+    _sample_windows,
+    _scene_thresholds,
+    _shift_of,
+    _spectral,
+    _windows_of,
+)
 from tuban.pipelines.change_shadow import reduce_cells, shadow_zone
-from tuban.pipelines.change_tiles import SampleTiles, read_samples
-from tuban.pipelines.change_tiles import register as register_tiles
 from tuban.pipelines.change_tiles import release as release_tiles
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
@@ -118,150 +116,6 @@ class ChangeResult:
     shift_px: tuple[float, float]
     dates: tuple[str | None, str | None]
     stats: dict
-
-
-def _sample_windows(grid: Grid, size: int, per_side: int) -> list[Window]:
-    w, h = min(size, grid.width), min(size, grid.height)
-    cols = np.linspace(0, grid.width - w, per_side).round().astype(int)
-    rows = np.linspace(0, grid.height - h, per_side).round().astype(int)
-    seen, out = set(), []
-    for r in rows:
-        for c in cols:
-            if (r, c) not in seen:
-                seen.add((r, c))
-                out.append(Window(int(c), int(r), w, h))
-    return out
-
-
-def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
-                  ) -> tuple[list[dict[str, np.ndarray]], SampleTiles | None]:
-    """:func:`read_date` of each window, and the file tiles decoded for them when the block
-    reads can reuse them (:mod:`tuban.pipelines.change_tiles`)."""
-    with open_on_grid(src, grid, shift_px=shift) as reader:
-        raws, tiles = read_samples(reader, grid, [src.roles[r] for r in src.roles], windows)
-        return [bands_of(raw, src)[0] for raw in raws], tiles
-
-
-def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
-                 ) -> tuple[dict[str, np.ndarray], SceneBrightness | None, np.ndarray | None, SampleTiles | None]:
-    """One date's sample windows, concatenated (role -> 1-D array, window after window), the
-    scene brightness of its pixels where every reflective band is finite, and its
-    :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
-    finite); and the file tiles decoded for the samples (see :func:`_read_samples`). A
-    per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
-    samples, tiles = _read_samples(src, grid, windows, shift)
-    cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
-    spectral = _spectral(cat)
-    finite = None
-    for band in spectral.values():  # = np.isfinite(np.stack(bands)).all(axis=0), without the stack
-        finite = np.isfinite(band) if finite is None else np.logical_and(finite, np.isfinite(band), out=finite)
-    if not finite.any():
-        return cat, None, None, tiles
-    bright = scene_brightness(spectral, finite)
-    invalid = np.concatenate([invalid_mask(w, src, bright)[0].ravel() for w in _windows_of(cat, windows)])
-    return cat, bright, invalid, tiles
-
-
-def _windows_of(cat: dict[str, np.ndarray], windows: list[Window]) -> list[dict[str, np.ndarray]]:
-    """The sample windows of :func:`_sample_date`'s concatenation, as views (role -> 2-D)."""
-    h, w = int(windows[0].height), int(windows[0].width)
-    return [{r: v[i * h * w:(i + 1) * h * w].reshape(h, w) for r, v in cat.items()} for i in range(len(windows))]
-
-
-def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, threads: bool = False):
-    """Median phase-correlation shift over sample windows (x, y in pixels) and best response.
-
-    ``threads``: the correlations in two threads of this process (the estimates do not depend
-    on where they run).
-    """
-    pairs = [(water_index(b, index_name), water_index(a, index_name)) for b, a in zip(sb, sa, strict=True)]
-    estimates = _map_threads(threads, estimate_shift, [b for b, _ in pairs], [a for _, a in pairs])
-    shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
-    if not shifts:
-        return (0.0, 0.0), 0.0
-    arr = np.array(shifts)
-    return (float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))), float(arr[:, 2].max())
-
-
-def _token(*parts: object) -> str:
-    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
-
-
-def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, pool: Executor | None = None,
-             ) -> tuple[BlockJob, dict]:
-    grid = common_grid(before, after)
-    index_name = water_index_name(before.roles, after.roles)
-    # Nine 512 px windows (tile-sized reads) serve both the shift and the scene statistics.
-    windows = _sample_windows(grid, 512, 3)
-    (cat, bright_b, invalid_b, tiles_b), (cat_a, bright_a, invalid_a, tiles_a) = _map_threads(
-        pool is not None, _sample_date, [before, after], [grid, grid], [windows, windows])
-    sb, sa = _windows_of(cat, windows), _windows_of(cat_a, windows)
-    picks = [0, 2, 4, 6, 8] if len(windows) == 9 else list(range(len(windows)))  # centre + corners
-    # In this process: five 512 px correlations cost no more than shipping the windows to workers
-    # (with workers, in two threads: the FFTs run outside the GIL).
-    shift, response = _measure_shift([sb[i] for i in picks], [sa[i] for i in picks], index_name,
-                                     threads=pool is not None)
-    applied = shift if settings.correct_shift and max(abs(shift[0]), abs(shift[1])) >= 0.2 else (0.0, 0.0)
-    if applied != (0.0, 0.0):
-        # read again, shifted (a warped read: its tiles are not the block reads' either)
-        cat_a, bright_a, invalid_a, tiles_a = _sample_date(after, grid, windows, applied)
-    if bright_b is None:
-        raise RasterError(before.label, "all sampled pixels in the overlap are nodata")
-    if bright_a is None:
-        raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
-    valid = ~(invalid_b | invalid_a)
-    gains = fit_normalisation(cat, cat_a, valid)
-    cat_a = apply_gains(cat_a, gains)
-    ib, ia = water_index(cat, index_name), water_index(cat_a, index_name)
-    ok = valid & np.isfinite(ib) & np.isfinite(ia)
-    if not ok.any():
-        raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
-    sum_b = brightness(_spectral(cat))
-    sum_a = brightness(_spectral(cat_a))
-    thresholds = water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok])
-    wkb = tuple(shapely.to_wkb(g) for g in _mask_in_grid(settings.mask_geoms, grid))
-    job = BlockJob(
-        token=_token(before, after, grid, applied, gains, thresholds, wkb),
-        before=before, after=after, grid=grid, shift_px=applied, index_name=index_name,
-        gains=gains, thresholds=thresholds, bright_before=bright_b, bright_after=bright_a,
-        mask_geoms_wkb=wkb,
-    )
-    register_tiles(job, tiles_b, tiles_a)  # released by detect_changes after the blocks
-    stats = {
-        "grid": {"crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
-                 "pixel_size_m": grid.pixel_size_m},
-        "index": index_name,
-        "shift_px": {"dx": round(shift[0], 3), "dy": round(shift[1], 3), "response": round(response, 3),
-                     "applied": bool(applied != (0.0, 0.0))},
-        "shift_m": round(math.hypot(*shift) * grid.pixel_size_m, 2),
-        "thresholds": {"water": round(thresholds.water, 4), "weak_water": round(thresholds.weak_water, 4),
-                       "dark_level": round(thresholds.dark_level, 4), "change": round(thresholds.change, 4),
-                       "separability": round(thresholds.separability, 3)},
-        "normalisation": {r: [round(g.gain, 4), round(g.offset, 4)] for r, g in gains.items()},
-        "clear_fraction_sampled": round(float(ok.mean()), 4),
-    }
-    return job, stats
-
-
-def _map_threads(threads: bool, fn, *iterables) -> list:
-    """``list(map(fn, *iterables))``, in two threads of this process when ``threads``.
-
-    For the preparation's per-date sample tasks and phase correlations with workers: the reads
-    decode in GDAL, the FFTs and statistics are large numpy passes, all outside the GIL, so two
-    threads run two at once without pickling ~40 MB of samples per date back from a worker
-    process (measured slower than doing it serially).
-    """
-    if not threads:
-        return list(map(fn, *iterables))
-    import concurrent.futures as cf
-
-    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuban-prepare") as pool:
-        return list(pool.map(fn, *iterables))
-
-
-def _spectral(bands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reflectance bands of a date's band dict (its QA band left out)."""
-    return {r: v for r, v in bands.items() if r != "qa"}
 
 
 def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -328,12 +182,6 @@ def _near_candidates(stack: np.ndarray, window: Window, grid: Grid) -> bool:
     r1 = min(grid.height, int(window.row_off + window.height) + CLOUD_HALO_PX)
     c1 = min(grid.width, int(window.col_off + window.width) + CLOUD_HALO_PX)
     return bool((np.asarray(stack[LAYERS.index("flags"), r0:r1, c0:c1]) & 4).any())
-
-
-def _mask_in_grid(geoms: Sequence, grid: Grid) -> list:
-    if not geoms:
-        return []
-    return list(gpd.GeoSeries(list(geoms), crs=WGS84).to_crs(grid.crs))
 
 
 def _run_dask(job: BlockJob, windows: list[Window], stack: np.ndarray, scheduler,

@@ -137,9 +137,14 @@ def _read_raw(reader: GridReader, src: DateSource, window: Window, tiles: Sample
     return reader.read([src.roles[r] for r in src.roles], window)
 
 
-def bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def bands_of(raw: np.ndarray, src: DateSource, out: Mapping[str, np.ndarray] | None = None,
+             ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`read_date` of the raw array :func:`_read_raw` read, with its nodata mask (pixel
-    by pixel: any part of it gives the same values as the whole)."""
+    by pixel: any part of it gives the same values as the whole).
+
+    ``out``: role -> array of ``raw``'s pixel shape to write the bands into (float32, the QA
+    band in ``raw``'s type; e.g. views of a concatenation), instead of new arrays.
+    """
     roles = list(src.roles)
     raw_nodata = src.nodata
     floating = np.issubdtype(raw.dtype, np.floating)
@@ -158,20 +163,43 @@ def bands_of(raw: np.ndarray, src: DateSource) -> tuple[dict[str, np.ndarray], n
         if fill is not None:
             bad |= arr == fill
     any_bad = bool(bad.any())
-    out: dict[str, np.ndarray] = {}
+    bands: dict[str, np.ndarray] = {}
     for k, role in enumerate(roles):
         if role == "qa":
-            out[role] = raw[k]
+            if out is not None:
+                out[role][...] = raw[k]
+            bands[role] = raw[k] if out is None else out[role]
             continue
-        a = raw[k].astype(np.float32)
+        if out is None:
+            a = raw[k].astype(np.float32)
+        else:
+            a = out[role]
+            np.copyto(a, raw[k], casting="unsafe")  # the cast of astype, into place
         gain, offset = src.scales.get(role, (1.0, 0.0))
         if gain != 1.0 or offset != 0.0:
             a *= np.float32(gain)
             a += np.float32(offset)
         if any_bad:
             np.copyto(a, np.float32(np.nan), where=bad)
-        out[role] = a
-    return out, bad
+        bands[role] = a
+    return bands, bad
+
+
+def nodata_is_nan_alone(dtype: np.dtype, src: DateSource) -> bool:
+    """Whether :func:`bands_of` of integer pixels of ``dtype`` is finite except where its nodata
+    mask is (NaN there): the scaled values of every reflective band cannot overflow float32."""
+    if not np.issubdtype(dtype, np.integer):
+        return False  # float pixels may hold inf
+    info = np.iinfo(dtype)
+    top = max(abs(int(info.min)), abs(int(info.max)))
+    for role in src.roles:
+        if role == "qa":
+            continue
+        gain, offset = src.scales.get(role, (1.0, 0.0))
+        g, o = float(np.float32(gain)), float(np.float32(offset))
+        if not (np.isfinite(g) and np.isfinite(o)) or top * abs(g) + abs(o) >= 1e38:
+            return False
+    return True
 
 
 def _expand(window: Window, grid: Grid, halo: int) -> tuple[Window, tuple[slice, slice]]:
@@ -429,7 +457,7 @@ def _code_into(out: np.ndarray, job: BlockJob, raw_b: np.ndarray, raw_a: np.ndar
     return int(np.bitwise_or.reduce(out[4], axis=None))  # just written: no page is faulted in
 
 
-def _no_candidates(bands: dict[str, np.ndarray], bright: SceneBrightness) -> bool:
+def no_cloud_candidates(bands: dict[str, np.ndarray], bright: SceneBrightness) -> bool:
     """``not cloud_candidates(bands, bright).any()``: the NIR test alone usually settles it."""
     nir = np.asarray(bands.get("nir", bands.get("swir1")), dtype=np.float32)
     if not (nir > cloud_levels(bright)[1]).any():
@@ -470,7 +498,7 @@ def _code_strip(out: np.ndarray, job: BlockJob, before: dict[str, np.ndarray], a
     float32 operations pixel by pixel, written straight into ``out``. The flags (shadow-like
     darkening only) are not written when all zero and ``out`` holds zeros already.
     """
-    if not (_no_candidates(before, job.bright_before) and _no_candidates(after, job.bright_after)):
+    if not (no_cloud_candidates(before, job.bright_before) and no_cloud_candidates(after, job.bright_after)):
         return None
     t = job.thresholds
     valid = np.logical_or(nodata_b, nodata_a, out=nodata_b)
