@@ -310,3 +310,28 @@ def test_chunk_records_pickle_as_the_records():
     assert back[5]["refill_px"][0] == records[5]["refill_px"][0]
     assert np.array_equal(back[5]["refill_px"][1], records[5]["refill_px"][1])
     assert pickle.loads(pickle.dumps(change_chunk.ChunkRecords())) == []
+
+
+def test_atlas_of_long_thin_windows_stays_near_their_pixels():
+    # Straight canals gained along and across the grid, alternating in the chunk: shelf by shelf
+    # in that order, every tall window would open a shelf of its own height for a few narrow
+    # neighbours, and the atlas (its layers and masks) would grow far beyond the windows' pixels.
+    h = w = 430
+    codes = np.full((h, w), CODE["land"], np.uint8)
+    for k in range(40):
+        codes[3:197, 5 + 5 * k] = CODE["new_water"]  # along the columns, 194 px
+        codes[222 + 5 * k, 210:404] = CODE["new_water"]  # along the rows
+    stack = np.zeros((5, h, w), np.uint8)
+    stack[0], stack[1], stack[2], stack[3] = codes, 100, 180, 40
+    found = list(find_blobs(codes, (CODE["new_water"],), 2))
+    tall = [b for b in found if b.rows[1] - b.rows[0] > 1]
+    wide = [b for b in found if b.rows[1] - b.rows[0] == 1]
+    assert len(tall) == len(wide) == 40
+    blobs = [b for pair in zip(tall, wide, strict=True) for b in pair]
+    masks = [blob_mask(b, codes) for b in blobs]
+    windows = [(max(0, b.rows[0] - 3), min(h, b.rows[1] + 3), max(0, b.cols[0] - 3), min(w, b.cols[1] + 3))
+               for b in blobs]
+    m = change_chunk.chunk_measures(windows, blobs, masks, stack, lambda codes, ib, ia, nir: ia > 0.5)
+    assert m.packed.all() and m.n_inside.tolist() == [194] * 80 and m.n_ring.tolist() == [390] * 80
+    window_px = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in windows)
+    assert m.inside.size <= 3 * window_px, m.inside.size / window_px  # 18x before the windows were packed tallest first
