@@ -224,7 +224,7 @@ def shift_spectrum(image: np.ndarray) -> np.ndarray | None:
     return np.fft.fft2(x * _hanning(x.shape))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)  # bounded: one window shape per grid, 2 MB each at 512 px
 def _hanning(shape: tuple[int, int]) -> np.ndarray:
     window = cv2.createHanningWindow(shape[::-1], cv2.CV_64F)
     window.flags.writeable = False

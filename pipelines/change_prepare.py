@@ -146,7 +146,8 @@ def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[i
     """
     cat, bright, invalid, tiles = _sample_date(src, grid, windows)
     index = water_index(cat, index_name)  # pixel by pixel: each window's index is a slice of it
-    views = [_windows_of({"index": index}, windows)[i]["index"] for i in picks]
+    index_windows = _windows_of({"index": index}, windows)
+    views = [index_windows[i]["index"] for i in picks]
     return cat, bright, invalid, tiles, index, [shift_spectrum(v) for v in views] if spectra else views
 
 
