@@ -23,7 +23,6 @@ examined in a small window of the result stack:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -80,7 +79,7 @@ from tuban.pipelines.change_frame import (
 )
 from tuban.pipelines.change_pool import StackFile, portable, results
 from tuban.pipelines.change_refill import demote_refills, is_refill_candidate
-from tuban.pipelines.change_table import patch_table
+from tuban.pipelines.change_table import patch_id, patch_table
 
 __all__ = ["patches_from_codes", "patch_id", "split_blob"]
 
@@ -95,17 +94,6 @@ CHUNK_BLOBS = 256
 
 COLUMNS = ["patch_id", "kind", "score", "area_m2", "area_mu", "lon", "lat", "rectangularity",
            "compactness", "aspect", "solidity", "geometry"]
-
-
-def patch_id(kind: str, lon: float, lat: float) -> str:
-    """Deterministic id from the kind and the centroid rounded to ~1 m.
-
-    Example:
-        >>> patch_id("new_pond", 117.123456, 24.5) == patch_id("new_pond", 117.1234561, 24.5)
-        True
-    """
-    key = f"{kind}|{lon:.5f}|{lat:.5f}"
-    return "CD-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def split_blob(blob: np.ndarray, index: np.ndarray, min_px: int,
@@ -571,7 +559,7 @@ def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bo
             out.append([])
             continue
         facts = dict(zip(_FACTS, values, strict=True))
-        if facts["before_wetness"] > 1.0 and facts["before_frame_step"] > -MIN_FRAME_STEP:  # may be a refill
+        if is_refill_candidate("new_pond", facts, MIN_FRAME_STEP):  # the kind aside: may be a refill
             r0, r1, c0, c1 = m.windows[i]
             facts["mask_px"] = (window_affine(Window(c0, r0, c1 - c0, r1 - r0), grid.transform), m.inside_of(i))
         out.append([(geom, st, contrast[i].item(), False, solidity[i].item(), facts)])
@@ -692,4 +680,3 @@ def patches_from_codes(stack: np.ndarray, job: BlockJob, settings: ShapeSettings
                  for c in columns[:-1]}
         return gpd.GeoDataFrame(empty, geometry=gpd.GeoSeries([], crs=WGS84), crs=WGS84)
     return patch_table(records, grid.crs, settings, columns)
-

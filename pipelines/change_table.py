@@ -18,7 +18,18 @@ import shapely
 from tuban.imagery.crs import M2_PER_MU, WGS84, transformer
 from tuban.imagery.ponds import ShapeSettings, cluster_counts
 
-__all__ = ["patch_table"]
+__all__ = ["patch_id", "patch_table"]
+
+
+def patch_id(kind: str, lon: float, lat: float) -> str:
+    """Deterministic id from the kind and the centroid rounded to ~1 m.
+
+    Example:
+        >>> patch_id("new_pond", 117.123456, 24.5) == patch_id("new_pond", 117.1234561, 24.5)
+        True
+    """
+    key = f"{kind}|{lon:.5f}|{lat:.5f}"
+    return "CD-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def patch_table(records: list[dict], crs, settings: ShapeSettings, columns: list[str]) -> gpd.GeoDataFrame:
@@ -49,9 +60,7 @@ def patch_table(records: list[dict], crs, settings: ShapeSettings, columns: list
     mapped = shapely.set_coordinates(geoms.copy(), np.column_stack([x[:n_vertices], y[:n_vertices]]))
     lon, lat = np.round(x[n_vertices:], 7), np.round(y[n_vertices:], 7)
     area_m2 = np.round(np.array([r["area_m2"] for r in records], dtype=float), 1)
-    sha1 = hashlib.sha1
-    data = {"patch_id": ["CD-" + sha1(f"{k}|{lo:.5f}|{la:.5f}".encode()).hexdigest()[:10]  # :func:`~tuban.pipelines.change_patches.patch_id`
-                         for k, lo, la in zip(kinds, lon.tolist(), lat.tolist(), strict=True)],
+    data = {"patch_id": [patch_id(k, lo, la) for k, lo, la in zip(kinds, lon.tolist(), lat.tolist(), strict=True)],
             "kind": kinds, "score": np.round(score, 3), "area_m2": area_m2,
             "area_mu": np.round(area_m2 / M2_PER_MU, 3), "lon": lon, "lat": lat}
     for col in ("rectangularity", "compactness", "aspect", "solidity"):
