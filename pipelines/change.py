@@ -54,9 +54,8 @@ from tuban.pipelines.change_pool import (
 from tuban.pipelines.change_prepare import (  # noqa: F401 (the preparation's parts: tests use them from here)
     _date_task,
     _map_threads,
-    _measure_shift,
     _prepare,
-    _read_samples,
+    _read_cat,
     _sample_date,
     _sample_windows,
     _scene_thresholds,

@@ -74,21 +74,12 @@ def _sample_windows(grid: Grid, size: int, per_side: int) -> list[Window]:
     return out
 
 
-def _read_samples(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
-                  ) -> tuple[list[dict[str, np.ndarray]], SampleTiles | None]:
-    """:func:`read_date` of each window, and the file tiles decoded for them when the block
-    reads can reuse them (:mod:`tuban.pipelines.change_tiles`)."""
-    with open_on_grid(src, grid, shift_px=shift) as reader:
-        raws, tiles = read_samples(reader, grid, [src.roles[r] for r in src.roles], windows)
-        return [bands_of(raw, src)[0] for raw in raws], tiles
-
-
 def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
                  ) -> tuple[dict[str, np.ndarray], SceneBrightness | None, np.ndarray | None, SampleTiles | None]:
     """One date's sample windows, concatenated (role -> 1-D array, window after window), the
     scene brightness of its pixels where every reflective band is finite, and its
     :func:`invalid_mask` window by window, concatenated alike (both None when no pixel is
-    finite); and the file tiles decoded for the samples (see :func:`_read_samples`). A
+    finite); and the file tiles decoded for the samples (see :func:`_read_cat`). A
     per-date task: with workers both dates are measured at once (:func:`_map_threads`)."""
     cat, nodata, nan_alone, tiles = _read_cat(src, grid, windows, shift)
     spectral = _spectral(cat)
@@ -112,7 +103,9 @@ def _sample_date(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0,
 
 def _read_cat(src: DateSource, grid: Grid, windows: list[Window], shift=(0.0, 0.0),
               ) -> tuple[dict[str, np.ndarray], np.ndarray, bool, SampleTiles | None]:
-    """:func:`_read_samples` concatenated (role -> 1-D array, window after window: each window's
+    """Each window's bands as :func:`read_date` gives them, and the file tiles decoded for them
+    when the block reads can reuse them (:mod:`tuban.pipelines.change_tiles`), concatenated
+    (role -> 1-D array, window after window: each window's
     bands written in place, no per-window arrays), the nodata mask alike, whether the bands are
     NaN exactly there and finite elsewhere (:func:`nodata_is_nan_alone`), and the kept tiles."""
     with open_on_grid(src, grid, shift_px=shift) as reader:
@@ -151,24 +144,12 @@ def _date_task(src: DateSource, grid: Grid, windows: list[Window], picks: list[i
     return cat, bright, invalid, tiles, index, [shift_spectrum(v) for v in views] if spectra else views
 
 
-def _spectra(windows: list[dict[str, np.ndarray]], index_name: str) -> list[np.ndarray | None]:
-    """:func:`shift_spectrum` of each window's water index."""
-    return [shift_spectrum(water_index(w, index_name)) for w in windows]
-
-
-def _measure_shift(sb: list[dict], sa: list[dict], index_name: str, threads: bool = False):
-    """Median phase-correlation shift over sample windows (x, y in pixels) and best response.
-
-    ``threads``: the correlations in two threads of this process (the estimates do not depend
-    on where they run).
-    """
-    spectra_b, spectra_a = _map_threads(threads, _spectra, [sb, sa], [index_name, index_name])
-    return _shift_of(spectra_b, spectra_a, threads)
-
-
 def _shift_of(spectra_b: list, spectra_a: list, threads: bool = False, spectra: bool = True):
-    """:func:`_measure_shift` from both dates' :func:`_spectra` (what :func:`estimate_shift`
-    gives for each pair of windows), or from the windows' index itself when not ``spectra``."""
+    """Median phase-correlation shift over the sample windows (x, y in pixels) and the best
+    response, from both dates' :func:`shift_spectrum` of each window's water index (what
+    :func:`estimate_shift` gives for each pair of windows), or from the windows' index itself
+    when not ``spectra``. ``threads``: the correlations in two threads of this process (the
+    estimates do not depend on where they run)."""
     estimates = _map_threads(threads, shift_of_spectra if spectra else estimate_shift, spectra_b, spectra_a)
     shifts = [(dx, dy, resp) for dx, dy, resp in estimates if resp > 0]
     if not shifts:

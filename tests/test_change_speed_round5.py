@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuban.pipelines.change import _measure_shift
+from tuban.imagery.align import shift_spectrum
+from tuban.imagery.water import water_index
+from tuban.pipelines.change import _shift_of
 
 
 def _pair(rng: np.random.Generator, dx: int, dy: int) -> tuple[dict, dict]:
@@ -26,8 +28,9 @@ def test_threaded_shift_is_the_serial_shift(seed):
     rng = np.random.default_rng(seed)
     pairs = [_pair(rng, 2, -1) for _ in range(4)] + [_pair(rng, 3, 1)]
     sb, sa = [b for b, _ in pairs], [a for _, a in pairs]
-    serial = _measure_shift(sb, sa, "ndwi")
-    threaded = _measure_shift(sb, sa, "ndwi", threads=True)
+    ib, ia = [water_index(w, "ndwi") for w in sb], [water_index(w, "ndwi") for w in sa]
+    serial = _shift_of(ib, ia, spectra=False)  # one worker: each pair's estimate_shift in turn
+    threaded = _shift_of([shift_spectrum(x) for x in ib], [shift_spectrum(x) for x in ia], threads=True)
     assert threaded == serial  # the same floats, bit for bit
     (dx, dy), response = serial
     assert (round(dx), round(dy)) == (2, -1)  # the median of the five windows' shifts

@@ -99,13 +99,19 @@ def _tiled_pair(tmp: Path, size: int, tile: int, seed: int = 0) -> tuple[Path, P
     return paths[0], paths[1]
 
 
+def _read_samples(src, grid, windows, shift=(0.0, 0.0)):
+    """The preparation's sample reads (``_read_cat``) as one band dict per window, and the kept tiles."""
+    cat, _, _, kept = ch._read_cat(src, grid, windows, shift)
+    return ch._windows_of(cat, windows), kept
+
+
 @pytest.mark.parametrize("size,tile,block", [(600, 128, 256), (600, 128, 200), (520, 64, 512)])
 def test_samples_and_blocks_of_a_tiled_file_are_the_plain_reads(tmp_path, size, tile, block):
     b, a = _tiled_pair(tmp_path, size, tile)
     src = open_date([b])
     grid = ch.common_grid(src, open_date([a]))
     windows = ch._sample_windows(grid, 512, 3)
-    samples, kept = ch._read_samples(src, grid, windows)
+    samples, kept = _read_samples(src, grid, windows)
     assert kept is not None and len(kept) > 0
     with open_on_grid(src, grid) as reader:
         plain = [cb.read_date(reader, src, w) for w in windows]
@@ -131,7 +137,7 @@ def test_a_date_larger_than_the_grid_reads_its_kept_tiles_at_the_grid_offset(tmp
     grid = ch.common_grid(src_b, src_a)
     assert (grid.width, grid.height) == (480, 480)
     windows = ch._sample_windows(grid, 512, 3)
-    samples, kept = ch._read_samples(src_b, grid, windows)
+    samples, kept = _read_samples(src_b, grid, windows)
     assert kept is not None and (kept.grid.row_off_px, kept.grid.col_off_px) == (50, 37)
     with open_on_grid(src_b, grid) as reader:
         bands = [src_b.roles[r] for r in src_b.roles]
@@ -154,8 +160,8 @@ def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
     src_b, src_a = open_date([b]), open_date([a_shift])
     grid = ch.common_grid(src_b, src_a)
     windows = ch._sample_windows(grid, 512, 3)
-    assert ch._read_samples(src_b, grid, windows)[1] is not None
-    assert ch._read_samples(src_a, grid, windows, (1.5, 0.5))[1] is None  # warped read
+    assert _read_samples(src_b, grid, windows)[1] is not None
+    assert _read_samples(src_a, grid, windows, (1.5, 0.5))[1] is None  # warped read
     striped = tmp_path / "striped.tif"
     with rasterio.open(b) as ds:
         profile = {**ds.profile, "tiled": False, "blockysize": 8}
@@ -164,7 +170,7 @@ def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
             out.write(ds.read())
             out.descriptions = ds.descriptions
     src_s = open_date([striped])
-    assert ch._read_samples(src_s, ch.common_grid(src_s, src_b), windows)[1] is None
+    assert _read_samples(src_s, ch.common_grid(src_s, src_b), windows)[1] is None
 
 
 def test_kept_tiles_stay_within_their_memory_budget(tmp_path, monkeypatch):
@@ -172,14 +178,14 @@ def test_kept_tiles_stay_within_their_memory_budget(tmp_path, monkeypatch):
     src = open_date([b])
     grid = ch.common_grid(src, open_date([a]))
     windows = ch._sample_windows(grid, 512, 3)
-    samples, kept = ch._read_samples(src, grid, windows)
+    samples, kept = _read_samples(src, grid, windows)
     assert kept is not None
     n_all = len(kept)
     monkeypatch.setattr(ct, "MAX_KEPT_BYTES", 0)
-    samples_alone, none = ch._read_samples(src, grid, windows)
+    samples_alone, none = _read_samples(src, grid, windows)
     assert none is None
     monkeypatch.setattr(ct, "MAX_KEPT_BYTES", 600 * 600 * 4 * 2)  # room for some covering windows only
-    samples_some, some = ch._read_samples(src, grid, windows)
+    samples_some, some = _read_samples(src, grid, windows)
     assert 0 < len(some) < n_all
     for got, alone, partly in zip(samples, samples_alone, samples_some, strict=True):
         assert all(np.array_equal(got[r], alone[r], equal_nan=True) for r in got)
