@@ -23,7 +23,7 @@ from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
 
-from tuban.pipelines.change_blob_ops import CROSS
+from tuban.pipelines.change_blob_ops import CROSS, pack_shelves
 
 __all__ = ["Blob", "find_blobs", "blob_mask", "blob_polygons", "blob_polygon", "STRIP_PX"]
 
@@ -154,16 +154,8 @@ def blob_polygons(blobs: Sequence[Blob], codes: np.ndarray, transform: Affine,
         return []
     if masks is None:
         masks = [blob_mask(b, codes) for b in blobs]
-    width = max(atlas_width_px, max(m.shape[1] for m in masks) + 1)
-    places, x, y, shelf = [], 1, 1, 0
-    for m in masks:
-        h, w = m.shape
-        if x + w + 1 > width:
-            x, y, shelf = 1, y + shelf + 1, 0
-        places.append((y, x))
-        x += w + 1
-        shelf = max(shelf, h)
-    atlas = np.zeros((y + shelf + 1, width), dtype=np.uint8)
+    places, atlas_hw = pack_shelves([m.shape for m in masks], atlas_width_px)
+    atlas = np.zeros(atlas_hw, dtype=np.uint8)
     owner = np.full(atlas.shape, -1, dtype=np.int32)
     for i, ((ay, ax), m) in enumerate(zip(places, masks, strict=True)):
         atlas[ay:ay + m.shape[0], ax:ax + m.shape[1]] |= m

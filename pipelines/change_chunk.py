@@ -29,17 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from tuban.pipelines.change_blob_ops import dilate4, erode4, nanmean32
+from tuban.pipelines.change_blob_ops import dilate4, erode4, nanmean32, pack_shelves
 from tuban.pipelines.change_blocks import dequantise_index
 
-__all__ = ["MAX_ATLAS_PX", "MAX_WINDOW_SIDE_PX", "ChunkMeasures", "ChunkRecords", "chunk_measures", "pack_shelves", "segment_medians"]
+__all__ = ["MAX_ATLAS_PX", "MAX_WINDOW_SIDE_PX", "ChunkMeasures", "ChunkRecords", "chunk_measures", "segment_medians"]
 
 #: Windows taller or wider than this are measured on their own (ponds fit): the atlas is at most
 #: this wide and no shelf taller, whatever the shape of the blobs.
 MAX_WINDOW_SIDE_PX = 256
 #: At most this many window pixels in one atlas (~40 bytes each across its layers and masks; the
-#: atlas, packed tallest first, holds at most ~3 times as many); the chunk's further blobs are
-#: measured on their own. A memory bound, it changes no number.
+#: atlas, packed tallest first by :func:`pack_shelves`, holds at most ~3 times as many); the
+#: chunk's further blobs are measured on their own. A memory bound, it changes no number.
 MAX_ATLAS_PX = 1 << 20
 #: The float32 values of the index layers' codes (NaN for 0) and of the brightness layer's codes.
 _INDEX = dequantise_index(np.arange(256, dtype=np.uint8))
@@ -66,8 +66,7 @@ class ChunkMeasures:
             over the core when it has 4 pixels or more, else over the inside.
         delta_mean: :func:`nanmean32` of ``|index after - index before|`` inside.
         windows: ``(row0, row1, col0, col1)`` of each blob's window on the grid.
-        inside: the atlas mask of the insides; ``places``: each window's ``(row, col)`` in it
-            (None where not packed).
+        inside: the atlas mask of the insides; ``places``: each window's ``(row, col)`` in it.
     """
 
     packed: np.ndarray
@@ -100,26 +99,6 @@ class ChunkMeasures:
         r0, r1, c0, c1 = self.windows[i]
         y, x = self.places[i]
         return self.inside[y:y + r1 - r0, x:x + c1 - c0].copy()
-
-
-def pack_shelves(shapes_hw: list[tuple[int, int]], min_width: int = 1024) -> tuple[list[tuple[int, int]], tuple[int, int]]:
-    """``(row, col)`` places of rectangles packed shelf by shelf, one empty pixel around each.
-
-    Returns the places and the atlas shape (empty rows and columns at its edges too).
-
-    Example:
-        >>> pack_shelves([(2, 3), (4, 2)], min_width=8)
-        ([(1, 1), (1, 5)], (6, 8))
-    """
-    width = max([min_width, *[w + 2 for _, w in shapes_hw]])
-    places, x, y, shelf = [], 1, 1, 0
-    for h, w in shapes_hw:
-        if x + w + 1 > width:
-            x, y, shelf = 1, y + shelf + 1, 0
-        places.append((y, x))
-        x += w + 1
-        shelf = max(shelf, h)
-    return places, (y + shelf + 1, width)
 
 
 def segment_medians(owner: np.ndarray, codes: np.ndarray, n: int, values: np.ndarray):
@@ -177,6 +156,7 @@ def chunk_measures(windows: list, blobs: list, masks: list, stack: np.ndarray, w
     """
     n = len(blobs)
     packed = np.zeros(n, dtype=bool)
+    sizes = []
     total_px = 0
     for i, (win, b, m) in enumerate(zip(windows, blobs, masks, strict=True)):
         if win is not None:
@@ -186,14 +166,8 @@ def chunk_measures(windows: list, blobs: list, masks: list, stack: np.ndarray, w
             packed[i] = (max(r1 - r0, c1 - c0) <= MAX_WINDOW_SIDE_PX and total_px + px <= MAX_ATLAS_PX
                          and r >= 0 and c >= 0 and r + m.shape[0] <= r1 - r0 and c + m.shape[1] <= c1 - c0)
             total_px += px if packed[i] else 0
-    # tallest first (a shelf is as tall as its first window): in the chunk's order, a tall thin
-    # window among wide ones would open a shelf of its height for each (measured: 18x the pixels)
-    todo = sorted(np.flatnonzero(packed).tolist(), key=lambda i: windows[i][0] - windows[i][1])
-    shelf_places, shape_hw = pack_shelves([(windows[i][1] - windows[i][0], windows[i][3] - windows[i][2])
-                                           for i in todo], MAX_WINDOW_SIDE_PX)
-    places: list = [None] * n
-    for i, place in zip(todo, shelf_places, strict=True):
-        places[i] = place
+        sizes.append((win[1] - win[0], win[3] - win[2]) if packed[i] else (0, 0))
+    places, shape_hw = pack_shelves(sizes, MAX_WINDOW_SIDE_PX)
     layers = np.zeros((4, *shape_hw), dtype=np.uint8)
     owner = np.full(shape_hw, -1, dtype=np.int32)
     inside = np.zeros(shape_hw, dtype=bool)

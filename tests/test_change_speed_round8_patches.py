@@ -32,10 +32,10 @@ from tuban.imagery.crs import M2_PER_MU, WGS84
 from tuban.imagery.ponds import ShapeSettings, cluster_counts, shape_stats_many
 from tuban.imagery.raster_io import open_date
 from tuban.pipelines.change import ChangeSettings, detect_changes
-from tuban.pipelines.change_blob_ops import bounds_window, bounds_windows, median32
+from tuban.pipelines.change_blob_ops import bounds_window, bounds_windows, median32, pack_shelves
 from tuban.pipelines.change_blobs import blob_mask, blob_polygons, find_blobs
 from tuban.pipelines.change_blocks import CODE, dequantise_index
-from tuban.pipelines.change_chunk import pack_shelves, segment_medians
+from tuban.pipelines.change_chunk import segment_medians
 from tuban.pipelines.change_fields import (
     ROUGHER_THAN,
     WEAK_SHARE,
