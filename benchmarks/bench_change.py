@@ -212,7 +212,7 @@ def _run_watched(cmd: list[str], every_s: float = 0.25) -> tuple[dict, float]:
     return json.loads(out.strip().splitlines()[-1]), peak
 
 
-def _round(k: int, args: argparse.Namespace, before: Path, after: Path) -> dict:
+def _round(number: int, args: argparse.Namespace, before: Path, after: Path) -> dict:
     """One round: the bare loop, tuban with 1 worker and with 2, each in a fresh process, in that
     order; the round's ratio and speed-up come from its own three runs."""
     results = {}
@@ -234,7 +234,7 @@ def _round(k: int, args: argparse.Namespace, before: Path, after: Path) -> dict:
     ratio = results["tuban-1"]["mpx_s"] / results["bare"]["mpx_s"]
     cpu_ratio = results["bare"]["cpu_s_per_mpx"] / results["tuban-1"]["cpu_s_per_mpx"]
     speedup = results["tuban-2"]["mpx_s"] / results["tuban-1"]["mpx_s"]
-    print(f"round {k}: ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
+    print(f"round {number}: ratio tuban-1 / bare = {ratio:.2f} (target >= 0.67; by CPU time {cpu_ratio:.2f}); "
           f"2 workers / 1 worker = {speedup:.2f}x (target >= 1.7); patches {results['tuban-1']['patches']}",
           flush=True)
     return {"results": results, "ratio": ratio, "cpu_ratio": cpu_ratio, "speedup_2w": speedup}
@@ -278,9 +278,8 @@ def main() -> None:
         control.append(parallel_control())
         print(f"parallel control after the runs: {control[1]:.2f}x (the machine's 2-process ceiling now)")
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
-        print(json.dumps({"size_px": args.size_px, "results": rounds[-1]["results"], "ratio": ratio,
-                          "cpu_ratio": cpu_ratio, "speedup_2w": speedup, "parallel_control": control,
-                          "same_patch_counts": same, "rounds": rounds}))
+        print(json.dumps({"size_px": args.size_px, "ratio": ratio, "cpu_ratio": cpu_ratio, "speedup_2w": speedup,
+                          "parallel_control": control, "same_patch_counts": same, "rounds": rounds}))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
