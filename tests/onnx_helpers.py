@@ -25,16 +25,15 @@ def county_slices(folder: Path):
     """``(files, images)``: a small sample county (seed 7, not a calibration seed) in ``folder`` and
     its 2 m scene cut into 640 px slices, stretched as `tuban detect` does."""
     from tuban.imagery.slice_source import open_slice_source, resolve_rgb_bands
-    from tuban.imagery.slicing import compute_stretch, slice_windows, to_uint8_rgb
+    from tuban.imagery.slicing import compute_stretch, read_model_slices, slice_windows
     from tuban.sample_data.county import CountySpec, generate_county
 
     files = generate_county(folder, 7, spec=CountySpec(s2_size_px=300, hr_size_px=1200))
     src = open_slice_source(files.hr_before)
     bands = resolve_rgb_bands(src.band_names, src.count)
     stretch = compute_stretch(*src.read_stretch_sample(bands))
-    images = []
-    for w in slice_windows(src.width, src.height, 640, 64):
-        data, ok = src.read(bands, w.col_off, w.row_off, w.width, w.height)
-        images.append(to_uint8_rgb(data, stretch, ok))
+    wins = slice_windows(src.width, src.height, 640, 64)
+    kept, images = read_model_slices(src, bands, stretch, wins)
     src.close()
+    assert len(kept) == len(wins)  # the sample county has no nodata: every slice is kept
     return files, images
