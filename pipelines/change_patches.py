@@ -282,6 +282,20 @@ def part_kind(value: int, stats: ShapeStats, solidity: float, drained: bool, fac
     return (("drained_pond" if drained else "removed_pond") if pond else "lost_water"), pond
 
 
+def _water_on_wet_date(value: int, codes: np.ndarray, ib: np.ndarray, ia: np.ndarray, nir: np.ndarray,
+                       t, dark63: float) -> np.ndarray:
+    """Water on the date a gain (``value``) or a loss holds water, pixel by pixel (:func:`_open_edge`).
+
+    After a gain: the after date's water rule (brightness: 63.5 = the land median,
+    ``dark63`` = :func:`dark_level_q`). Before a loss (no before brightness in the stack): open
+    water by the index alone.
+    """
+    with np.errstate(invalid="ignore"):
+        if value == CODE["new_water"]:
+            return (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
+        return (ib > t.water) | (codes == CODE["water"])
+
+
 def _may_split(blob: np.ndarray, index: np.ndarray, change: float) -> bool:
     """Whether :func:`split_blob` could cut ``blob`` at all under :func:`_examine`'s ``accept``.
 
@@ -415,11 +429,7 @@ def _examine(geom, value, stack, job: BlockJob, settings: ShapeSettings, px_area
             labels = split_parts_again(labels, lambda part: _split_part(part, wet_index, min_px, t.change, accept))
     span = max(1e-6, t.water_mean - t.land_mean)
     dark63 = dark_level_q(t)
-    with np.errstate(invalid="ignore"):
-        if value == CODE["new_water"]:  # the after date's water rule (brightness: 63.5 = land median)
-            wet = (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
-        else:  # no before brightness in the stack: open water by the index alone
-            wet = (ib > t.water) | (win_codes == CODE["water"])
+    wet = _water_on_wet_date(value, win_codes, ib, ia, nir, t, dark63)
     n_parts = int(labels.max())  # labels do not change below
     for part in range(1, n_parts + 1):
         inside = labels == part
@@ -515,12 +525,8 @@ def _chunk_parts(polygons: list, blobs: list[Blob], masks: list, stats: list, bo
     windows = [tuple(w) if b.value == gain else None
                for b, w in zip(blobs, bounds_windows(bounds, grid, 3).tolist(), strict=True)]
     dark63 = dark_level_q(t)
-
-    def wet_rule(codes, ib, ia, nir):  # :func:`_examine`'s water of the after date
-        with np.errstate(invalid="ignore"):
-            return (ia > t.water) | ((ia > t.weak_water) & (nir < dark63))
-
-    m = chunk_measures(windows, blobs, masks, stack, wet_rule)
+    m = chunk_measures(windows, blobs, masks, stack,
+                       lambda codes, ib, ia, nir: _water_on_wet_date(gain, codes, ib, ia, nir, t, dark63))
     min_px = max(1, int(settings.min_area_m2 / grid.pixel_size_m ** 2))
     span = max(1e-6, t.water_mean - t.land_mean)
     change = max(1e-6, t.change)
@@ -582,10 +588,10 @@ def _min_blob_px(settings: ShapeSettings, px_area_m2: float) -> int:
     return max(1, int(0.5 * settings.min_area_m2 / px_area_m2))
 
 
-def _is_pond(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: float) -> bool:
-    """Whether one part yielded by :func:`_examine` is a pond."""
+def _kind_of(value: int, part: tuple, settings: ShapeSettings, pixel_size_m: float) -> tuple[str, bool]:
+    """:func:`part_kind` of one part yielded by :func:`_examine`: its kind, and whether it is a pond."""
     _, stats, _, drained, solidity, facts = part
-    return part_kind(value, stats, solidity, drained, facts, settings, pixel_size_m)[1]
+    return part_kind(value, stats, solidity, drained, facts, settings, pixel_size_m)
 
 
 def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list | None = None,
@@ -610,18 +616,18 @@ def _records(blobs, stack, job: BlockJob, settings: ShapeSettings, bounds: list 
                 in_gdal_env()
                 parts = list(_examine(geom, v, stack, job, settings, px_area, known, geom_stats=geom_stats,
                                       bounds=None if bounds is None else tuple(bounds[i])))
-            kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+            kinds = [_kind_of(v, p, settings, grid.pixel_size_m) for p in parts]
             if not any(pond for _, pond in kinds):
                 in_gdal_env()
                 # A fragment of an algae / turbid pond: decide the framed body it belongs to at once.
                 body = framed_parts(
                     geom, v, stack, grid, job.thresholds,
                     lambda g, v=v: list(_examine(g, v, stack, job, settings, px_area, whole=True)),
-                    lambda p, v=v: _is_pond(v, p, settings, grid.pixel_size_m),
+                    lambda p, v=v: _kind_of(v, p, settings, grid.pixel_size_m)[1],
                     int(np.sqrt(settings.max_area_m2 / px_area)) + 2)
                 if body is not None:  # framed_parts flags its parts (a fact part_kind does not read)
                     parts = body
-                    kinds = [part_kind(v, p[1], p[4], p[3], p[5], settings, grid.pixel_size_m) for p in parts]
+                    kinds = [_kind_of(v, p, settings, grid.pixel_size_m) for p in parts]
             for (poly, stats, contrast, _, solidity, facts), (kind, pond) in zip(parts, kinds, strict=True):
                 score = 0.5 * contrast + 0.5 * (shape_score(stats, settings) if pond else 0.3)
                 out.append({"kind": kind, "score": score, "area_m2": stats.area_m2,
