@@ -30,7 +30,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tuban import RasterError
-from tuban.imagery.align import Grid, block_windows, common_grid  # noqa: F401 (common_grid: tests)
+from tuban.imagery.align import Grid, block_windows
 from tuban.imagery.crs import M2_PER_MU
 from tuban.imagery.georaster import GeoRaster
 from tuban.imagery.ponds import ShapeSettings
@@ -51,18 +51,7 @@ from tuban.pipelines.change_pool import (
     stack_path,
     store_block,
 )
-from tuban.pipelines.change_prepare import (  # noqa: F401 (the preparation's parts: tests use them from here)
-    _date_task,
-    _map_threads,
-    _prepare,
-    _read_cat,
-    _sample_date,
-    _sample_windows,
-    _scene_thresholds,
-    _shift_of,
-    _spectral,
-    _windows_of,
-)
+from tuban.pipelines.change_prepare import _prepare
 from tuban.pipelines.change_shadow import reduce_cells, shadow_zone
 from tuban.pipelines.change_tiles import release as release_tiles
 

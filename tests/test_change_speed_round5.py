@@ -10,7 +10,7 @@ import pytest
 
 from tuban.imagery.align import shift_spectrum
 from tuban.imagery.water import water_index
-from tuban.pipelines.change import _shift_of
+from tuban.pipelines.change_prepare import _shift_of
 
 
 def _pair(rng: np.random.Generator, dx: int, dy: int) -> tuple[dict, dict]:

@@ -27,8 +27,9 @@ from rasterio.windows import Window
 import tuban.imagery.masks as masks
 import tuban.pipelines.change as ch
 import tuban.pipelines.change_blocks as cb
+import tuban.pipelines.change_prepare as cp
 import tuban.pipelines.change_tiles as ct
-from tuban.imagery.align import block_windows, open_on_grid
+from tuban.imagery.align import block_windows, common_grid, open_on_grid
 from tuban.imagery.raster_io import open_date
 from tuban.pipelines.change import ChangeSettings, detect_changes
 
@@ -61,7 +62,7 @@ def test_kept_tiles_give_the_plain_reads(tile_h, tile_w, off_r, off_c, height, w
     data = rng.integers(0, 65535, (3, height, width)).astype(np.uint16)
     size = int(rng.integers(1, min(height, width) + 1))
     grid = type("G", (), {"width": width, "height": height})()
-    windows = ch._sample_windows(grid, size, per_side)
+    windows = cp._sample_windows(grid, size, per_side)
     kept = ct.SampleTiles(tiles, [3, 1])
     reader = _FakeTiff(data, tiles)
     for w in windows:
@@ -101,16 +102,16 @@ def _tiled_pair(tmp: Path, size: int, tile: int, seed: int = 0) -> tuple[Path, P
 
 def _read_samples(src, grid, windows, shift=(0.0, 0.0)):
     """The preparation's sample reads (``_read_cat``) as one band dict per window, and the kept tiles."""
-    cat, _, _, kept = ch._read_cat(src, grid, windows, shift)
-    return ch._windows_of(cat, windows), kept
+    cat, _, _, kept = cp._read_cat(src, grid, windows, shift)
+    return cp._windows_of(cat, windows), kept
 
 
 @pytest.mark.parametrize("size,tile,block", [(600, 128, 256), (600, 128, 200), (520, 64, 512)])
 def test_samples_and_blocks_of_a_tiled_file_are_the_plain_reads(tmp_path, size, tile, block):
     b, a = _tiled_pair(tmp_path, size, tile)
     src = open_date([b])
-    grid = ch.common_grid(src, open_date([a]))
-    windows = ch._sample_windows(grid, 512, 3)
+    grid = common_grid(src, open_date([a]))
+    windows = cp._sample_windows(grid, 512, 3)
     samples, kept = _read_samples(src, grid, windows)
     assert kept is not None and len(kept) > 0
     with open_on_grid(src, grid) as reader:
@@ -134,9 +135,9 @@ def test_a_date_larger_than_the_grid_reads_its_kept_tiles_at_the_grid_offset(tmp
     with rasterio.open(a, "r+") as ds:  # 37 columns right and 50 rows down of the before date's corner
         ds.transform = Affine(10, 0, 400000 + 370, 0, -10, 2700000 - 500)
     src_b, src_a = open_date([b]), open_date([a])
-    grid = ch.common_grid(src_b, src_a)
+    grid = common_grid(src_b, src_a)
     assert (grid.width, grid.height) == (480, 480)
-    windows = ch._sample_windows(grid, 512, 3)
+    windows = cp._sample_windows(grid, 512, 3)
     samples, kept = _read_samples(src_b, grid, windows)
     assert kept is not None and (kept.grid.row_off_px, kept.grid.col_off_px) == (50, 37)
     with open_on_grid(src_b, grid) as reader:
@@ -158,8 +159,8 @@ def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
     shifted.mkdir()
     _, a_shift = cs.pair(shifted, after_transform=cs.TRANSFORM @ Affine.translation(1.5, 0.5))
     src_b, src_a = open_date([b]), open_date([a_shift])
-    grid = ch.common_grid(src_b, src_a)
-    windows = ch._sample_windows(grid, 512, 3)
+    grid = common_grid(src_b, src_a)
+    windows = cp._sample_windows(grid, 512, 3)
     assert _read_samples(src_b, grid, windows)[1] is not None
     assert _read_samples(src_a, grid, windows, (1.5, 0.5))[1] is None  # warped read
     striped = tmp_path / "striped.tif"
@@ -170,14 +171,14 @@ def test_striped_or_warped_dates_keep_no_tiles(tmp_path):
             out.write(ds.read())
             out.descriptions = ds.descriptions
     src_s = open_date([striped])
-    assert _read_samples(src_s, ch.common_grid(src_s, src_b), windows)[1] is None
+    assert _read_samples(src_s, common_grid(src_s, src_b), windows)[1] is None
 
 
 def test_kept_tiles_stay_within_their_memory_budget(tmp_path, monkeypatch):
     b, a = _tiled_pair(tmp_path, 600, 128)
     src = open_date([b])
-    grid = ch.common_grid(src, open_date([a]))
-    windows = ch._sample_windows(grid, 512, 3)
+    grid = common_grid(src, open_date([a]))
+    windows = cp._sample_windows(grid, 512, 3)
     samples, kept = _read_samples(src, grid, windows)
     assert kept is not None
     n_all = len(kept)

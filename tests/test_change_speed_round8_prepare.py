@@ -21,10 +21,10 @@ import rasterio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tuban.pipelines.change as ch
 import tuban.pipelines.change_blocks as cb
+import tuban.pipelines.change_prepare as cp
 from tuban.imagery import align, masks, water
-from tuban.imagery.align import open_on_grid
+from tuban.imagery.align import common_grid, open_on_grid
 from tuban.imagery.raster_io import open_date
 from tuban.imagery.water import BandGain
 from tuban.pipelines.change_blocks import apply_gains
@@ -92,7 +92,7 @@ def test_fit_normalisation_subsamples_before_converting(seed, n, nan_share, inte
     # repr: the exact floats, NaN included (a NaN pixel marked valid gives a NaN gain in both)
     plain = repr(_plain_fit(before, after, valid, max_samples=max_samples))
     assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples)) == plain
-    in_threads = functools.partial(ch._map_threads, True)  # each date's half in its own thread
+    in_threads = functools.partial(cp._map_threads, True)  # each date's half in its own thread
     assert repr(water.fit_normalisation(before, after, valid, max_samples=max_samples, map_dates=in_threads)) == plain
 
 
@@ -103,7 +103,7 @@ def _plain_thresholds(cat, cat_a, valid, gains, index_name):
     ok = valid & np.isfinite(ib) & np.isfinite(ia)
     if not ok.any():
         return None, 0.0
-    sum_b, sum_a = water.brightness(ch._spectral(cat)), water.brightness(ch._spectral(cat_a))
+    sum_b, sum_a = water.brightness(cp._spectral(cat)), water.brightness(cp._spectral(cat_a))
     return water.water_thresholds(ib[ok], ia[ok], sum_b[ok], sum_a[ok]), float(ok.mean())
 
 
@@ -131,9 +131,9 @@ def test_scene_thresholds_subsample_first(seed, n, nan_share, gained, index_name
     plain = _plain_thresholds(before, after, valid, gains, index_name)
     given_ = ((water.water_index(before, index_name), water.water_index(after, index_name)) if indices_given
               else (None, None))
-    fast = ch._scene_thresholds(before, {r: v.copy() for r, v in after.items()}, valid, gains, index_name, *given_)
+    fast = cp._scene_thresholds(before, {r: v.copy() for r, v in after.items()}, valid, gains, index_name, *given_)
     assert fast == plain
-    none = ch._scene_thresholds(before, after, np.zeros(n, dtype=bool), gains, index_name)
+    none = cp._scene_thresholds(before, after, np.zeros(n, dtype=bool), gains, index_name)
     assert none == (None, 0.0)
 
 
@@ -146,12 +146,12 @@ def _plain_sample_date(src, grid, windows, shift=(0.0, 0.0)):
     with open_on_grid(src, grid, shift_px=shift) as reader:  # each window read on its own
         samples = [cb.read_date(reader, src, w) for w in windows]
     cat = {r: np.concatenate([s[r].ravel() for s in samples]) for r in samples[0]}
-    spectral = ch._spectral(cat)
+    spectral = cp._spectral(cat)
     finite = np.isfinite(np.stack(list(spectral.values()))).all(axis=0)
     if not finite.any():
         return cat, None, None
     bright = _plain_scene_brightness(spectral, finite)
-    invalid = np.concatenate([cb.invalid_mask(w, src, bright)[0].ravel() for w in ch._windows_of(cat, windows)])
+    invalid = np.concatenate([cb.invalid_mask(w, src, bright)[0].ravel() for w in cp._windows_of(cat, windows)])
     return cat, bright, invalid
 
 
@@ -165,7 +165,7 @@ def _plain_scene_brightness(bands, valid):
 
 
 def _assert_same_sample_date(src, grid, windows, shift=(0.0, 0.0)):
-    cat, bright, invalid, _ = ch._sample_date(src, grid, windows, shift)
+    cat, bright, invalid, _ = cp._sample_date(src, grid, windows, shift)
     p_cat, p_bright, p_invalid = _plain_sample_date(src, grid, windows, shift)
     assert cat.keys() == p_cat.keys()
     for r in cat:
@@ -186,8 +186,8 @@ def test_sample_date_gives_the_plain_samples_and_masks(tmp_path, cloud, nodata_b
                 data[:, :30, :50] = 0
                 ds.write(data)
     src_b, src_a = open_date([b]), open_date([a])
-    grid = ch.common_grid(src_b, src_a)
-    windows = ch._sample_windows(grid, 100, 3)
+    grid = common_grid(src_b, src_a)
+    windows = cp._sample_windows(grid, 100, 3)
     _assert_same_sample_date(src_b, grid, windows)
     _, invalid = _assert_same_sample_date(src_a, grid, windows)
     assert invalid.any() == (cloud is not None or nodata_box)
@@ -207,8 +207,8 @@ def test_sample_date_of_float_and_scaled_inputs(tmp_path):
         out.write(data)
         out.descriptions = names
     src_f, src_a = open_date([fb]), open_date([a])
-    grid = ch.common_grid(src_f, src_a)
-    windows = ch._sample_windows(grid, 100, 3)
+    grid = common_grid(src_f, src_a)
+    windows = cp._sample_windows(grid, 100, 3)
     _assert_same_sample_date(src_f, grid, windows)
     scaled = dataclasses.replace(src_a, scales={"green": (2e-5, -0.1), "nir": (1e35, 0.0)})  # nir may overflow
     assert not cb.nodata_is_nan_alone(np.dtype("uint16"), scaled)
@@ -220,8 +220,8 @@ def test_sample_date_with_a_landsat_qa_band(real_data):
     f = real_data / "landsat8_crop"
     src = open_date([f])
     assert "qa" in src.roles and src.qa_kind
-    grid = ch.common_grid(src, src)
-    _assert_same_sample_date(src, grid, ch._sample_windows(grid, 512, 3))
+    grid = common_grid(src, src)
+    _assert_same_sample_date(src, grid, cp._sample_windows(grid, 512, 3))
 
 
 @settings(max_examples=60, deadline=None)
@@ -366,21 +366,21 @@ def test_measure_shift_of_the_dates_spectra_is_the_plain_median(tmp_path):
 
     b, a = cs.pair(tmp_path, after_transform=cs.TRANSFORM @ Affine.translation(1.5, 0.5))
     src_b, src_a = open_date([b]), open_date([a])
-    grid = ch.common_grid(src_b, src_a)
-    windows = ch._sample_windows(grid, 120, 3)
+    grid = common_grid(src_b, src_a)
+    windows = cp._sample_windows(grid, 120, 3)
     for threads in (False, True):
-        task_b = ch._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi")
-        task_a = ch._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi")
-        sb = [ch._windows_of(task_b[0], windows)[i] for i in (0, 2, 4, 6, 8)]
-        sa = [ch._windows_of(task_a[0], windows)[i] for i in (0, 2, 4, 6, 8)]
+        task_b = cp._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi")
+        task_a = cp._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi")
+        sb = [cp._windows_of(task_b[0], windows)[i] for i in (0, 2, 4, 6, 8)]
+        sa = [cp._windows_of(task_a[0], windows)[i] for i in (0, 2, 4, 6, 8)]
         plain = [_plain_estimate_shift(water.water_index(x, "ndwi"), water.water_index(y, "ndwi"))
                  for x, y in zip(sb, sa, strict=True)]
         shifts = np.array([p for p in plain if p[2] > 0])
         want = (float(np.median(shifts[:, 0])), float(np.median(shifts[:, 1]))), float(shifts[:, 2].max())
-        assert ch._shift_of(task_b[5], task_a[5], threads) == want
-        views_b = ch._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
-        views_a = ch._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
-        assert ch._shift_of(views_b, views_a, threads, spectra=False) == want  # one process: pair by pair
+        assert cp._shift_of(task_b[5], task_a[5], threads) == want
+        views_b = cp._date_task(src_b, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
+        views_a = cp._date_task(src_a, grid, windows, [0, 2, 4, 6, 8], "ndwi", spectra=False)[5]
+        assert cp._shift_of(views_b, views_a, threads, spectra=False) == want  # one process: pair by pair
         for task in (task_b, task_a):  # the index of all samples, before normalisation
             assert np.array_equal(task[4], water.water_index(task[0], "ndwi"), equal_nan=True)
         assert abs(want[0][0] + 1.5) < 0.3 or abs(want[0][0] - 1.5) < 0.3
