@@ -78,10 +78,11 @@ def _median_and_p1(values: np.ndarray) -> tuple[float, float]:
 
     numpy partitions the whole array for each (two passes of introselect over millions of
     sampled pixels). For float32 values that are all finite and >= +0.0 (pixel sums; their bit
-    patterns sort as the values do), the order statistics both need are found from one
-    histogram of the top 16 bits instead, each in the one bucket holding its rank, and numpy
-    then computes the median and the interpolated percentile from them (the mean of the middle
-    pair; the linear interpolation at the same fraction), so the arithmetic is numpy's own.
+    patterns sort as the values do), the order statistics both need are found instead by a
+    bracket guessed from a regular sample (:func:`_bracketed`), or where a bracket misses from
+    one histogram of the top 16 bits (:func:`_ranked`), and numpy then computes the median and
+    the interpolated percentile from them (the mean of the middle pair; the linear
+    interpolation at the same fraction), so the arithmetic is numpy's own.
     Other input takes the plain path (partitioned in place: ``values`` is overwritten).
     """
     if not _selectable(values):

@@ -189,7 +189,7 @@ def _prepare(before: DateSource, after: DateSource, settings: ChangeSettings, po
         raise RasterError(after.label, "all sampled pixels in the overlap are nodata")
     valid = ~(invalid_b | invalid_a)
     # with workers, each date's half of the fit (subsample, ranks) in its own thread
-    gains = fit_normalisation(cat, cat_a, valid, map_dates=None if pool is None else functools.partial(_map_threads, True))
+    gains = fit_normalisation(cat, cat_a, valid, map_dates=functools.partial(_map_threads, threads))
     thresholds, clear = _scene_thresholds(cat, cat_a, valid, gains, index_name, index_b, index_a)
     if thresholds is None:
         raise RasterError(f"{before.label} / {after.label}", "no clear (cloud-free, valid) pixels in common")
