@@ -52,7 +52,7 @@ from tuban.pipelines.change_pool import (
     store_block,
 )
 from tuban.pipelines.change_prepare import _prepare
-from tuban.pipelines.change_shadow import reduce_cells, shadow_zone
+from tuban.pipelines.change_shadow import coarse_flags, shadow_zone
 from tuban.pipelines.change_tiles import release as release_tiles
 
 __all__ = ["ChangeSettings", "ChangeResult", "run_change", "detect_changes", "KINDS"]
@@ -104,24 +104,6 @@ class ChangeResult:
     shift_px: tuple[float, float]
     dates: tuple[str | None, str | None]
     stats: dict
-
-
-def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The cloud (bit 0) and shadow-like (bit 1) flags on a ``factor`` times coarser grid (any).
-
-    Read strip by strip; each strip is a whole number of coarse rows, so every coarse cell
-    covers the same ``factor x factor`` pixels as a reduction of the whole layer would.
-    """
-    height, width = flags_layer.shape
-    step = max(factor, strip_px - strip_px % factor)
-    shape = (-(-height // factor), -(-width // factor))
-    coarse, coarse_dark = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-    for r in range(0, height, step):
-        flags = np.asarray(flags_layer[r:r + step])
-        for bit, target in ((1, coarse), (2, coarse_dark)):
-            red = reduce_cells((flags & bit).astype(bool), factor, "any")
-            target[r // factor: r // factor + red.shape[0]] |= red
-    return coarse, coarse_dark
 
 
 def mask_shadows(stack: np.ndarray, grid: Grid, reach_m: float, strip_px: int = 1024) -> int:

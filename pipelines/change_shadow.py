@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ShadowFit", "shadow_zone", "reduce_cells", "MIN_MATCH", "MIN_CONTRAST"]
+__all__ = ["ShadowFit", "shadow_zone", "reduce_cells", "coarse_flags", "MIN_MATCH", "MIN_CONTRAST"]
 
 #: Working grid edge for the displacement search (cells); the zone is drawn on the input grid.
 WORK_PX = 384
@@ -83,6 +83,25 @@ def reduce_cells(a: np.ndarray, k: int, how: str) -> np.ndarray:
     a = np.pad(a, ((0, pad[0]), (0, pad[1])))
     r = a.reshape(a.shape[0] // k, k, a.shape[1] // k, k)
     return r.any(axis=(1, 3)) if how == "any" else r.mean(axis=(1, 3), dtype=np.float32)
+
+
+def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The cloud (bit 0) and shadow-like (bit 1) flags on a ``factor`` times coarser grid (any).
+
+    Read strip by strip; each strip is a whole number of coarse rows, so every coarse cell
+    covers the same ``factor x factor`` pixels as a reduction of the whole layer would.
+    """
+    height, width = flags_layer.shape
+    step = max(factor, strip_px - strip_px % factor)
+    shape = (-(-height // factor), -(-width // factor))
+    coarse, coarse_dark = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    for r in range(0, height, step):
+        flags = np.asarray(flags_layer[r:r + step])
+        for bit, target in ((1, coarse), (2, coarse_dark)):
+            red = reduce_cells((flags & bit).astype(bool), factor, "any")
+            target[r // factor: r // factor + red.shape[0]] |= red
+    return coarse, coarse_dark
+
 
 
 def _moved(a: np.ndarray, dx: int, dy: int) -> np.ndarray:

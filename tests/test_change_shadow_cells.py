@@ -1,12 +1,11 @@
-"""The whole-grid cloud and shadow flag map used for shadow masking (``change.coarse_flags``)."""
+"""The whole-grid cloud and shadow flag map used for shadow masking (``change_shadow.coarse_flags``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tuban.pipelines.change import coarse_flags
-from tuban.pipelines.change_shadow import reduce_cells
+from tuban.pipelines.change_shadow import coarse_flags, reduce_cells
 
 
 @pytest.mark.parametrize(("height", "width", "factor"), [(5000, 700, 3), (3000, 90, 2), (1100, 50, 1), (2049, 40, 5)])
