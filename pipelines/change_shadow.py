@@ -103,7 +103,6 @@ def coarse_flags(flags_layer: np.ndarray, factor: int, strip_px: int = 1024) -> 
     return coarse, coarse_dark
 
 
-
 def _moved(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """``a`` moved by (dx, dy) cells (x = columns), zero where nothing moved in."""
     out = np.zeros_like(a)
